@@ -1,0 +1,99 @@
+"""The parsed, validated shape of a workflow document (the original task JSON format)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from scripthut.env_rules import EnvRule
+
+DEFAULT_WORKING_DIR = "~"
+DEFAULT_PARTITION = "normal"
+DEFAULT_CPUS = 1
+DEFAULT_MEMORY = "4G"
+DEFAULT_TIME_LIMIT = "1:00:00"
+
+
+@dataclass(slots=True)
+class TaskSpec:
+    """One task as the user wrote it, after validation (defaults filled in).
+
+    `deps` holds the patterns as written; the expanded dependency ids live in
+    `Workflow.deps`. `memory_mb` and `time_limit_s` are the parsed forms of
+    `memory` and `time_limit`.
+    """
+
+    id: str
+    command: str
+    name: str
+    deps: tuple[str, ...] = ()
+    working_dir: str = DEFAULT_WORKING_DIR
+    partition: str = DEFAULT_PARTITION
+    cpus: int = DEFAULT_CPUS
+    memory: str = DEFAULT_MEMORY
+    time_limit: str = DEFAULT_TIME_LIMIT
+    output_file: str | None = None
+    error_file: str | None = None
+    env: tuple[EnvRule, ...] = ()
+    generates_source: str | None = None
+    gres: str | None = None
+    image: str | None = None
+    memory_mb: int = 4096
+    time_limit_s: int = 3600
+
+    def to_dict(self) -> dict[str, Any]:
+        """The task in the original JSON shape (fields at their default are omitted)."""
+        out: dict[str, Any] = {"id": self.id, "name": self.name, "command": self.command}
+        if self.deps:
+            out["deps"] = list(self.deps)
+        optional: dict[str, Any] = {
+            "working_dir": (self.working_dir, DEFAULT_WORKING_DIR),
+            "partition": (self.partition, DEFAULT_PARTITION),
+            "cpus": (self.cpus, DEFAULT_CPUS),
+            "memory": (self.memory, DEFAULT_MEMORY),
+            "time_limit": (self.time_limit, DEFAULT_TIME_LIMIT),
+            "output_file": (self.output_file, None),
+            "error_file": (self.error_file, None),
+            "generates_source": (self.generates_source, None),
+            "gres": (self.gres, None),
+            "image": (self.image, None),
+        }
+        for key, (value, default) in optional.items():
+            if value != default:
+                out[key] = value
+        if self.env:
+            out["env"] = [rule.model_dump(by_alias=True, exclude_defaults=True) for rule in self.env]
+        return out
+
+
+@dataclass(slots=True)
+class Workflow:
+    """A validated workflow: tasks in document order and their expanded dependencies.
+
+    `deps[task_id]` lists the ids the task waits for (wildcards already expanded,
+    duplicates removed, in first-seen order). `env` and `env_groups` are the
+    document-level rules of the `{"tasks": [...]}` form (empty for a bare array).
+    """
+
+    tasks: list[TaskSpec]
+    deps: dict[str, list[str]]
+    env: list[EnvRule] = field(default_factory=list)
+    env_groups: dict[str, list[EnvRule]] = field(default_factory=dict)
+
+    def task(self, task_id: str) -> TaskSpec:
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise KeyError(task_id)
+
+    def to_document(self) -> dict[str, Any]:
+        """The workflow in the original `{"tasks": [...]}` shape."""
+        doc: dict[str, Any] = {"tasks": [task.to_dict() for task in self.tasks]}
+        if self.env:
+            doc["env"] = [rule.model_dump(by_alias=True, exclude_defaults=True) for rule in self.env]
+        if self.env_groups:
+            doc["env_groups"] = {
+                name: [rule.model_dump(by_alias=True, exclude_defaults=True) for rule in rules]
+                for name, rules in self.env_groups.items()
+            }
+        return doc
