@@ -1,0 +1,56 @@
+"""Build backend objects from config entries; say clearly which types have no driver yet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scripthut.backends.base import Backend
+from scripthut.config import BackendConfig, Config, LocalBackendConfig
+from scripthut.errors import BackendUnavailable
+
+AVAILABLE_TYPES = ("local",)
+
+
+def create_backend(config: Config, entry: BackendConfig) -> Backend:
+    """The driver for one configured backend; BackendUnavailable when there is none yet."""
+    if isinstance(entry, LocalBackendConfig):
+        from scripthut.backends.local import LocalBackend
+
+        log_dir = Path(entry.log_dir).expanduser() if entry.log_dir else config.data_dir / "logs"
+        return LocalBackend(
+            entry.name,
+            max_concurrent=entry.max_concurrent,
+            log_dir=log_dir,
+            cpus=entry.cpus,
+            login_shell=entry.login_shell,
+        )
+    raise BackendUnavailable(
+        f"backend '{entry.name}' has type '{entry.type}', which is not available yet "
+        f"in this version of ScriptHut (available: {', '.join(AVAILABLE_TYPES)})"
+    )
+
+
+class BackendRegistry:
+    """Backends by name, created on first use and kept for the engine's lifetime."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._backends: dict[str, Backend] = {}
+
+    def get(self, name: str) -> Backend:
+        backend = self._backends.get(name)
+        if backend is None:
+            backend = create_backend(self.config, self.config.backend(name))
+            self._backends[name] = backend
+        return backend
+
+    def add(self, backend: Backend) -> None:
+        """Use a ready-made backend under its name (embedding and tests)."""
+        self._backends[backend.name] = backend
+
+    def started(self) -> list[Backend]:
+        return list(self._backends.values())
+
+    async def close(self) -> None:
+        for backend in self._backends.values():
+            await backend.close()

@@ -1,0 +1,5 @@
+"""The `scripthut` command."""
+
+from scripthut.cli.main import main
+
+__all__ = ["main"]

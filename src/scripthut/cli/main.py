@@ -1,0 +1,272 @@
+"""`scripthut` — start, watch, inspect, cancel and rerun runs from a terminal.
+
+Exit status: 0 success (a run completed), 1 a run failed or was cancelled, 2 invalid
+input (workflow, config, unknown run or backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from scripthut.cli import display
+from scripthut.cli.session import Session, open_session
+from scripthut.errors import InvalidInput, ScriptHutError
+from scripthut.states import RunState
+from scripthut.store import RunRecord
+from scripthut.workflow.parse import load_workflow
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="scripthut.yaml to use (default: $SCRIPTHUT_CONFIG, ./scripthut.yaml, "
+                        "~/.config/scripthut/scripthut.yaml)")  # fmt: skip
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print one JSON document instead of tables")  # fmt: skip
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log what the engine does")  # fmt: skip
+
+    parser = argparse.ArgumentParser(prog="scripthut", parents=[common],
+                                     description="Run and watch batches of shell tasks.")  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="start a run of a workflow file and follow it")
+    run.add_argument("file", help="workflow JSON file")
+    run.add_argument("--backend", help="backend name from the config (default: the first)")
+    run.add_argument("--max-concurrent", type=int, help="at most N tasks of this run at once")
+    run.add_argument("--name", help="run name (default: the file name)")
+    run.add_argument("--detach", action="store_true", help="start the run and return at once")
+
+    validate = sub.add_parser("validate", parents=[common], help="check a workflow file")
+    validate.add_argument("file")
+
+    runs = sub.add_parser("runs", parents=[common], help="list runs, newest first")
+    runs.add_argument("--limit", type=int, default=20)
+
+    show = sub.add_parser("show", parents=[common], help="a run and its tasks")
+    show.add_argument("run")
+
+    logs = sub.add_parser("logs", parents=[common], help="a task's output (or error) log")
+    logs.add_argument("run")
+    logs.add_argument("task")
+    logs.add_argument("--error", action="store_true", help="the error log instead of the output")
+    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing while the task runs")
+    logs.add_argument("--attempt", type=int, help="an earlier attempt (default: the latest)")
+
+    cancel = sub.add_parser("cancel", parents=[common], help="cancel a run")
+    cancel.add_argument("run")
+
+    rerun = sub.add_parser("rerun", parents=[common], help="run failed, cancelled and dep_failed tasks again")
+    rerun.add_argument("run")
+    rerun.add_argument("--detach", action="store_true", help="start the rerun and return at once")
+
+    export = sub.add_parser("export", parents=[common], help="a run as one JSON document")
+    export.add_argument("run")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name, default in (("config", None), ("json", False), ("verbose", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except InvalidInput as exc:
+        display.err.print(exc.render(), markup=False)
+        return EXIT_INVALID
+    except ScriptHutError as exc:
+        display.err.print(f"error: {exc}", markup=False)
+        return EXIT_INVALID
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    workflow = load_workflow(args.file)
+    edges = sum(len(d) for d in workflow.deps.values())
+    if args.json:
+        print(json.dumps({"valid": True, "tasks": len(workflow.tasks), "edges": edges}))
+    else:
+        display.out.print(f"{args.file}: valid, {len(workflow.tasks)} tasks, {edges} dependencies")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    workflow = load_workflow(args.file)
+    path = Path(args.file).resolve()
+
+    async def go(session: Session) -> RunRecord:
+        record = session.submit(
+            workflow,
+            backend=args.backend,
+            name=args.name,
+            max_concurrent=args.max_concurrent,
+            source=str(path),
+            base_dir=str(path.parent),
+        )
+        if args.detach:
+            return record
+        return await follow(session, record, args)
+
+    return _finish(args, asyncio.run(_with_session(args, go, host_engine=not args.detach)))
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    async def go(session: Session) -> RunRecord:
+        record = await session.rerun(session.resolve(args.run))
+        if args.detach:
+            return record
+        return await follow(session, record, args)
+
+    return _finish(args, asyncio.run(_with_session(args, go, host_engine=not args.detach)))
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    async def go(session: Session) -> RunRecord:
+        record = await session.cancel(session.resolve(args.run))
+        return await session.wait(record.id, timeout=120)
+
+    record = asyncio.run(_with_session(args, go, host_engine=True))
+    if args.json:
+        print(json.dumps({"run": record.id, "status": record.state.value}))
+    else:
+        display.out.print(f"run {record.id}: {record.state.value}")
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    with open_session(args.config, host_engine=False) as session:
+        runs = session.store.list_runs(limit=args.limit)
+        rows = [(run, session.store.task_counts(run.id)) for run in runs]
+    if args.json:
+        print(json.dumps([{**run.to_json(), "counts": counts} for run, counts in rows], indent=2))
+    else:
+        display.out.print(display.runs_table(rows))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with open_session(args.config, host_engine=False) as session:
+        run = session.store.get_run(session.resolve(args.run))
+        tasks = session.store.tasks(run.id)
+        counts = session.store.task_counts(run.id)
+    if args.json:
+        doc = {**run.to_json(), "counts": counts, "tasks": [t.to_json() for t in tasks]}
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    display.out.print(f"{run.id}  {run.name}  on {run.backend}  [bold]{run.state.value}[/]")
+    display.out.print(display.counts_text(counts))
+    display.out.print(display.summary_table(run, tasks))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with open_session(args.config, host_engine=False) as session:
+        print(json.dumps(session.store.export_run(session.resolve(args.run)), indent=2))
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    async def go(session: Session) -> None:
+        run_id = session.resolve(args.run)
+        await session.print_log(run_id, args.task, error=args.error, tail=args.tail,
+                                follow=args.follow, attempt=args.attempt)  # fmt: skip
+
+    with open_session(args.config, host_engine=False) as session:
+        asyncio.run(go(session))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "runs": cmd_runs,
+    "show": cmd_show,
+    "logs": cmd_logs,
+    "cancel": cmd_cancel,
+    "rerun": cmd_rerun,
+    "export": cmd_export,
+}
+
+
+# -- following a run ------------------------------------------------------------------------
+
+
+async def _with_session(
+    args: argparse.Namespace, body: Callable[[Session], Any], *, host_engine: bool
+) -> RunRecord:
+    with open_session(args.config, host_engine=host_engine) as session:
+        await session.start()
+        try:
+            result: RunRecord = await body(session)
+            return result
+        finally:
+            await session.stop()
+
+
+async def follow(session: Session, record: RunRecord, args: argparse.Namespace) -> RunRecord:
+    """Show progress until the run is final. Ctrl-C cancels the run; a second Ctrl-C detaches."""
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+    detach = asyncio.Event()
+
+    def on_interrupt() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            display.err.print("cancelling the run (Ctrl-C again to stop watching; jobs keep their state)")
+            loop.create_task(session.cancel(record.id))
+        else:
+            detach.set()
+
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    try:
+        total = len(session.store.tasks(record.id))
+        with display.LiveProgress(record, total, enabled=not args.json) as progress:
+            async for counts, total, current in session.watch(record.id, stop=detach):
+                progress.update(counts, total)
+                record = current
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    return record
+
+
+def _finish(args: argparse.Namespace, record: RunRecord) -> int:
+    with open_session(args.config, host_engine=False) as session:
+        record = session.store.get_run(record.id)
+        tasks = session.store.tasks(record.id)
+    if args.json:
+        doc = {"run": record.id, "status": record.state.value,
+               "tasks": {t.task_id: t.state.value for t in tasks}}  # fmt: skip
+        print(json.dumps(doc))
+    elif not record.state.is_final:
+        display.out.print(f"run {record.id} is {record.state.value}; follow it with: scripthut show {record.id}")
+    else:
+        display.out.print(display.summary_table(record, tasks))
+    if not record.state.is_final:
+        return EXIT_OK if getattr(args, "detach", False) else EXIT_RUN_FAILED
+    return EXIT_OK if record.state == RunState.COMPLETED else EXIT_RUN_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,126 @@
+"""Record a new run in the store: validation that needs the config, then one transaction.
+
+Used by the engine and by clients that do not hold the engine lease (they record the
+run, then ask the engine to load it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from collections.abc import Sequence
+from typing import Any
+
+from scripthut.backends.registry import AVAILABLE_TYPES
+from scripthut.config import Config
+from scripthut.engine.ids import new_run_id
+from scripthut.env_rules import EnvRule
+from scripthut.errors import BackendUnavailable, InvalidInput, Issue, ScriptHutError
+from scripthut.states import RunState, TaskState
+from scripthut.store import RunRecord, Store, TaskRecord
+from scripthut.workflow.env import build_seed, resolve_env
+from scripthut.workflow.model import Workflow
+
+
+def record_run(
+    store: Store,
+    config: Config,
+    workflow: Workflow,
+    *,
+    backend: str | None = None,
+    name: str | None = None,
+    max_concurrent: int | None = None,
+    source: str | None = None,
+    base_dir: str | None = None,
+    workflow_env: Sequence[EnvRule] = (),
+) -> RunRecord:
+    """Validate against the config and write the run with all its tasks (state pending)."""
+    entry = config.backend(backend)
+    if entry.type not in AVAILABLE_TYPES:
+        raise BackendUnavailable(
+            f"backend '{entry.name}' has type '{entry.type}', which is not available yet "
+            f"in this version of ScriptHut (available: {', '.join(AVAILABLE_TYPES)})"
+        )
+    if max_concurrent is not None and max_concurrent < 1:
+        raise InvalidInput([Issue("run", "must be at least 1", "max_concurrent")], "invalid run")
+    now = time.time()
+    run_id = new_run_id(now)
+    document: dict[str, Any] = {
+        "env": [r.model_dump(by_alias=True, exclude_defaults=True) for r in [*workflow_env, *workflow.env]],
+        "env_groups": {
+            g: [r.model_dump(by_alias=True, exclude_defaults=True) for r in rules]
+            for g, rules in workflow.env_groups.items()
+        },
+    }
+    run_name = name or (os.path.splitext(os.path.basename(source))[0] if source else "workflow")
+    _check_env(config, entry.name, workflow, [*workflow_env, *workflow.env], run_name, run_id, now)
+    run = RunRecord(
+        id=run_id,
+        name=run_name,
+        backend=entry.name,
+        state=RunState.PENDING,
+        created_at=now,
+        max_concurrent=max_concurrent,
+        source=source,
+        base_dir=base_dir,
+        document=document,
+    )
+    tasks = [
+        TaskRecord(run_id, task.id, seq, task.to_dict(), workflow.deps.get(task.id, []))
+        for seq, task in enumerate(workflow.tasks)
+    ]
+    store.insert_run(run, tasks)
+    return run
+
+
+def new_task_records(
+    run_id: str, workflow: Workflow, first_seq: int, generated_by: str
+) -> list[TaskRecord]:
+    """Records for tasks a generates_source file added to a running run."""
+    return [
+        TaskRecord(
+            run_id,
+            task.id,
+            first_seq + i,
+            task.to_dict(),
+            workflow.deps.get(task.id, []),
+            TaskState.PENDING,
+            generated_by=generated_by,
+        )
+        for i, task in enumerate(workflow.tasks)
+    ]
+
+
+def _check_env(
+    config: Config,
+    backend: str,
+    workflow: Workflow,
+    workflow_env: Sequence[EnvRule],
+    run_name: str,
+    run_id: str,
+    now: float,
+) -> None:
+    """Resolve env rules once per distinct rule set, so include errors stop the run here."""
+    entry = config.backend(backend)
+    groups = {**entry.env_groups, **config.env_groups, **workflow.env_groups}
+    created = datetime.fromtimestamp(now, UTC)
+    seed = build_seed(backend=backend, workflow=run_name, run_id=run_id, created_at=created)
+    base = [(f"backend:{backend}", entry.env), ("server", config.env), ("workflow", workflow_env)]
+    issues: list[Issue] = []
+    seen: set[tuple[str, ...]] = set()
+    for task in workflow.tasks:
+        key = tuple(rule.model_dump_json() for rule in task.env)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            resolve_env([*base, ("task", task.env)], groups, seed)
+        except InvalidInput as exc:
+            issues.extend(Issue(f"task '{task.id}'", str(i), "env") for i in exc.issues)
+        except ScriptHutError as exc:
+            issues.append(Issue(f"task '{task.id}'", str(exc), "env"))
+        if len(issues) > 50:
+            break
+    if issues:
+        raise InvalidInput(issues, "invalid env rules")

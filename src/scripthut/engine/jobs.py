@@ -1,0 +1,135 @@
+"""Turn one task of a run into a ready-to-submit job: env, script, paths."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from scripthut.backends.base import Backend, JobPaths, JobSpec
+from scripthut.config import BackendConfig, Config
+from scripthut.engine.ids import attempt_tag
+from scripthut.env_rules import EnvRule
+from scripthut.store.records import RunRecord
+from scripthut.workflow.env import ResolvedEnv, build_seed, resolve_env
+from scripthut.workflow.model import TaskSpec
+from scripthut.workflow.script import render_task_script
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltJob:
+    spec: JobSpec
+    env: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What every job of one run shares: config layers, seed, backend."""
+
+    config: Config
+    entry: BackendConfig
+    backend: Backend
+    run: RunRecord
+    workflow_env: Sequence[EnvRule]
+    groups: Mapping[str, Sequence[EnvRule]]
+    seed: Mapping[str, str]
+
+    @classmethod
+    def for_run(cls, config: Config, backend: Backend, run: RunRecord) -> RunContext:
+        entry = config.backend(run.backend)
+        doc = run.document
+        workflow_env = [EnvRule.model_validate(r) for r in doc.get("env", [])]
+        doc_groups = {
+            name: [EnvRule.model_validate(r) for r in rules]
+            for name, rules in doc.get("env_groups", {}).items()
+        }
+        groups: dict[str, Sequence[EnvRule]] = {
+            **entry.env_groups,
+            **config.env_groups,
+            **doc_groups,
+        }
+        seed = build_seed(
+            backend=run.backend,
+            workflow=run.name,
+            run_id=run.id,
+            created_at=datetime.fromtimestamp(run.created_at, UTC),
+            git_repo=doc.get("git", {}).get("repo"),
+            git_branch=doc.get("git", {}).get("branch"),
+            git_sha=doc.get("git", {}).get("sha"),
+        )
+        return cls(config, entry, backend, run, workflow_env, groups, seed)
+
+    def resolve(self, task: TaskSpec) -> ResolvedEnv:
+        layers: list[tuple[str, Sequence[EnvRule]]] = [
+            (f"backend:{self.entry.name}", self.entry.env),
+            ("server", self.config.env),
+            ("workflow", self.workflow_env),
+            ("task", task.env),
+        ]
+        return resolve_env(layers, self.groups, self.seed)
+
+    def working_dir(self, task: TaskSpec) -> str:
+        """Relative working dirs on the local backend are relative to the run's base dir."""
+        wd = task.working_dir
+        if self.backend.kind == "local" and self.run.base_dir and not _is_rooted(wd):
+            return os.path.normpath(os.path.join(self.run.base_dir, wd))
+        return wd
+
+    def build(self, task: TaskSpec, seq: int, attempt: int) -> BuiltJob:
+        tag = attempt_tag(self.run.id, seq, attempt)
+        env = self.resolve(task)
+        working_dir = self.working_dir(task)
+        defaults = self.backend.job_paths(self.run.id, task.id, attempt)
+        paths = JobPaths(
+            stdout=join_path(working_dir, task.output_file) if task.output_file else defaults.stdout,
+            stderr=join_path(working_dir, task.error_file) if task.error_file else defaults.stderr,
+            exit_code=defaults.exit_code,
+            script=defaults.script,
+        )
+        body = render_task_script(
+            _with_working_dir(task, working_dir),
+            env,
+            exit_path=paths.exit_code,
+            login_shell=bool(getattr(self.entry, "login_shell", False)),
+            tag=tag,
+        )
+        spec = JobSpec(
+            tag=tag,
+            run_id=self.run.id,
+            task_id=task.id,
+            attempt=attempt,
+            name=task.name,
+            script="",
+            paths=paths,
+            working_dir=working_dir,
+            cpus=task.cpus,
+            memory_mb=task.memory_mb,
+            time_limit_s=task.time_limit_s,
+            partition=task.partition,
+            gres=task.gres,
+            image=task.image,
+            env=env.as_dict(),
+        )
+        script = self.backend.render_script(spec, body)
+        return BuiltJob(spec=replace(spec, script=script), env=env.to_json())
+
+
+def join_path(working_dir: str, path: str) -> str:
+    """`path` relative to `working_dir`, keeping `~` for the backend's shell to expand."""
+    if _is_rooted(path):
+        return path
+    if working_dir in ("~", ""):
+        return f"~/{path}"
+    return f"{working_dir.rstrip('/')}/{path}"
+
+
+def _is_rooted(path: str) -> bool:
+    return path.startswith(("/", "~"))
+
+
+def _with_working_dir(task: TaskSpec, working_dir: str) -> TaskSpec:
+    if working_dir == task.working_dir:
+        return task
+    return replace(task, working_dir=working_dir)

@@ -1,0 +1,6 @@
+"""The SQLite store: runs, tasks, attempts, events, commands and the engine lease."""
+
+from scripthut.store.records import AttemptRecord, EventRecord, RunRecord, TaskRecord
+from scripthut.store.store import Store
+
+__all__ = ["AttemptRecord", "EventRecord", "RunRecord", "Store", "TaskRecord"]

@@ -1,0 +1,144 @@
+"""Plain records read from and written to the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from scripthut.states import RunState, TaskState
+
+
+@dataclass(slots=True)
+class RunRecord:
+    id: str
+    name: str
+    backend: str
+    state: RunState
+    created_at: float
+    max_concurrent: int | None = None
+    source: str | None = None
+    base_dir: str | None = None
+    document: dict[str, Any] = field(default_factory=dict)
+    started_at: float | None = None
+    ended_at: float | None = None
+    cancel_requested: bool = False
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "backend": self.backend,
+            "state": self.state.value,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "max_concurrent": self.max_concurrent,
+            "source": self.source,
+            "cancel_requested": self.cancel_requested,
+            "message": self.message,
+        }
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    run_id: str
+    task_id: str
+    seq: int
+    spec: dict[str, Any]
+    deps: list[str]
+    state: TaskState = TaskState.PENDING
+    attempt: int = 0
+    job_id: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    generated_by: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "id": self.task_id,
+            "name": self.spec.get("name", self.task_id),
+            "state": self.state.value,
+            "deps": self.deps,
+            "attempt": self.attempt,
+            "job_id": self.job_id,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "submitted_at": self.submitted_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "generated_by": self.generated_by,
+        }
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    """One submission of one task: the intent first, then what the scheduler said."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    tag: str
+    backend: str
+    state: str  # "intent", then a TaskState value
+    script: str
+    env: dict[str, Any]
+    stdout_path: str
+    stderr_path: str
+    exit_path: str
+    script_path: str
+    time_limit_s: int
+    created_at: float
+    job_id: str | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    raw_state: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "task": self.task_id,
+            "attempt": self.attempt,
+            "tag": self.tag,
+            "backend": self.backend,
+            "state": self.state,
+            "job_id": self.job_id,
+            "stdout_path": self.stdout_path,
+            "stderr_path": self.stderr_path,
+            "created_at": self.created_at,
+            "submitted_at": self.submitted_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "raw_state": self.raw_state,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A change, as views see it. `id` increases; a client resumes from the last id seen."""
+
+    id: int
+    ts: float
+    kind: str
+    run_id: str | None
+    task_id: str | None
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ts": self.ts,
+            "kind": self.kind,
+            "run": self.run_id,
+            "task": self.task_id,
+            **self.data,
+        }
