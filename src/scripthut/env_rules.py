@@ -17,7 +17,9 @@ PROTECTED_PREFIX = "SCRIPTHUT_"
 class EnvRule(BaseModel):
     """set / append / init, guarded by an optional `if`, possibly including env_groups."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, frozen=True, coerce_numbers_to_str=True
+    )
 
     if_: dict[str, str | list[str]] | None = Field(default=None, alias="if")
     include: list[str] = Field(default_factory=list)
@@ -29,10 +31,12 @@ class EnvRule(BaseModel):
     @classmethod
     def _names_are_shell_variables(cls, values: dict[str, str]) -> dict[str, str]:
         for name, value in values.items():
-            if not ENV_NAME.match(name):
+            if not ENV_NAME.fullmatch(name):
                 raise ValueError(f"'{name}' is not a valid environment variable name")
             if name.startswith(PROTECTED_PREFIX):
-                raise ValueError(f"'{name}' is protected: SCRIPTHUT_* variables are set by ScriptHut")
+                raise ValueError(
+                    f"'{name}' is protected: SCRIPTHUT_* variables are set by ScriptHut"
+                )
             if "\0" in value:
                 raise ValueError(f"the value of '{name}' contains a NUL byte")
         return values

@@ -32,7 +32,9 @@ class InvalidInput(ScriptHutError):
         super().__init__(self.render())
 
     def render(self) -> str:
-        lines = [f"{self.title} ({len(self.issues)} problem{'s' if len(self.issues) != 1 else ''}):"]
+        lines = [
+            f"{self.title} ({len(self.issues)} problem{'s' if len(self.issues) != 1 else ''}):"
+        ]
         lines.extend(f"  - {issue}" for issue in self.issues)
         return "\n".join(lines)
 

@@ -18,12 +18,12 @@ class TaskState(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self in FINAL_TASK_STATES
+        return self is not TaskState.PENDING and not self.is_active
 
     @property
     def is_active(self) -> bool:
         """Holds a job on a backend (counts against max_concurrent)."""
-        return self in (TaskState.SUBMITTED, TaskState.RUNNING)
+        return self is TaskState.SUBMITTED or self is TaskState.RUNNING
 
 
 FINAL_TASK_STATES = frozenset(
@@ -43,7 +43,7 @@ class RunState(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self in (RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED)
+        return self is not RunState.PENDING and self is not RunState.RUNNING
 
 
 class JobState(StrEnum):
@@ -62,4 +62,4 @@ class JobState(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+        return self is JobState.COMPLETED or self is JobState.FAILED or self is JobState.CANCELLED

@@ -16,11 +16,10 @@ def create_backend(config: Config, entry: BackendConfig) -> Backend:
     if isinstance(entry, LocalBackendConfig):
         from scripthut.backends.local import LocalBackend
 
-        log_dir = Path(entry.log_dir).expanduser() if entry.log_dir else config.data_dir / "logs"
         return LocalBackend(
             entry.name,
             max_concurrent=entry.max_concurrent,
-            log_dir=log_dir,
+            log_dir=Path(config.log_dir_for(entry)),
             cpus=entry.cpus,
             login_shell=entry.login_shell,
         )

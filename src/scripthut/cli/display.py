@@ -65,13 +65,17 @@ class LiveProgress:
             self._progress.__enter__()
             self._task_id = self._progress.add_task("", total=self.total)
         elif self.enabled:
-            err.print(f"run {self.run.id} ({self.run.name}) on {self.run.backend}: {self.total} tasks")
+            err.print(
+                f"run {self.run.id} ({self.run.name}) on {self.run.backend}: {self.total} tasks"
+            )
         return self
 
     def update(self, counts: Mapping[str, int], total: int) -> None:
         done = sum(counts.get(s.value, 0) for s in TaskState if s.is_final)
         if self._progress is not None:
-            self._progress.update(self._task_id, completed=done, total=total, description=counts_text(counts))
+            self._progress.update(
+                self._task_id, completed=done, total=total, description=counts_text(counts)
+            )
             return
         if not self.enabled:
             return
@@ -88,7 +92,14 @@ class LiveProgress:
 
 def summary_table(run: RunRecord, tasks: Sequence[TaskRecord]) -> Table:
     """Failed tasks first, then the rest, at most SUMMARY_ROWS rows."""
-    order = {"failed": 0, "dep_failed": 1, "cancelled": 2, "running": 3, "submitted": 4, "pending": 5}
+    order = {
+        "failed": 0,
+        "dep_failed": 1,
+        "cancelled": 2,
+        "running": 3,
+        "submitted": 4,
+        "pending": 5,
+    }
     rows = sorted(tasks, key=lambda t: (order.get(t.state.value, 9), t.seq))
     table = Table(title=f"run {run.id} ({run.name}) — {run.state.value}", title_justify="left")
     for column in ("task", "state", "exit", "time", "reason"):
@@ -108,7 +119,8 @@ def summary_table(run: RunRecord, tasks: Sequence[TaskRecord]) -> Table:
 
 def runs_table(runs: Sequence[tuple[RunRecord, Mapping[str, int]]]) -> Table:
     table = Table()
-    for column in ("run", "name", "backend", "state", "tasks", "created"):
+    table.add_column("run", no_wrap=True)
+    for column in ("name", "backend", "state", "tasks", "created"):
         table.add_column(column)
     for run, counts in runs:
         table.add_row(

@@ -28,19 +28,35 @@ EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
-                        help="scripthut.yaml to use (default: $SCRIPTHUT_CONFIG, ./scripthut.yaml, "
-                        "~/.config/scripthut/scripthut.yaml)")  # fmt: skip
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print one JSON document instead of tables")  # fmt: skip
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="log what the engine does")  # fmt: skip
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="scripthut.yaml to use (default: $SCRIPTHUT_CONFIG, ./scripthut.yaml, "
+        "~/.config/scripthut/scripthut.yaml)",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print one JSON document instead of tables",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log what the engine does",
+    )
 
-    parser = argparse.ArgumentParser(prog="scripthut", parents=[common],
-                                     description="Run and watch batches of shell tasks.")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="scripthut", parents=[common], description="Run and watch batches of shell tasks."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", parents=[common], help="start a run of a workflow file and follow it")
+    run = sub.add_parser(
+        "run", parents=[common], help="start a run of a workflow file and follow it"
+    )
     run.add_argument("file", help="workflow JSON file")
     run.add_argument("--backend", help="backend name from the config (default: the first)")
     run.add_argument("--max-concurrent", type=int, help="at most N tasks of this run at once")
@@ -61,15 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("task")
     logs.add_argument("--error", action="store_true", help="the error log instead of the output")
     logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
-    logs.add_argument("--follow", "-f", action="store_true", help="keep printing while the task runs")
+    logs.add_argument(
+        "--follow", "-f", action="store_true", help="keep printing while the task runs"
+    )
     logs.add_argument("--attempt", type=int, help="an earlier attempt (default: the latest)")
 
     cancel = sub.add_parser("cancel", parents=[common], help="cancel a run")
     cancel.add_argument("run")
 
-    rerun = sub.add_parser("rerun", parents=[common], help="run failed, cancelled and dep_failed tasks again")
+    rerun = sub.add_parser(
+        "rerun", parents=[common], help="run failed, cancelled and dep_failed tasks again"
+    )
     rerun.add_argument("run")
     rerun.add_argument("--detach", action="store_true", help="start the rerun and return at once")
+
+    watch = sub.add_parser(
+        "watch", parents=[common], help="follow a run until it ends (drives it if no engine does)"
+    )
+    watch.add_argument("run")
 
     export = sub.add_parser("export", parents=[common], help="a run as one JSON document")
     export.add_argument("run")
@@ -141,6 +166,14 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return _finish(args, asyncio.run(_with_session(args, go, host_engine=not args.detach)))
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    async def go(session: Session) -> RunRecord:
+        run_id = session.resolve(args.run)
+        return await follow(session, session.store.get_run(run_id), args)
+
+    return _finish(args, asyncio.run(_with_session(args, go, host_engine=True)))
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     async def go(session: Session) -> RunRecord:
         record = await session.cancel(session.resolve(args.run))
@@ -189,8 +222,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     async def go(session: Session) -> None:
         run_id = session.resolve(args.run)
-        await session.print_log(run_id, args.task, error=args.error, tail=args.tail,
-                                follow=args.follow, attempt=args.attempt)  # fmt: skip
+        await session.print_log(
+            run_id,
+            args.task,
+            error=args.error,
+            tail=args.tail,
+            follow=args.follow,
+            attempt=args.attempt,
+        )
 
     with open_session(args.config, host_engine=False) as session:
         asyncio.run(go(session))
@@ -205,6 +244,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "logs": cmd_logs,
     "cancel": cmd_cancel,
     "rerun": cmd_rerun,
+    "watch": cmd_watch,
     "export": cmd_export,
 }
 
@@ -229,13 +269,18 @@ async def follow(session: Session, record: RunRecord, args: argparse.Namespace) 
     loop = asyncio.get_running_loop()
     interrupts = 0
     detach = asyncio.Event()
+    pending: set[asyncio.Task[RunRecord]] = set()
 
     def on_interrupt() -> None:
         nonlocal interrupts
         interrupts += 1
         if interrupts == 1:
-            display.err.print("cancelling the run (Ctrl-C again to stop watching; jobs keep their state)")
-            loop.create_task(session.cancel(record.id))
+            display.err.print(
+                "cancelling the run (Ctrl-C again to stop watching; jobs keep their state)"
+            )
+            task = loop.create_task(session.cancel(record.id))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
         else:
             detach.set()
 
@@ -256,11 +301,16 @@ def _finish(args: argparse.Namespace, record: RunRecord) -> int:
         record = session.store.get_run(record.id)
         tasks = session.store.tasks(record.id)
     if args.json:
-        doc = {"run": record.id, "status": record.state.value,
-               "tasks": {t.task_id: t.state.value for t in tasks}}  # fmt: skip
+        doc = {
+            "run": record.id,
+            "status": record.state.value,
+            "tasks": {t.task_id: t.state.value for t in tasks},
+        }
         print(json.dumps(doc))
     elif not record.state.is_final:
-        display.out.print(f"run {record.id} is {record.state.value}; follow it with: scripthut show {record.id}")
+        display.out.print(
+            f"run {record.id} is {record.state.value}; follow it with: scripthut show {record.id}"
+        )
     else:
         display.out.print(display.summary_table(record, tasks))
     if not record.state.is_final:

@@ -56,7 +56,7 @@ class Session:
     def submit(self, workflow: Workflow, **options: object) -> RunRecord:
         if self.engine is not None:
             return self.engine.submit(workflow, **options)  # type: ignore[arg-type]
-        record = record_run(self.store, self.config, workflow, **options)  # type: ignore[arg-type]
+        record = record_run(self.store, self.config, workflow, **options).run  # type: ignore[arg-type]
         self.store.enqueue_command("load", record.id, {})
         return record
 
@@ -73,9 +73,10 @@ class Session:
         return self.store.get_run(run_id)
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunRecord:
-        async for _counts, _total, record in self.watch(run_id, timeout=timeout):
-            pass
-        return record
+        last = self.store.get_run(run_id)
+        async for _counts, _total, current in self.watch(run_id, timeout=timeout):
+            last = current
+        return last
 
     async def watch(
         self, run_id: str, *, stop: asyncio.Event | None = None, timeout: float | None = None
@@ -149,7 +150,11 @@ class Session:
             await asyncio.sleep(LOG_POLL)
 
     def _attempt_final(self, run_id: str, task_id: str, attempt: int) -> bool:
-        return self.store.attempt(run_id, task_id, attempt).state not in ("intent", "submitted", "running")
+        return self.store.attempt(run_id, task_id, attempt).state not in (
+            "intent",
+            "submitted",
+            "running",
+        )
 
 
 async def _tail_offset(backend: object, path: str, lines: int) -> int:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from scripthut.backends.registry import AVAILABLE_TYPES
@@ -23,6 +24,12 @@ from scripthut.workflow.env import build_seed, resolve_env
 from scripthut.workflow.model import Workflow
 
 
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    run: RunRecord
+    tasks: list[TaskRecord]
+
+
 def record_run(
     store: Store,
     config: Config,
@@ -34,7 +41,7 @@ def record_run(
     source: str | None = None,
     base_dir: str | None = None,
     workflow_env: Sequence[EnvRule] = (),
-) -> RunRecord:
+) -> NewRun:
     """Validate against the config and write the run with all its tasks (state pending)."""
     entry = config.backend(backend)
     if entry.type not in AVAILABLE_TYPES:
@@ -47,7 +54,10 @@ def record_run(
     now = time.time()
     run_id = new_run_id(now)
     document: dict[str, Any] = {
-        "env": [r.model_dump(by_alias=True, exclude_defaults=True) for r in [*workflow_env, *workflow.env]],
+        "env": [
+            r.model_dump(by_alias=True, exclude_defaults=True)
+            for r in [*workflow_env, *workflow.env]
+        ],
         "env_groups": {
             g: [r.model_dump(by_alias=True, exclude_defaults=True) for r in rules]
             for g, rules in workflow.env_groups.items()
@@ -71,7 +81,7 @@ def record_run(
         for seq, task in enumerate(workflow.tasks)
     ]
     store.insert_run(run, tasks)
-    return run
+    return NewRun(run, tasks)
 
 
 def new_task_records(

@@ -21,7 +21,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from scripthut.engine.jobs import BuiltJob, RunContext, join_path
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, LeaseHeld, ScriptHutError
 from scripthut.states import JobState, RunState, TaskState
-from scripthut.store import AttemptRecord, RunRecord, Store
+from scripthut.store import AttemptRecord, RunRecord, Store, TaskRecord
 from scripthut.workflow.model import TaskSpec, Workflow
 from scripthut.workflow.parse import parse_document, parse_generated
 
@@ -206,7 +206,7 @@ class Engine:
         workflow_env: Sequence[EnvRule] = (),
     ) -> RunRecord:
         """Record a new run and start driving it. Invalid input raises before anything is stored."""
-        record = record_run(
+        new = record_run(
             self.store,
             self.config,
             workflow,
@@ -217,10 +217,10 @@ class Engine:
             base_dir=base_dir,
             workflow_env=workflow_env,
         )
-        self._publish_run_created(record)
-        self._activate(record, specs={t.id: t for t in workflow.tasks})
-        self._ensure_loop(self.slots[record.backend])
-        return record
+        self._publish_run_created(new.run)
+        self._activate(new.run, new.tasks, {t.id: t for t in workflow.tasks})
+        self._ensure_loop(self.slots[new.run.backend])
+        return new.run
 
     def load(self, run_id: str) -> RunRecord:
         """Start driving a run another process recorded."""
@@ -241,7 +241,9 @@ class Engine:
         changes = Changes()
         now = time.time()
         for task_id in run.graph.cancel_pending():
-            changes.task(run_id, task_id, state=TaskState.CANCELLED, reason="run cancelled", ended_at=now)
+            changes.task(
+                run_id, task_id, state=TaskState.CANCELLED, reason="run cancelled", ended_at=now
+            )
         self._commit(changes)
         slot = self.slots[run.record.backend]
         await self._send_cancels(slot)
@@ -266,9 +268,16 @@ class Engine:
         changes = Changes()
         for task_id in again:
             changes.task(
-                run_id, task_id, state=TaskState.PENDING, reason=None, exit_code=None,
-                job_id=None, submitted_at=None, started_at=None, ended_at=None,
-            )  # fmt: skip
+                run_id,
+                task_id,
+                state=TaskState.PENDING,
+                reason=None,
+                exit_code=None,
+                job_id=None,
+                submitted_at=None,
+                started_at=None,
+                ended_at=None,
+            )
         self._commit(changes)
         self._publish_run(run)
         slot = self.slots[run.record.backend]
@@ -290,7 +299,9 @@ class Engine:
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
-                record = self.runs[run_id].record if run_id in self.runs else self.store.get_run(run_id)
+                record = (
+                    self.runs[run_id].record if run_id in self.runs else self.store.get_run(run_id)
+                )
                 if record.state.is_final:
                     return record
                 left = None if deadline is None else deadline - time.monotonic()
@@ -307,13 +318,17 @@ class Engine:
 
     # -- activation -----------------------------------------------------------------------
 
-    def _activate(self, record: RunRecord, specs: dict[str, TaskSpec] | None = None) -> ActiveRun:
-        tasks = self.store.tasks(record.id)
+    def _activate(
+        self,
+        record: RunRecord,
+        tasks: list[TaskRecord] | None = None,
+        specs: dict[str, TaskSpec] | None = None,
+    ) -> ActiveRun:
+        if tasks is None:
+            tasks = self.store.tasks(record.id)
         if specs is None:
             specs = _parse_specs(record.id, [t.spec for t in tasks])
-        nodes = [
-            Node(t.task_id, list(t.deps), t.state, in_flight=t.state.is_active) for t in tasks
-        ]
+        nodes = [Node(t.task_id, list(t.deps), t.state, in_flight=t.state.is_active) for t in tasks]
         graph = RunGraph(nodes)
         backend = self.registry.get(record.backend)
         context = RunContext.for_run(self.config, backend, record)
@@ -341,8 +356,12 @@ class Engine:
         for node in list(run.graph.nodes.values()):
             if node.state in (TaskState.FAILED, TaskState.CANCELLED, TaskState.DEP_FAILED):
                 for task_id in run.graph._cascade_from(node.task_id, include_root=False):
-                    changes.task(run.record.id, task_id, state=TaskState.DEP_FAILED,
-                                 reason=f"dependency '{node.task_id}' did not complete")  # fmt: skip
+                    changes.task(
+                        run.record.id,
+                        task_id,
+                        state=TaskState.DEP_FAILED,
+                        reason=f"dependency '{node.task_id}' did not complete",
+                    )
         self._commit(changes)
 
     def _adopt_open_attempts(self) -> None:
@@ -351,12 +370,15 @@ class Engine:
             if run is None:
                 continue
             node = run.graph.nodes.get(attempt.task_id)
-            if node is None or run.attempts.get(attempt.task_id) != attempt.attempt:
+            if node is None or attempt.attempt < run.attempts.get(attempt.task_id, 0):
                 continue
+            run.attempts[attempt.task_id] = attempt.attempt
             slot = self.slots[attempt.backend]
             if attempt.state == "intent":
                 run.graph._set_in_flight(node, True)
-                slot.intents[attempt.tag] = Intent(attempt.run_id, attempt.task_id, _spec_from(attempt, run))
+                slot.intents[attempt.tag] = Intent(
+                    attempt.run_id, attempt.task_id, _spec_from(attempt, run)
+                )
                 slot.needs_find = True
             else:
                 slot.tracked[attempt.tag] = Tracked(
@@ -371,7 +393,9 @@ class Engine:
         if self._stopping or self._main is None:
             return
         if slot.task is None or slot.task.done():
-            slot.task = asyncio.create_task(self._backend_loop(slot), name=f"scripthut-{slot.backend.name}")
+            slot.task = asyncio.create_task(
+                self._backend_loop(slot), name=f"scripthut-{slot.backend.name}"
+            )
         slot.wake.set()
 
     # -- loops ----------------------------------------------------------------------------
@@ -430,7 +454,7 @@ class Engine:
                 raise
             except Exception:
                 self._log_error(slot.backend.name, f"backend '{slot.backend.name}' step failed")
-                await asyncio.sleep(backoff * (1 + random.random()))  # noqa: S311
+                await asyncio.sleep(backoff * (1 + random.random()))
                 backoff = min(backoff * 2, 30.0)
                 continue
             if not slot.active and not self._has_ready(slot):
@@ -448,7 +472,9 @@ class Engine:
             backend.changed.clear()
             changed = await self._poll(slot)
             slot.interval = (
-                self.min_poll_interval if changed else min(slot.interval * 1.5, self.max_poll_interval)
+                self.min_poll_interval
+                if changed
+                else min(slot.interval * 1.5, self.max_poll_interval)
             )
             slot.next_poll = time.monotonic() + slot.interval
             await self._submit_ready(slot)
@@ -489,8 +515,11 @@ class Engine:
 
     async def _submit_ready(self, slot: BackendSlot) -> None:
         picks = self._pick(slot)
-        if not picks:
-            return
+        if picks:
+            await self._launch(slot, picks)
+
+    async def _launch(self, slot: BackendSlot, picks: list[tuple[ActiveRun, str]]) -> None:
+        """Build the jobs, record them as intents, submit them in one batch."""
         changes = Changes()
         intents: list[AttemptRecord] = []
         built: list[tuple[ActiveRun, str, BuiltJob]] = []
@@ -505,7 +534,6 @@ class Engine:
             run.attempts[task_id] = attempt
             built.append((run, task_id, job))
             intents.append(_attempt_record(job, slot.backend.name, now))
-            changes.tasks.append((run.record.id, task_id, {"attempt": attempt}))
         with self.store.transaction():
             self.store.insert_attempts(intents)
             self._commit(changes)
@@ -526,7 +554,12 @@ class Engine:
             return
         if len(outcomes) != len(specs):
             slot.needs_find = True
-            log.error("backend %s returned %d outcomes for %d jobs", slot.backend.name, len(outcomes), len(specs))
+            log.error(
+                "backend %s returned %d outcomes for %d jobs",
+                slot.backend.name,
+                len(outcomes),
+                len(specs),
+            )
             return
         self._record_submissions(slot, list(zip(specs, outcomes, strict=True)))
 
@@ -541,15 +574,26 @@ class Engine:
             if intent is None or run is None:
                 continue
             if outcome.job_id is None:
-                changes.attempt(spec.tag, state=TaskState.FAILED.value, reason=outcome.error, ended_at=now)
+                changes.attempt(
+                    spec.tag, state=TaskState.FAILED.value, reason=outcome.error, ended_at=now
+                )
                 self._fail_task(run, spec.task_id, f"submission rejected: {outcome.error}", changes)
                 continue
-            changes.attempt(spec.tag, state=TaskState.SUBMITTED.value, job_id=outcome.job_id, submitted_at=now)
+            changes.attempt(
+                spec.tag, state=TaskState.SUBMITTED.value, job_id=outcome.job_id, submitted_at=now
+            )
             changes.task(
-                spec.run_id, spec.task_id, state=TaskState.SUBMITTED, job_id=outcome.job_id,
-                attempt=spec.attempt, submitted_at=now, started_at=None, ended_at=None,
-                exit_code=None, reason=None,
-            )  # fmt: skip
+                spec.run_id,
+                spec.task_id,
+                state=TaskState.SUBMITTED,
+                job_id=outcome.job_id,
+                attempt=spec.attempt,
+                submitted_at=now,
+                started_at=None,
+                ended_at=None,
+                exit_code=None,
+                reason=None,
+            )
             run.graph.set_state(spec.task_id, TaskState.SUBMITTED)
             ref = JobRef(outcome.job_id, spec.tag, spec.paths, spec.time_limit_s, now)
             slot.tracked[spec.tag] = Tracked(spec.run_id, spec.task_id, ref, TaskState.SUBMITTED)
@@ -569,12 +613,16 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._log_error(slot.backend.name, f"looking up jobs on '{slot.backend.name}' failed: {exc}")
+            self._log_error(
+                slot.backend.name, f"looking up jobs on '{slot.backend.name}' failed: {exc}"
+            )
             return
         if found is None:
             return
         slot.needs_find = False
-        present = [(slot.intents[t].spec, SubmitOutcome(job_id=found[t])) for t in tags if t in found]
+        present = [
+            (slot.intents[t].spec, SubmitOutcome(job_id=found[t])) for t in tags if t in found
+        ]
         self._record_submissions(slot, present)
         missing = [slot.intents[t].spec for t in tags if t not in found and t in slot.intents]
         if missing:
@@ -583,9 +631,10 @@ class Engine:
 
     async def _send_cancels(self, slot: BackendSlot) -> None:
         pending = [
-            t for t in slot.tracked.values()
+            t
+            for t in slot.tracked.values()
             if not t.cancel_sent and self._cancel_requested(t.run_id)
-        ]  # fmt: skip
+        ]
         if not pending:
             return
         try:
@@ -626,7 +675,11 @@ class Engine:
             if status is None or status.state == JobState.UNKNOWN:
                 continue
             state = _JOB_TO_TASK[status.state]
-            if state.is_final and state != TaskState.COMPLETED and self._cancel_requested(tracked.run_id):
+            if (
+                state.is_final
+                and state != TaskState.COMPLETED
+                and self._cancel_requested(tracked.run_id)
+            ):
                 state = TaskState.CANCELLED
             if state != tracked.state:
                 updates.append((tracked, status, state))
@@ -634,7 +687,9 @@ class Engine:
             await self._apply(slot, updates)
         return bool(updates)
 
-    async def _apply(self, slot: BackendSlot, updates: list[tuple[Tracked, JobStatus, TaskState]]) -> None:
+    async def _apply(
+        self, slot: BackendSlot, updates: list[tuple[Tracked, JobStatus, TaskState]]
+    ) -> None:
         changes = Changes()
         added: list[tuple[ActiveRun, Workflow, str]] = []
         now = time.time()
@@ -648,7 +703,9 @@ class Engine:
                     continue  # unreadable for now: try again next poll
                 if isinstance(outcome, str):
                     state = TaskState.FAILED
-                    status = JobStatus(status.job_id, JobState.FAILED, status.raw_state, status.exit_code, outcome)
+                    status = JobStatus(
+                        status.job_id, JobState.FAILED, status.raw_state, status.exit_code, outcome
+                    )
                 else:
                     added.append((run, outcome, tracked.task_id))
             self._apply_one(run, slot, tracked, status, state, now, changes)
@@ -658,9 +715,15 @@ class Engine:
             self._commit(changes)
 
     def _apply_one(
-        self, run: ActiveRun, slot: BackendSlot, tracked: Tracked, status: JobStatus,
-        state: TaskState, now: float, changes: Changes,
-    ) -> None:  # fmt: skip
+        self,
+        run: ActiveRun,
+        slot: BackendSlot,
+        tracked: Tracked,
+        status: JobStatus,
+        state: TaskState,
+        now: float,
+        changes: Changes,
+    ) -> None:
         fields: dict[str, Any] = {"state": state}
         if state == TaskState.RUNNING or (state.is_final and tracked.started_at is None):
             tracked.started_at = status.started_at or now
@@ -672,11 +735,18 @@ class Engine:
             del slot.tracked[tracked.ref.tag]
         tracked.state = state
         attempt_fields = {k: v for k, v in fields.items() if k != "state"}
-        changes.attempt(tracked.ref.tag, state=state.value, raw_state=status.raw_state, **attempt_fields)
+        changes.attempt(
+            tracked.ref.tag, state=state.value, raw_state=status.raw_state, **attempt_fields
+        )
         changes.task(run.record.id, tracked.task_id, **fields)
         for task_id in run.graph.set_state(tracked.task_id, state):
-            changes.task(run.record.id, task_id, state=TaskState.DEP_FAILED,
-                         reason=f"dependency '{tracked.task_id}' did not complete", ended_at=now)  # fmt: skip
+            changes.task(
+                run.record.id,
+                task_id,
+                state=TaskState.DEP_FAILED,
+                reason=f"dependency '{tracked.task_id}' did not complete",
+                ended_at=now,
+            )
 
     async def _read_generated(self, run: ActiveRun, tracked: Tracked) -> Workflow | str | None:
         """The tasks a generates_source file adds; an error text; None when unreadable for now."""
@@ -701,7 +771,9 @@ class Engine:
         except InvalidInput as exc:
             return f"generates_source file '{path}' is invalid: {exc.render()}"
 
-    def _add_generated(self, run: ActiveRun, workflow: Workflow, parent: str, changes: Changes) -> None:
+    def _add_generated(
+        self, run: ActiveRun, workflow: Workflow, parent: str, changes: Changes
+    ) -> None:
         records = new_task_records(run.record.id, workflow, run.next_seq, parent)
         self.store.add_tasks(records)
         run.next_seq += len(records)
@@ -710,63 +782,94 @@ class Engine:
             run.attempts[record.task_id] = 0
         run.specs.update({t.id: t for t in workflow.tasks})
         doomed = run.graph.add(Node(r.task_id, list(r.deps)) for r in records)
-        changes.events.append(("tasks_added", run.record.id, parent,
-                               {"tasks": [r.to_json() for r in records]}))  # fmt: skip
+        changes.events.append(
+            ("tasks_added", run.record.id, parent, {"tasks": [r.to_json() for r in records]})
+        )
         changes.runs_touched.add(run.record.id)
         for task_id in doomed:
-            changes.task(run.record.id, task_id, state=TaskState.DEP_FAILED, reason="a dependency did not complete")
+            changes.task(
+                run.record.id,
+                task_id,
+                state=TaskState.DEP_FAILED,
+                reason="a dependency did not complete",
+            )
         self.slots[run.record.backend].wake.set()
 
     def _fail_task(self, run: ActiveRun, task_id: str, reason: str, changes: Changes) -> None:
         now = time.time()
         changes.task(run.record.id, task_id, state=TaskState.FAILED, reason=reason, ended_at=now)
         for dep in run.graph.set_state(task_id, TaskState.FAILED):
-            changes.task(run.record.id, dep, state=TaskState.DEP_FAILED,
-                         reason=f"dependency '{task_id}' did not complete", ended_at=now)  # fmt: skip
+            changes.task(
+                run.record.id,
+                dep,
+                state=TaskState.DEP_FAILED,
+                reason=f"dependency '{task_id}' did not complete",
+                ended_at=now,
+            )
 
     # -- commit and publish ---------------------------------------------------------------
 
     def _commit(self, changes: Changes) -> None:
+        """Persist a step's changes (with one summary event per touched run), then publish."""
         if not changes:
             return
+        finished = self._settle_runs(changes.runs_touched)
+        summaries = [
+            ("run", run_id, None, self._run_summary(self.runs[run_id]))
+            for run_id in sorted(changes.runs_touched)
+            if run_id in self.runs
+        ]
         with self.store.transaction():
-            self.store.update_tasks(changes.tasks)
-            self.store.update_attempts(changes.attempts)
-            records = self.store.append_events(changes.events)
+            self.store.update_tasks(sorted(changes.tasks, key=_task_key))
+            self.store.update_attempts(sorted(changes.attempts, key=_attempt_key))
+            for run in finished:
+                self.store.update_run(
+                    run.record.id, state=run.record.state, ended_at=run.record.ended_at
+                )
+            records = self.store.append_events([*changes.events, *summaries])
+        for run in finished:
+            del self.runs[run.record.id]
         self.events.publish(records)
-        self._finish_runs(changes.runs_touched)
-        for run_id in changes.runs_touched:
-            if run_id in self.runs:
-                self._publish_run(self.runs[run_id])
 
-    def _finish_runs(self, run_ids: Iterable[str]) -> None:
-        for run_id in list(run_ids):
+    def _settle_runs(self, run_ids: Iterable[str]) -> list[ActiveRun]:
+        """Runs whose every task is final get their final state (persisted by the caller)."""
+        finished = []
+        for run_id in run_ids:
             run = self.runs.get(run_id)
             if run is None or not run.graph.finished:
                 continue
-            counts = run.graph.counts
             if run.record.cancel_requested:
-                state = RunState.CANCELLED
-            elif counts[TaskState.COMPLETED] == len(run.graph.nodes):
-                state = RunState.COMPLETED
+                run.record.state = RunState.CANCELLED
+            elif run.graph.counts[TaskState.COMPLETED] == len(run.graph.nodes):
+                run.record.state = RunState.COMPLETED
             else:
-                state = RunState.FAILED
-            now = time.time()
-            run.record.state = state
-            run.record.ended_at = now
-            self.store.update_run(run_id, state=state, ended_at=now)
+                run.record.state = RunState.FAILED
+            run.record.ended_at = time.time()
+            finished.append(run)
+        return finished
+
+    def _finish_runs(self, run_ids: Iterable[str]) -> None:
+        """Settle and persist runs that became final outside a step (all tasks cancelled)."""
+        for run in self._settle_runs(list(run_ids)):
+            self.store.update_run(
+                run.record.id, state=run.record.state, ended_at=run.record.ended_at
+            )
             self._publish_run(run)
-            del self.runs[run_id]
+            del self.runs[run.record.id]
 
     def _publish_run(self, run: ActiveRun) -> None:
-        data = {
+        summary = ("run", run.record.id, None, self._run_summary(run))
+        self.events.publish(self.store.append_events([summary]))
+
+    @staticmethod
+    def _run_summary(run: ActiveRun) -> dict[str, Any]:
+        return {
             "state": run.record.state.value,
             "counts": {s.value: n for s, n in run.graph.counts.items() if n},
             "total": len(run.graph.nodes),
             "started_at": run.record.started_at,
             "ended_at": run.record.ended_at,
         }
-        self.events.publish(self.store.append_events([("run", run.record.id, None, data)]))
 
     def _publish_run_created(self, record: RunRecord) -> None:
         data = {"state": record.state.value, "name": record.name, "backend": record.backend}
@@ -782,10 +885,19 @@ class Engine:
             log.debug(message)
 
 
+def _task_key(change: tuple[str, str, Mapping[str, Any]]) -> tuple[str, str]:
+    return change[0], change[1]
+
+
+def _attempt_key(change: tuple[str, Mapping[str, Any]]) -> str:
+    return change[0]
+
+
 def _parse_specs(run_id: str, specs: list[dict[str, Any]]) -> dict[str, TaskSpec]:
     """Task specs stored with a run, parsed again (their deps are stored expanded)."""
-    workflow = parse_document([{k: v for k, v in s.items() if k != "deps"} for s in specs],
-                              source=f"run {run_id}")  # fmt: skip
+    workflow = parse_document(
+        [{k: v for k, v in s.items() if k != "deps"} for s in specs], source=f"run {run_id}"
+    )
     return {task.id: task for task in workflow.tasks}
 
 
@@ -810,9 +922,16 @@ def _attempt_record(job: BuiltJob, backend: str, now: float) -> AttemptRecord:
 
 
 def _ref_from(attempt: AttemptRecord) -> JobRef:
-    paths = JobPaths(attempt.stdout_path, attempt.stderr_path, attempt.exit_path, attempt.script_path)
-    return JobRef(attempt.job_id or attempt.tag, attempt.tag, paths, attempt.time_limit_s,
-                  attempt.submitted_at or attempt.created_at)  # fmt: skip
+    paths = JobPaths(
+        attempt.stdout_path, attempt.stderr_path, attempt.exit_path, attempt.script_path
+    )
+    return JobRef(
+        attempt.job_id or attempt.tag,
+        attempt.tag,
+        paths,
+        attempt.time_limit_s,
+        attempt.submitted_at or attempt.created_at,
+    )
 
 
 def _spec_from(attempt: AttemptRecord, run: ActiveRun) -> JobSpec:

@@ -92,7 +92,9 @@ class RunGraph:
     def cancel_pending(self) -> list[str]:
         """Every pending task not in flight becomes cancelled; returns their ids."""
         cancelled = [
-            n.task_id for n in self.nodes.values() if n.state == TaskState.PENDING and not n.in_flight
+            n.task_id
+            for n in self.nodes.values()
+            if n.state == TaskState.PENDING and not n.in_flight
         ]
         for task_id in cancelled:
             self._move(self.nodes[task_id], TaskState.CANCELLED)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ class BuiltJob:
     env: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunContext:
     """What every job of one run shares: config layers, seed, backend."""
 
@@ -35,6 +35,7 @@ class RunContext:
     workflow_env: Sequence[EnvRule]
     groups: Mapping[str, Sequence[EnvRule]]
     seed: Mapping[str, str]
+    _envs: dict[tuple[int, ...], tuple[ResolvedEnv, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def for_run(cls, config: Config, backend: Backend, run: RunRecord) -> RunContext:
@@ -61,6 +62,15 @@ class RunContext:
         )
         return cls(config, entry, backend, run, workflow_env, groups, seed)
 
+    def resolved(self, task: TaskSpec) -> tuple[ResolvedEnv, dict[str, Any]]:
+        """The task's env and its JSON form, computed once per distinct set of task rules."""
+        key = tuple(map(id, task.env))
+        cached = self._envs.get(key)
+        if cached is None:
+            env = self.resolve(task)
+            cached = self._envs[key] = (env, env.to_json())
+        return cached
+
     def resolve(self, task: TaskSpec) -> ResolvedEnv:
         layers: list[tuple[str, Sequence[EnvRule]]] = [
             (f"backend:{self.entry.name}", self.entry.env),
@@ -79,11 +89,13 @@ class RunContext:
 
     def build(self, task: TaskSpec, seq: int, attempt: int) -> BuiltJob:
         tag = attempt_tag(self.run.id, seq, attempt)
-        env = self.resolve(task)
+        env, env_json = self.resolved(task)
         working_dir = self.working_dir(task)
         defaults = self.backend.job_paths(self.run.id, task.id, attempt)
         paths = JobPaths(
-            stdout=join_path(working_dir, task.output_file) if task.output_file else defaults.stdout,
+            stdout=join_path(working_dir, task.output_file)
+            if task.output_file
+            else defaults.stdout,
             stderr=join_path(working_dir, task.error_file) if task.error_file else defaults.stderr,
             exit_code=defaults.exit_code,
             script=defaults.script,
@@ -113,7 +125,7 @@ class RunContext:
             env=env.as_dict(),
         )
         script = self.backend.render_script(spec, body)
-        return BuiltJob(spec=replace(spec, script=script), env=env.to_json())
+        return BuiltJob(spec=replace(spec, script=script), env=env_json)
 
 
 def join_path(working_dir: str, path: str) -> str:

@@ -25,27 +25,72 @@ from scripthut.store.schema import migrate
 DB_NAME = "scripthut.db"
 
 _RUN_COLUMNS = (
-    "id", "name", "backend", "state", "created_at", "started_at", "ended_at",
-    "max_concurrent", "source", "base_dir", "document", "cancel_requested", "message",
-)  # fmt: skip
+    "id",
+    "name",
+    "backend",
+    "state",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "max_concurrent",
+    "source",
+    "base_dir",
+    "document",
+    "cancel_requested",
+    "message",
+)
 _TASK_COLUMNS = (
-    "run_id", "task_id", "seq", "spec", "deps", "state", "attempt", "job_id", "exit_code",
-    "reason", "submitted_at", "started_at", "ended_at", "generated_by",
-)  # fmt: skip
+    "run_id",
+    "task_id",
+    "seq",
+    "spec",
+    "deps",
+    "state",
+    "attempt",
+    "job_id",
+    "exit_code",
+    "reason",
+    "submitted_at",
+    "started_at",
+    "ended_at",
+    "generated_by",
+)
 _ATTEMPT_COLUMNS = (
-    "run_id", "task_id", "attempt", "tag", "backend", "state", "job_id", "script", "env",
-    "stdout_path", "stderr_path", "exit_path", "script_path", "time_limit_s", "created_at",
-    "submitted_at", "started_at", "ended_at", "exit_code", "reason", "raw_state",
-)  # fmt: skip
+    "run_id",
+    "task_id",
+    "attempt",
+    "tag",
+    "backend",
+    "state",
+    "job_id",
+    "script",
+    "env",
+    "stdout_path",
+    "stderr_path",
+    "exit_path",
+    "script_path",
+    "time_limit_s",
+    "created_at",
+    "submitted_at",
+    "started_at",
+    "ended_at",
+    "exit_code",
+    "reason",
+    "raw_state",
+)
 _JSON_COLUMNS = frozenset({"document", "spec", "deps", "env"})
 _RUN_UPDATABLE = frozenset(_RUN_COLUMNS) - {"id", "created_at"}
 _TASK_UPDATABLE = frozenset(_TASK_COLUMNS) - {"run_id", "task_id", "seq"}
 _ATTEMPT_UPDATABLE = frozenset(_ATTEMPT_COLUMNS) - {"run_id", "task_id", "attempt", "tag"}
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def _encode(column: str, value: Any) -> Any:
     if column in _JSON_COLUMNS:
-        return json.dumps(value, separators=(",", ":"))
+        return value if isinstance(value, str) else _dumps(value)
     if isinstance(value, bool):
         return int(value)
     return value
@@ -212,7 +257,9 @@ class Store:
         groups: dict[tuple[str, ...], list[list[Any]]] = {}
         for run_id, task_id, fields in changes:
             key = tuple(fields)
-            values = [_encode(k, v.value if isinstance(v, TaskState) else v) for k, v in fields.items()]
+            values = [
+                _encode(k, v.value if isinstance(v, TaskState) else v) for k, v in fields.items()
+            ]
             groups.setdefault(key, []).append([*values, run_id, task_id])
         with self.transaction():
             for names, rows in groups.items():
@@ -255,7 +302,9 @@ class Store:
 
     def attempt(self, run_id: str, task_id: str, attempt: int | None = None) -> AttemptRecord:
         """One attempt of a task; the latest when `attempt` is None."""
-        query = f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE run_id = ? AND task_id = ?"  # noqa: S608
+        query = (
+            f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE run_id = ? AND task_id = ?"  # noqa: S608
+        )
         params: list[Any] = [run_id, task_id]
         if attempt is not None:
             query += " AND attempt = ?"
@@ -278,16 +327,24 @@ class Store:
     def append_events(
         self, events: Sequence[tuple[str, str | None, str | None, dict[str, Any]]]
     ) -> list[EventRecord]:
+        """Insert events; ids are contiguous because the write lock is held throughout."""
+        if not events:
+            return []
         now = time.time()
-        out: list[EventRecord] = []
         with self.transaction():
-            for kind, run_id, task_id, data in events:
-                cursor = self._conn.execute(
-                    "INSERT INTO events (ts, kind, run_id, task_id, data) VALUES (?, ?, ?, ?, ?)",
-                    (now, kind, run_id, task_id, json.dumps(data, separators=(",", ":"))),
-                )
-                out.append(EventRecord(int(cursor.lastrowid or 0), now, kind, run_id, task_id, data))
-        return out
+            self._conn.executemany(
+                "INSERT INTO events (ts, kind, run_id, task_id, data) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (now, kind, run_id, task_id, _dumps(data))
+                    for kind, run_id, task_id, data in events
+                ],
+            )
+            (last,) = self._conn.execute("SELECT last_insert_rowid()").fetchone()
+        first = int(last) - len(events) + 1
+        return [
+            EventRecord(first + i, now, kind, run_id, task_id, data)
+            for i, (kind, run_id, task_id, data) in enumerate(events)
+        ]
 
     def events_since(
         self, after_id: int, *, limit: int = 1000, run_id: str | None = None
@@ -404,9 +461,23 @@ class Store:
         return TaskRecord(**data)
 
     @staticmethod
-    def _task_values(task: TaskRecord) -> list[Any]:
-        values = [_encode(c, getattr(task, c)) for c in _TASK_COLUMNS]
-        return [v.value if isinstance(v, TaskState) else v for v in values]
+    def _task_values(t: TaskRecord) -> tuple[Any, ...]:
+        return (
+            t.run_id,
+            t.task_id,
+            t.seq,
+            _dumps(t.spec),
+            _dumps(t.deps),
+            t.state.value,
+            t.attempt,
+            t.job_id,
+            t.exit_code,
+            t.reason,
+            t.submitted_at,
+            t.started_at,
+            t.ended_at,
+            t.generated_by,
+        )
 
     @staticmethod
     def _attempt(row: Sequence[Any]) -> AttemptRecord:

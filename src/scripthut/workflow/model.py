@@ -46,23 +46,24 @@ class TaskSpec:
         out: dict[str, Any] = {"id": self.id, "name": self.name, "command": self.command}
         if self.deps:
             out["deps"] = list(self.deps)
-        optional: dict[str, Any] = {
-            "working_dir": (self.working_dir, DEFAULT_WORKING_DIR),
-            "partition": (self.partition, DEFAULT_PARTITION),
-            "cpus": (self.cpus, DEFAULT_CPUS),
-            "memory": (self.memory, DEFAULT_MEMORY),
-            "time_limit": (self.time_limit, DEFAULT_TIME_LIMIT),
-            "output_file": (self.output_file, None),
-            "error_file": (self.error_file, None),
-            "generates_source": (self.generates_source, None),
-            "gres": (self.gres, None),
-            "image": (self.image, None),
-        }
-        for key, (value, default) in optional.items():
-            if value != default:
+        if self.working_dir != DEFAULT_WORKING_DIR:
+            out["working_dir"] = self.working_dir
+        if self.partition != DEFAULT_PARTITION:
+            out["partition"] = self.partition
+        if self.cpus != DEFAULT_CPUS:
+            out["cpus"] = self.cpus
+        if self.memory != DEFAULT_MEMORY:
+            out["memory"] = self.memory
+        if self.time_limit != DEFAULT_TIME_LIMIT:
+            out["time_limit"] = self.time_limit
+        for key in ("output_file", "error_file", "generates_source", "gres", "image"):
+            value = getattr(self, key)
+            if value is not None:
                 out[key] = value
         if self.env:
-            out["env"] = [rule.model_dump(by_alias=True, exclude_defaults=True) for rule in self.env]
+            out["env"] = [
+                rule.model_dump(by_alias=True, exclude_defaults=True) for rule in self.env
+            ]
         return out
 
 
@@ -79,18 +80,34 @@ class Workflow:
     deps: dict[str, list[str]]
     env: list[EnvRule] = field(default_factory=list)
     env_groups: dict[str, list[EnvRule]] = field(default_factory=dict)
+    _positions: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def task(self, task_id: str) -> TaskSpec:
-        for task in self.tasks:
-            if task.id == task_id:
-                return task
-        raise KeyError(task_id)
+        """The task with this id (KeyError if none); a dict lookup, rebuilt if `tasks` changed."""
+        found = self._lookup(task_id)
+        if found is None:
+            self._positions = {}
+            for position, task in enumerate(self.tasks):
+                self._positions.setdefault(task.id, position)
+            found = self._lookup(task_id)
+        if found is None:
+            raise KeyError(task_id)
+        return found
+
+    def _lookup(self, task_id: str) -> TaskSpec | None:
+        position = self._positions.get(task_id)
+        if position is None or position >= len(self.tasks):
+            return None
+        task = self.tasks[position]
+        return task if task.id == task_id else None
 
     def to_document(self) -> dict[str, Any]:
         """The workflow in the original `{"tasks": [...]}` shape."""
         doc: dict[str, Any] = {"tasks": [task.to_dict() for task in self.tasks]}
         if self.env:
-            doc["env"] = [rule.model_dump(by_alias=True, exclude_defaults=True) for rule in self.env]
+            doc["env"] = [
+                rule.model_dump(by_alias=True, exclude_defaults=True) for rule in self.env
+            ]
         if self.env_groups:
             doc["env_groups"] = {
                 name: [rule.model_dump(by_alias=True, exclude_defaults=True) for rule in rules]

@@ -1,0 +1,140 @@
+"""The bash script that runs one task: exit-code file, init, exports, cd, command.
+
+Backends pass their scheduler header lines (#SBATCH, #PBS) in `header`. Every
+user-supplied string reaches the shell single-quoted; the command is stored in a
+variable and run with `eval` in a background subshell the script waits for, so
+nothing in it can end the script before the exit code is written, and TERM/INT
+interrupt the wait at once. On TERM/INT the script records 143/130, sends TERM to
+the command's subshell and, when the script leads its process group (as under a
+scheduler or a new session), to the whole group, then exits.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+
+from scripthut.env_rules import ENV_NAME
+from scripthut.workflow.env import ResolvedEnv
+from scripthut.workflow.model import TaskSpec
+
+SHEBANG = "#!/bin/bash"
+LOGIN_SHEBANG = "#!/bin/bash -l"
+_HOME = '"$HOME"'
+
+_EXIT_RECORDING = r"""__hut_recorded=
+__hut_pid=
+__hut_record() {
+    if [ -n "$__hut_recorded" ]; then return 0; fi
+    __hut_recorded=1
+    printf '%s\n' "$1" > "$__hut_exit_file.tmp" &&
+        command -p mv -f -- "$__hut_exit_file.tmp" "$__hut_exit_file"
+}
+__hut_on_signal() {
+    __hut_record "$1"
+    trap '' TERM INT
+    if [ -n "$__hut_pid" ]; then kill -s TERM -- "$__hut_pid" 2>/dev/null; fi
+    __hut_group=$(command -p ps -o pgid= -p "$$" 2>/dev/null)
+    if [ "${__hut_group//[^0-9]/}" = "$$" ]; then kill -s TERM 0 2>/dev/null; fi
+    exit "$1"
+}
+trap '__hut_record "$?"' EXIT
+trap '__hut_on_signal 143' TERM
+trap '__hut_on_signal 130' INT"""
+
+_RUN_COMMAND = (
+    '( trap - INT QUIT; set -o pipefail; eval "$__hut_cmd" ) <&0 &',
+    "__hut_pid=$!",
+    'wait "$__hut_pid"',
+    'exit "$?"',
+)
+
+
+def shell_quote(value: str) -> str:
+    """`value` as one single-quoted shell word, whatever it holds (except NUL)."""
+    if "\0" in value:
+        raise ValueError("a shell word cannot contain a NUL byte")
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def shell_path(path: str) -> str:
+    """A quoted path whose leading "~" or "~/" expands to $HOME: "~/a b" -> "$HOME"/'a b'."""
+    if path == "~":
+        return _HOME
+    if path.startswith("~/"):
+        rest = path[2:]
+        return f"{_HOME}/{shell_quote(rest)}" if rest else f"{_HOME}/"
+    return shell_quote(path)
+
+
+def _absolute_path(path: str) -> str:
+    """Like shell_path, but a relative path is anchored at the script's start directory."""
+    if path.startswith("/") or path == "~" or path.startswith("~/"):
+        return shell_path(path)
+    return f'"$PWD"/{shell_quote(path)}'
+
+
+def render_task_script(
+    task: TaskSpec,
+    env: ResolvedEnv,
+    *,
+    exit_path: str,
+    login_shell: bool = False,
+    header: Sequence[str] = (),
+    tag: str = "",
+) -> str:
+    """The whole script for one attempt of `task`, ending with a newline."""
+    lines = [LOGIN_SHEBANG if login_shell else SHEBANG, *_header(header)]
+    lines.append(_comment(task.id, tag))
+    lines.extend(_exit_recording(exit_path))
+    lines.extend(f"eval {shell_quote(text)}" for text in env.init_lines())
+    lines.extend(_exports(env, task.id, tag))
+    lines.append(_change_dir(task.working_dir))
+    lines.append(f"__hut_cmd={shell_quote(task.command)}")
+    lines.extend(_RUN_COMMAND)
+    return "\n".join(lines) + "\n"
+
+
+def _header(lines: Sequence[str]) -> list[str]:
+    for line in lines:
+        if any(char in line for char in "\n\r\0"):
+            raise ValueError(f"a script header line cannot span lines: {line!r}")
+    return list(lines)
+
+
+def _comment(task_id: str, tag: str) -> str:
+    text = f"scripthut task {task_id}" + (f", run tag {tag}" if tag else "")
+    return "# " + "".join(char if char.isprintable() else "?" for char in text)
+
+
+def _exit_recording(exit_path: str) -> list[str]:
+    """Write the exit code to `exit_path` however the script ends (atomically)."""
+    lines = [f"__hut_exit_file={_absolute_path(exit_path)}", _EXIT_RECORDING]
+    directory = posixpath.dirname(exit_path)
+    if directory not in ("", "/"):
+        lines.append(f"command -p mkdir -p -- {_absolute_path(directory)} || exit 1")
+    return lines
+
+
+def _exports(env: ResolvedEnv, task_id: str, tag: str) -> list[str]:
+    lines = [_export(name, value.value, value.from_runtime) for name, value in env.values.items()]
+    lines.append(_export("SCRIPTHUT_TASK_ID", task_id, False))
+    if tag:
+        lines.append(_export("SCRIPTHUT_TAG", tag, False))
+    return lines
+
+
+def _export(name: str, value: str, from_runtime: bool) -> str:
+    """`export NAME=...`; a runtime append keeps the variable's current value first."""
+    if not ENV_NAME.fullmatch(name):
+        raise ValueError(f"'{name}' is not a valid environment variable name")
+    if from_runtime:
+        return f'export {name}="${{{name}:+${{{name}}}:}}"{shell_quote(value)}'
+    return f"export {name}={shell_quote(value)}"
+
+
+def _change_dir(working_dir: str) -> str:
+    """cd to the task's directory (CDPATH ignored), or stop with exit code 1."""
+    target = shell_path("./-" if working_dir == "-" else working_dir)
+    message = shell_quote(f"scripthut: cannot cd to the working directory {working_dir}")
+    return f"CDPATH= cd -- {target} || {{ printf '%s\\n' {message} >&2; exit 1; }}"

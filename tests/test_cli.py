@@ -1,0 +1,200 @@
+"""The `scripthut` command's contract: exit codes, JSON shapes, every subcommand."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "scripthut.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "backends": [{"name": "local", "type": "local", "max_concurrent": 4, "cpus": 4}],
+                "settings": {"data_dir": str(tmp_path / "data"), "poll_interval": 2},
+            }
+        )
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTHUT_")}
+    return {**clean, "SCRIPTHUT_CONFIG": str(config)}
+
+
+def hut(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scripthut.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write(path: Path, doc: object) -> str:
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_run_json_reports_every_task_and_exits_zero(tmp_path: Path, env: dict[str, str]) -> None:
+    wf = write(
+        tmp_path / "wf.json",
+        [{"id": "a", "command": "echo hi"}, {"id": "b", "command": "true", "deps": ["a"]}],
+    )
+    result = hut("run", wf, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"run", "status", "tasks"}
+    assert doc["status"] == "completed"
+    assert doc["tasks"] == {"a": "completed", "b": "completed"}
+
+
+def test_failed_run_exits_one_with_summary(tmp_path: Path, env: dict[str, str]) -> None:
+    wf = write(
+        tmp_path / "wf.json",
+        [{"id": "a", "command": "exit 4"}, {"id": "b", "command": "true", "deps": ["a"]}],
+    )
+    result = hut("run", wf, env=env)
+    assert result.returncode == 1
+    assert "failed" in result.stdout and "dep_failed" in result.stdout
+    assert "exit code 4" in result.stdout or " 4 " in result.stdout
+
+
+def test_invalid_workflow_exits_two_and_lists_every_problem(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    wf = write(
+        tmp_path / "wf.json",
+        [
+            {"id": "a", "command": "true", "deps": ["missing"]},
+            {"id": "a", "command": "true"},
+            {"id": "b", "comand": "true"},
+        ],
+    )
+    for command in ("run", "validate"):
+        result = hut(command, wf, env=env)
+        assert result.returncode == 2
+        assert "missing" in result.stderr
+        assert "duplicate" in result.stderr.lower()
+        assert "comand" in result.stderr
+        assert result.stdout == ""
+    assert json.loads(hut("runs", "--json", env=env).stdout) == []
+
+
+def test_validate_ok(tmp_path: Path, env: dict[str, str]) -> None:
+    wf = write(
+        tmp_path / "wf.json",
+        {
+            "tasks": [
+                {"id": "x.1", "command": "true"},
+                {"id": "y", "command": "true", "deps": ["x.*"]},
+            ]
+        },
+    )
+    result = hut("validate", wf, "--json", env=env)
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {"valid": True, "tasks": 2, "edges": 1}
+
+
+def test_config_errors_exit_two(tmp_path: Path, env: dict[str, str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backends:\n  - name: x\n    type: local\n    max_concurent: 3\n")
+    wf = write(tmp_path / "wf.json", [{"id": "a", "command": "true"}])
+    result = hut("run", wf, "--config", str(bad), env=env)
+    assert result.returncode == 2
+    assert "max_concurent" in result.stderr and "max_concurrent" in result.stderr
+
+
+def test_unknown_backend_exits_two(tmp_path: Path, env: dict[str, str]) -> None:
+    wf = write(tmp_path / "wf.json", [{"id": "a", "command": "true"}])
+    result = hut("run", wf, "--backend", "nope", env=env)
+    assert result.returncode == 2
+    assert "nope" in result.stderr
+
+
+def test_runs_show_logs_export(tmp_path: Path, env: dict[str, str]) -> None:
+    wf = write(
+        tmp_path / "wf.json",
+        [{"id": "a", "command": "for i in 1 2 3 4 5; do echo line$i; done; echo err >&2"}],
+    )
+    run_id = json.loads(hut("run", wf, "--json", env=env).stdout)["run"]
+
+    runs = json.loads(hut("runs", "--json", env=env).stdout)
+    assert runs[0]["id"] == run_id and runs[0]["counts"] == {"completed": 1}
+
+    shown = json.loads(hut("show", run_id[:17], "--json", env=env).stdout)
+    assert shown["id"] == run_id and shown["tasks"][0]["state"] == "completed"
+
+    assert hut("logs", run_id, "a", env=env).stdout == "line1\nline2\nline3\nline4\nline5\n"
+    assert hut("logs", run_id, "a", "--tail", "2", env=env).stdout == "line4\nline5\n"
+    assert hut("logs", run_id, "a", "--error", env=env).stdout == "err\n"
+
+    exported = json.loads(hut("export", run_id, env=env).stdout)
+    assert exported["run"]["id"] == run_id
+    assert exported["workflow"]["tasks"][0]["id"] == "a"
+    assert exported["attempts"][0]["script"].startswith("#!/bin/bash")
+
+    missing = hut("show", "no-such-run", env=env)
+    assert missing.returncode == 2 and "no-such-run" in missing.stderr
+    missing_task = hut("logs", run_id, "zzz", env=env)
+    assert missing_task.returncode == 2 and "zzz" in missing_task.stderr
+
+
+def test_cancel_and_rerun(tmp_path: Path, env: dict[str, str]) -> None:
+    flag = tmp_path / "flag"
+    wf = write(
+        tmp_path / "wf.json",
+        [
+            {"id": "slow", "command": f"test -e {flag} || sleep 60"},
+            {"id": "after", "command": "true", "deps": ["slow"]},
+        ],
+    )
+    started = hut("run", wf, "--detach", "--json", env=env)
+    assert started.returncode == 0, started.stderr
+    run_id = json.loads(started.stdout)["run"]
+
+    cancelled = hut("cancel", run_id, "--json", env=env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout) == {"run": run_id, "status": "cancelled"}
+    shown = json.loads(hut("show", run_id, "--json", env=env).stdout)
+    assert {t["id"]: t["state"] for t in shown["tasks"]} == {
+        "slow": "cancelled",
+        "after": "cancelled",
+    }
+
+    flag.touch()
+    rerun = hut("rerun", run_id, "--json", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["tasks"] == {"slow": "completed", "after": "completed"}
+
+
+def test_follow_prints_log_while_task_runs(tmp_path: Path, env: dict[str, str]) -> None:
+    wf = write(tmp_path / "wf.json", [{"id": "a", "command": "echo one; sleep 1; echo two"}])
+    run_id = json.loads(hut("run", wf, "--detach", "--json", env=env).stdout)["run"]
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "scripthut.cli.main", "watch", run_id, "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)
+    followed = hut("logs", run_id, "a", "--follow", env=env, timeout=30)
+    watcher.communicate(timeout=30)
+    assert followed.stdout == "one\ntwo\n"
+
+
+def test_data_dir_environment_variable_wins(tmp_path: Path, env: dict[str, str]) -> None:
+    wf = write(tmp_path / "wf.json", [{"id": "a", "command": "true"}])
+    other = tmp_path / "elsewhere"
+    result = hut("run", wf, "--json", env={**env, "SCRIPTHUT_DATA_DIR": str(other)})
+    assert result.returncode == 0, result.stderr
+    assert (other / "scripthut.db").exists()
+    assert not (tmp_path / "data" / "scripthut.db").exists()
