@@ -27,8 +27,7 @@ __hut_pid=
 __hut_record() {
     if [ -n "$__hut_recorded" ]; then return 0; fi
     __hut_recorded=1
-    printf '%s\n' "$1" > "$__hut_exit_file.tmp" &&
-        command -p mv -f -- "$__hut_exit_file.tmp" "$__hut_exit_file"
+    printf '%s\n' "$1" > "$__hut_exit_file"
 }
 __hut_on_signal() {
     __hut_record "$1"
@@ -108,11 +107,15 @@ def _comment(task_id: str, tag: str) -> str:
 
 
 def _exit_recording(exit_path: str) -> list[str]:
-    """Write the exit code to `exit_path` however the script ends (atomically)."""
+    """Write the exit code to `exit_path` however the script ends.
+
+    One short `printf` with no fork: readers treat an empty or partial file as "not yet".
+    """
     lines = [f"__hut_exit_file={_absolute_path(exit_path)}", _EXIT_RECORDING]
     directory = posixpath.dirname(exit_path)
     if directory not in ("", "/"):
-        lines.append(f"command -p mkdir -p -- {_absolute_path(directory)} || exit 1")
+        quoted = _absolute_path(directory)
+        lines.append(f"[ -d {quoted} ] || command -p mkdir -p -- {quoted} || exit 1")
     return lines
 
 
