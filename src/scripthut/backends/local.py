@@ -1,0 +1,847 @@
+"""The local backend: each job is a bash process on this machine, in a session of its own.
+
+Jobs this process started are watched directly (a pidfd per child, no polling): their end
+is recorded at once, `changed` is set and the next queued job starts. They are spawned with
+subprocess.Popen on a few threads, so that several spawns overlap and the event loop stays
+free (asyncio's subprocess transport spawns on the loop, and on Python 3.11 adds a waiting
+thread per child). Jobs started by an earlier engine process keep running (they are
+detached sessions) and are adopted by `poll`, which finds them again in /proc by their
+script path (unique per attempt).
+
+Before a job is launched its tag is written to `log_dir/.tags/<tag>` (the job's paths);
+after the launch its pid is appended. `find` reads that index, so a crash at any instant
+can be reconciled without starting a job twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from scripthut.backends.base import (
+    Backend,
+    BackendInfo,
+    JobPaths,
+    JobRef,
+    JobSpec,
+    JobStatus,
+    LogChunk,
+    PollResult,
+    SubmitOutcome,
+)
+from scripthut.errors import NotFound, ScriptHutError
+from scripthut.states import JobState
+
+KILL_GRACE_S = 10.0
+MISSING_GRACE_S = 30.0
+SPAWN_THREADS = 8
+SUBMIT_CHUNK = 16
+TAGS_DIR = ".tags"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_GROUP_CHECK_S = 0.05
+_LOST = "process ended without recording an exit code (killed?)"
+_NEVER_STARTED = "never started: it was still queued when its engine process ended"
+
+
+# --- small helpers -------------------------------------------------------------------------
+
+
+def _is_safe_name(value: str) -> bool:
+    return bool(_SAFE_NAME.fullmatch(value)) and value not in (".", "..")
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not _is_safe_name(value):
+        raise ValueError(f"{kind} {value!r} is not a safe file name ([A-Za-z0-9_.-])")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _describe_exit(code: int) -> str:
+    """A reason for a non-zero exit code; codes 129-192 are the shells' "killed by N"."""
+    if 128 < code <= 192:
+        return f"exit code {code} ({_signal_name(code - 128)})"
+    return f"exit code {code}"
+
+
+def _read_exit_code(path: str) -> int | None:
+    """The code in an exit-code file, or None if it is absent or not (yet) a number."""
+    try:
+        with open(path, "rb") as file:
+            return int(file.read(64).strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_file(path: str, data: bytes, mode: int, flags: int = os.O_TRUNC) -> None:
+    """Write `data` to `path`, created with `mode` (set to it if it existed), or appended."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+# --- processes, as /proc shows them --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Proc:
+    pid: int
+    started_at: float | None
+
+
+@functools.cache
+def _boot_time() -> float | None:
+    try:
+        with open("/proc/stat", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            raw = file.read()
+    except OSError:
+        return []
+    return [os.fsdecode(part) for part in raw.split(b"\0")[:-1]]
+
+
+def _script_of(argv: list[str]) -> str | None:
+    """The script a `bash [-l] <script>` command line runs, else None."""
+    if len(argv) in (2, 3) and os.path.basename(argv[0]) == "bash":
+        return argv[-1]
+    return None
+
+
+def _session_leader(pid: int) -> _Proc | None:
+    """`pid` as a _Proc if it leads its own session (as our jobs do), else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            fields = file.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == b"Z" or int(fields[3]) != pid:
+        return None
+    boot = _boot_time()
+    started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK") if boot is not None else None
+    return _Proc(pid, started)
+
+
+def _scan(scripts: set[str]) -> dict[str, _Proc] | None:
+    """This user's session-leading `bash <script>` processes for these scripts.
+
+    None when /proc cannot be listed: nothing may be concluded then.
+    """
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return None
+    uid = os.getuid()
+    found: dict[str, _Proc] = {}
+    for name in names:
+        if not name.isdigit():
+            continue
+        script = _script_of(_cmdline(int(name)))
+        if script is None or script not in scripts:
+            continue
+        proc = _session_leader(int(name))
+        with contextlib.suppress(OSError):
+            if proc is not None and os.stat(f"/proc/{name}").st_uid == uid:
+                found[script] = proc
+    return found
+
+
+def _runs_script(pid: int, script: str) -> bool:
+    return _script_of(_cmdline(pid)) == script
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- logs ----------------------------------------------------------------------------------
+
+
+def _read_chunk(path: str, offset: int, limit: int) -> LogChunk:
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return LogChunk(b"", max(offset, 0), 0, missing=True)
+    with file:
+        size = os.fstat(file.fileno()).st_size
+        start = max(0, size + offset) if offset < 0 else offset
+        file.seek(start)
+        data = file.read(max(0, limit)) if start < size else b""
+    return LogChunk(data, start, size)
+
+
+def _read_text(path: str, limit: int) -> str:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+    except FileNotFoundError:
+        raise NotFound(f"{path}: no such file") from None
+    if len(data) > limit:
+        raise ScriptHutError(f"{path}: larger than {limit} bytes")
+    return data.decode("utf-8", errors="replace")
+
+
+# --- the tag index -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _TagEntry:
+    paths: JobPaths
+    launched: bool
+
+
+def _write_tag(path: Path, paths: JobPaths) -> None:
+    lines = (paths.script, paths.stdout, paths.stderr, paths.exit_code)
+    _write_file(str(path), "".join(f"{line}\n" for line in lines).encode(), 0o600)
+
+
+def _note_launch(path: Path, pid: int) -> None:
+    with contextlib.suppress(OSError):
+        _write_file(str(path), f"pid {pid}\n".encode(), 0o600, os.O_APPEND)
+
+
+def _read_tag(path: Path) -> _TagEntry | None:
+    """The entry for a tag, None if there is none; other OSErrors propagate."""
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except FileNotFoundError:
+        return None
+    if len(lines) < 5:  # four paths, each ending with a newline
+        return None
+    paths = JobPaths(script=lines[0], stdout=lines[1], stderr=lines[2], exit_code=lines[3])
+    return _TagEntry(paths, any(line.startswith("pid ") for line in lines[4:]))
+
+
+# --- the backend ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    """One job this process knows of: its own (spec set) or adopted from an earlier one."""
+
+    job_id: str
+    paths: JobPaths
+    time_limit_s: int
+    spec: JobSpec | None = None
+    cpus: int = 1
+    state: JobState = JobState.PENDING
+    raw_state: str = "QUEUED"
+    reason: str | None = None
+    exit_code: int | None = None
+    pid: int | None = None
+    popen: subprocess.Popen[bytes] | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    cancelled: bool = False
+    timed_out: bool = False
+    missing_since: float | None = None
+    timer: asyncio.TimerHandle | None = None
+    watch_fd: int | None = None
+    reported: bool = False
+
+
+class LocalBackend(Backend):
+    """Runs each job as `bash <script>` on this machine, within a CPU capacity.
+
+    Jobs queue (PENDING) while their CPUs are short or `max_concurrent` jobs run; the
+    queue is first in, first out. A job needing more CPUs than the capacity runs alone
+    once the machine is idle. Jobs survive `close()` and an engine restart.
+    """
+
+    kind = "local"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_concurrent: int,
+        log_dir: Path,
+        cpus: int | None = None,
+        login_shell: bool = False,
+        kill_grace_s: float = KILL_GRACE_S,
+        missing_grace_s: float = MISSING_GRACE_S,
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        super().__init__(name, max_concurrent)
+        self.log_dir = Path(log_dir).expanduser().absolute()
+        self.cpus = max(1, cpus if cpus is not None else (os.cpu_count() or 1))
+        self.kill_grace_s = kill_grace_s
+        self.missing_grace_s = missing_grace_s
+        self._argv = ["bash", "-l"] if login_shell else ["bash"]
+        self._home = str(Path.home())
+        self._node = socket.gethostname()
+        self._jobs: dict[str, _Job] = {}
+        self._queue: deque[_Job] = deque()
+        self._running: set[_Job] = set()
+        self._used_cpus = 0
+        self._killers: dict[int, asyncio.Task[None]] = {}
+        self._made_dirs: set[Path] = set()
+        self._env: dict[bytes, bytes] = {}
+        self._closed = False
+        self._spawner = ThreadPoolExecutor(SPAWN_THREADS, thread_name_prefix="scripthut-spawn")
+
+    # -- paths and scripts
+
+    def job_paths(self, run_id: str, task_id: str, attempt: int) -> JobPaths:
+        """`log_dir/<run_id>/<task_id>.<attempt>.{out,err,exit,sh}`."""
+        _check_name("run id", run_id)
+        _check_name("task id", task_id)
+        base = self.log_dir / run_id / f"{task_id}.{attempt}"
+        return JobPaths(
+            stdout=f"{base}.out",
+            stderr=f"{base}.err",
+            exit_code=f"{base}.exit",
+            script=f"{base}.sh",
+        )
+
+    def render_script(self, spec: JobSpec, body: str) -> str:
+        """The body as it is: running locally needs no scheduler header."""
+        return body
+
+    def _tag_path(self, tag: str) -> Path:
+        return self.log_dir / TAGS_DIR / tag
+
+    # -- submitting and starting
+
+    async def submit(self, jobs: Sequence[JobSpec]) -> list[SubmitOutcome]:
+        """Write each script and tag entry, then start what fits now and queue the rest.
+
+        The job id is the tag. An outcome is an error only when the job's files cannot be
+        written or its tag is unsafe or already active here.
+        """
+        outcomes: list[SubmitOutcome] = []
+        seen: set[str] = set()
+        self._env = dict(os.environb)  # jobs get the environment of their submit, plus the tag
+        for start in range(0, len(jobs), SUBMIT_CHUNK):
+            # Files are written on a thread, a chunk at a time: jobs of earlier chunks
+            # start, end and free their slots meanwhile.
+            chunk = [
+                (spec, self._problem(spec, seen)) for spec in jobs[start : start + SUBMIT_CHUNK]
+            ]
+            errors = await asyncio.to_thread(self._write_chunk, chunk)
+            outcomes.extend(map(self._accept, [spec for spec, _ in chunk], errors))
+            self._pump()
+        return outcomes
+
+    def _problem(self, spec: JobSpec, seen: set[str]) -> str | None:
+        """Why this job cannot be accepted (an unsafe or active tag), else None."""
+        if not _is_safe_name(spec.tag):
+            return "tag is not a safe file name ([A-Za-z0-9_.-])"
+        paths = (spec.paths.script, spec.paths.stdout, spec.paths.stderr, spec.paths.exit_code)
+        if any("\n" in path for path in paths):
+            return "a job's paths cannot contain a newline"
+        old = self._jobs.get(spec.tag)
+        busy = old is not None and (old.spec is not None or old.pid is not None)
+        if spec.tag in seen or (busy and old is not None and not old.state.is_final):
+            return "a job with this tag is already queued or running here"
+        seen.add(spec.tag)
+        return None
+
+    def _write_chunk(self, chunk: list[tuple[JobSpec, str | None]]) -> list[str | None]:
+        """Write the files of each acceptable job; the error of each job (None: written)."""
+        errors: list[str | None] = []
+        for spec, problem in chunk:
+            try:
+                if problem is None:
+                    self._write_files(spec)
+            except (OSError, ValueError) as exc:
+                problem = str(exc)
+            errors.append(problem)
+        return errors
+
+    def _accept(self, spec: JobSpec, error: str | None) -> SubmitOutcome:
+        if error is not None:
+            return SubmitOutcome(error=f"{spec.tag}: {error}")
+        job = _Job(spec.tag, spec.paths, spec.time_limit_s, spec, max(1, spec.cpus))
+        job.submitted_at = time.time()
+        if job.cpus > self.cpus:
+            job.reason = f"needs {job.cpus} cpus, more than the {self.cpus} here: runs alone"
+        self._jobs[spec.tag] = job
+        self._queue.append(job)
+        return SubmitOutcome(job_id=spec.tag)
+
+    def _write_files(self, spec: JobSpec) -> None:
+        paths = spec.paths
+        for path in (paths.script, paths.stdout, paths.stderr, paths.exit_code):
+            self._make_dir(Path(path).parent)
+        _write_file(paths.script, spec.script.encode(), 0o700)
+        self._make_dir(self.log_dir / TAGS_DIR)
+        _write_tag(self._tag_path(spec.tag), paths)
+
+    def _make_dir(self, path: Path) -> None:
+        if path not in self._made_dirs:
+            path.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(path)
+
+    def _fits(self, job: _Job) -> bool:
+        if len(self._running) >= self.max_concurrent:
+            return False
+        return not self._running or self._used_cpus + job.cpus <= self.cpus
+
+    def _pump(self) -> None:
+        """Start queued jobs, first in first out, while they fit."""
+        while self._queue and not self._closed and self._fits(self._queue[0]):
+            self._launch(self._queue.popleft())
+
+    def _launch(self, job: _Job) -> None:
+        """Hold the job's slot and start it on a spawning thread (STARTING until then).
+
+        A spawn blocks its caller until the child has exec'd; threads let several
+        overlap, and keep the event loop free meanwhile.
+        """
+        assert job.spec is not None
+        self._hold(job)
+        job.raw_state = "STARTING"
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._spawner, self._spawn, job.spec)
+        future.add_done_callback(functools.partial(self._started, job))
+
+    def _started(self, job: _Job, future: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+        error = "cancelled" if future.cancelled() else future.exception()
+        if error is not None:
+            self._end(job, None, f"could not start: {error}")
+            self._pump()
+            return
+        popen = future.result()
+        job.popen, job.pid, job.started_at = popen, popen.pid, time.time()
+        job.state, job.raw_state = JobState.RUNNING, "RUNNING"
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        job.timer = loop.call_later(job.time_limit_s, self._time_up, job)
+        self._watch(job)
+        if job.cancelled:
+            self._terminate(job)
+        self.changed.set()
+
+    def _spawn(self, spec: JobSpec) -> subprocess.Popen[bytes]:
+        """Open the logs and start `bash <script>` in a new session (on a spawning thread)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        out = os.open(spec.paths.stdout, flags, 0o644)
+        try:
+            err = os.open(spec.paths.stderr, flags, 0o644)
+            try:
+                popen = subprocess.Popen(
+                    [*self._argv, spec.paths.script],
+                    cwd=self._home,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                    env={**self._env, b"SCRIPTHUT_TAG": spec.tag.encode()},
+                )
+                _note_launch(self._tag_path(spec.tag), popen.pid)
+                return popen
+            finally:
+                os.close(err)
+        finally:
+            os.close(out)
+
+    def _hold(self, job: _Job) -> None:
+        self._running.add(job)
+        self._used_cpus += min(job.cpus, self.cpus)
+
+    def _release(self, job: _Job) -> None:
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        self._unwatch(job)
+        if job in self._running:
+            self._running.discard(job)
+            self._used_cpus -= min(job.cpus, self.cpus)
+
+    # -- watching processes end
+
+    def _watch(self, job: _Job) -> None:
+        """Call `_on_gone` when the job's process ends: a pidfd, else a waiting thread."""
+        assert job.pid is not None
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(job.pid)
+        except (AttributeError, OSError):
+            if job.popen is not None:
+                self._wait_in_thread(loop, job, job.popen)
+            return
+        job.watch_fd = fd
+        loop.add_reader(fd, self._on_gone, job)
+
+    def _wait_in_thread(
+        self, loop: asyncio.AbstractEventLoop, job: _Job, popen: subprocess.Popen[bytes]
+    ) -> None:
+        def wait() -> None:
+            popen.wait()
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._on_gone, job)
+
+        threading.Thread(target=wait, name=f"scripthut-wait-{popen.pid}", daemon=True).start()
+
+    def _unwatch(self, job: _Job) -> None:
+        if job.watch_fd is not None:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().remove_reader(job.watch_fd)
+            os.close(job.watch_fd)
+            job.watch_fd = None
+
+    def _on_gone(self, job: _Job) -> None:
+        self._unwatch(job)
+        if self._closed or job.state.is_final:
+            return
+        if job.popen is not None:
+            self._child_ended(job, job.popen.wait())
+        else:
+            job.pid = None
+            self._take_exit_file(job)
+        self._pump()
+        self.changed.set()
+
+    def _child_ended(self, job: _Job, returncode: int) -> None:
+        """Record a child's end: its exit-code file if written, else its return code."""
+        code = _read_exit_code(job.paths.exit_code)
+        if code is not None:
+            self._end(job, code, None)
+        elif returncode < 0:
+            reason = f"killed by signal {-returncode} ({_signal_name(-returncode)})"
+            self._end(job, 128 - returncode, reason)
+        else:
+            self._end(job, returncode, None)
+        job.popen = None
+
+    def _end(self, job: _Job, code: int | None, reason: str | None, raw: str = "FAILED") -> None:
+        """Make the job final: exit code and reason, or cancellation and time limit first."""
+        self._release(job)
+        job.ended_at = time.time()
+        job.exit_code = code
+        if job.cancelled:
+            job.state, job.raw_state, job.reason = JobState.CANCELLED, "CANCELLED", "cancelled"
+        elif job.timed_out:
+            job.state, job.raw_state = JobState.FAILED, "TIMEOUT"
+            job.reason = f"time limit exceeded ({job.time_limit_s} s)"
+        elif code == 0:
+            job.state, job.raw_state, job.reason = JobState.COMPLETED, "COMPLETED", None
+        else:
+            job.state, job.raw_state = JobState.FAILED, raw
+            job.reason = reason or (_describe_exit(code) if code is not None else _LOST)
+        self.changed.set()
+
+    def _take_exit_file(self, job: _Job) -> bool:
+        code = _read_exit_code(job.paths.exit_code)
+        if code is None:
+            return False
+        self._end(job, code, None)
+        return True
+
+    # -- stopping processes
+
+    def _time_up(self, job: _Job) -> None:
+        job.timer = None
+        if job.state is JobState.RUNNING and not job.timed_out:
+            job.timed_out = True
+            self._terminate(job)
+
+    def _terminate(self, job: _Job) -> None:
+        """SIGTERM to the job's process group now, SIGKILL after the grace if it lingers."""
+        assert job.pid is not None
+        pgid = job.pid
+        _signal_group(pgid, signal.SIGTERM)
+        if pgid not in self._killers:
+            task = asyncio.get_running_loop().create_task(self._kill_after_grace(pgid))
+            self._killers[pgid] = task
+
+    async def _kill_after_grace(self, pgid: int) -> None:
+        deadline = time.monotonic() + self.kill_grace_s
+        try:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(_GROUP_CHECK_S)
+                if not _group_exists(pgid):
+                    return
+            _signal_group(pgid, signal.SIGKILL)
+        finally:
+            self._killers.pop(pgid, None)
+
+    async def cancel(self, job_ids: Sequence[str]) -> None:
+        """Queued jobs are dropped; running ones get SIGTERM, then SIGKILL after the grace.
+
+        Signals go to the whole process group, so background children go too. A job
+        from an earlier engine process is found through its tag entry.
+        """
+        jobs = [job for job in map(self._job_for_cancel, job_ids) if job is not None]
+        self._refresh_adopted([job for job in jobs if job.spec is None and job.pid is None])
+        for job in jobs:
+            self._cancel_one(job)
+        self._pump()
+
+    def _job_for_cancel(self, job_id: str) -> _Job | None:
+        job = self._jobs.get(job_id)
+        if job is not None or not _is_safe_name(job_id):
+            return job
+        with contextlib.suppress(OSError):
+            entry = _read_tag(self._tag_path(job_id))
+            if entry is not None:
+                return self._adopt(JobRef(job_id=job_id, tag=job_id, paths=entry.paths))
+        return None
+
+    def _cancel_one(self, job: _Job) -> None:
+        if job.state.is_final:
+            return
+        job.cancelled = True
+        if job in self._queue:
+            self._queue.remove(job)
+            self._end(job, None, None)
+        elif job.pid is not None:
+            self._terminate(job)
+        elif job.spec is None:
+            self._end(job, None, None)
+
+    # -- polling
+
+    async def poll(self, jobs: Sequence[JobRef]) -> PollResult:
+        """The state of each job, in one pass; never blocks on a job.
+
+        Jobs this process started are answered from memory. Others (adopted after an
+        engine restart) are looked for in /proc by script path (RUNNING, and watched from
+        then on), else their exit-code file gives the final state. With neither, the job
+        is UNKNOWN ("no process and no exit code") for `missing_grace_s`, then FAILED
+        (raw state LOST): a never-started job (its tag entry has no launch: it was still
+        queued when its engine ended) or one killed before it could record its code.
+        The grace keeps a passing oddity from failing a task; past it, UNKNOWN forever
+        would leave the task hanging. When /proc cannot be read they stay UNKNOWN.
+        Adopted jobs past `time_limit_s` (from the process's start time, else the
+        ref's `submitted_at`) are terminated and end FAILED with raw state TIMEOUT.
+        """
+        records = [self._jobs.get(ref.job_id) or self._adopt(ref) for ref in jobs]
+        self._refresh_adopted([job for job in records if job.spec is None])
+        self._pump()
+        result = PollResult(jobs={job.job_id: self._status(job) for job in records})
+        self._forget_reported({job.job_id for job in records})
+        for job in records:
+            job.reported = job.state.is_final
+        return result
+
+    def _adopt(self, ref: JobRef) -> _Job:
+        job = _Job(ref.job_id, ref.paths, ref.time_limit_s, state=JobState.UNKNOWN)
+        job.raw_state = "UNKNOWN"
+        job.submitted_at = ref.submitted_at or None
+        self._jobs[ref.job_id] = job
+        return job
+
+    def _refresh_adopted(self, jobs: list[_Job]) -> None:
+        """Update adopted jobs from /proc and their exit-code files (one /proc scan at most)."""
+        unresolved = [job for job in jobs if not job.state.is_final and not self._settled(job)]
+        if unresolved:
+            procs = _scan({job.paths.script for job in unresolved})
+            for job in unresolved:
+                proc = procs.get(job.paths.script) if procs is not None else None
+                if proc is not None:
+                    self._adopt_running(job, proc)
+                elif not self._take_exit_file(job):
+                    self._missing(job, procs is not None)
+        for job in jobs:
+            self._check_time_limit(job)
+
+    def _settled(self, job: _Job) -> bool:
+        """Whether a known pid still runs the job, or its exit-code file ends it."""
+        if job.pid is not None and _runs_script(job.pid, job.paths.script):
+            return True
+        if job.pid is not None:
+            self._unwatch(job)
+            job.pid = None
+        return self._take_exit_file(job)
+
+    def _adopt_running(self, job: _Job, proc: _Proc) -> None:
+        job.pid, job.missing_since = proc.pid, None
+        job.started_at = proc.started_at or job.submitted_at or time.time()
+        job.state, job.raw_state, job.reason = JobState.RUNNING, "RUNNING", None
+        if job not in self._running:
+            self._hold(job)
+        if job.watch_fd is None:
+            self._watch(job)
+
+    def _missing(self, job: _Job, can_tell: bool) -> None:
+        job.state, job.raw_state = JobState.UNKNOWN, "UNKNOWN"
+        if not can_tell:
+            job.reason = "cannot list processes (/proc unreadable)"
+            return
+        if job.cancelled or job.timed_out:  # we signalled it: it may end before its trap is set
+            self._end(job, None, None)
+            return
+        now = time.monotonic()
+        job.missing_since = job.missing_since or now
+        job.reason = "no process and no exit code"
+        if now - job.missing_since >= self.missing_grace_s:
+            self._end(job, None, self._lost_reason(job.job_id), raw="LOST")
+
+    def _lost_reason(self, tag: str) -> str:
+        try:
+            entry = _read_tag(self._tag_path(tag)) if _is_safe_name(tag) else None
+        except OSError:
+            entry = None
+        return _NEVER_STARTED if entry is not None and not entry.launched else _LOST
+
+    def _check_time_limit(self, job: _Job) -> None:
+        start = job.started_at
+        if job.state is not JobState.RUNNING or job.timed_out or start is None:
+            return
+        if time.time() - start > job.time_limit_s:
+            job.timed_out = True
+            self._terminate(job)
+
+    def _status(self, job: _Job) -> JobStatus:
+        reason = job.reason
+        if job.state is JobState.PENDING and reason is None:
+            starting = job.raw_state == "STARTING"
+            reason = "starting" if starting else "waiting for free cpus or a free slot"
+        return JobStatus(
+            job_id=job.job_id,
+            state=job.state,
+            raw_state=job.raw_state,
+            exit_code=job.exit_code,
+            reason=reason,
+            name=job.spec.name if job.spec else None,
+            node=self._node,
+            submitted_at=job.submitted_at,
+            started_at=job.started_at,
+            ended_at=job.ended_at,
+            cpus=job.cpus if job.spec else None,
+        )
+
+    def _forget_reported(self, polled: set[str]) -> None:
+        """Drop jobs whose final state was reported and that are no longer polled."""
+        stale = [key for key, job in self._jobs.items() if job.reported and key not in polled]
+        for key in stale:
+            del self._jobs[key]
+
+    # -- finding jobs again
+
+    async def find(self, tags: Sequence[str]) -> dict[str, str] | None:
+        """Tags of jobs that were submitted here (tag -> job id, which is the tag).
+
+        Found: a job this process accepted, or one whose tag entry records a launch, or
+        whose exit-code file exists, or whose script runs now (a crash right after the
+        launch). Not found: no tag entry, or an entry whose job never started (it was
+        queued, or the crash came before the launch); such a tag may be submitted again.
+        None when the tag index or /proc cannot be read.
+        """
+        found: dict[str, str] = {}
+        unsure: dict[str, tuple[str, JobPaths]] = {}
+        for tag in tags:
+            job = self._jobs.get(tag)
+            if job is not None and job.spec is not None:
+                found[tag] = tag
+                continue
+            try:
+                entry = _read_tag(self._tag_path(tag)) if _is_safe_name(tag) else None
+            except OSError:
+                return None
+            if entry is not None and (entry.launched or os.path.exists(entry.paths.exit_code)):
+                found[tag] = tag
+            elif entry is not None:
+                unsure[entry.paths.script] = (tag, entry.paths)
+        return self._find_running(unsure, found)
+
+    @staticmethod
+    def _find_running(
+        unsure: dict[str, tuple[str, JobPaths]], found: dict[str, str]
+    ) -> dict[str, str] | None:
+        if not unsure:
+            return found
+        procs = _scan(set(unsure))
+        if procs is None:
+            return None
+        for script, (tag, paths) in unsure.items():
+            if script in procs or os.path.exists(paths.exit_code):
+                found[tag] = tag
+        return found
+
+    # -- logs, capacity, shutdown
+
+    async def read_log(self, path: str, offset: int = 0, limit: int = 1 << 20) -> LogChunk:
+        """Up to `limit` bytes from `offset` (negative: from the end); a missing file is
+        a chunk with `missing=True`."""
+        return await asyncio.to_thread(_read_chunk, path, offset, limit)
+
+    async def read_text(self, path: str, limit: int = 16 << 20) -> str:
+        """The file as text; NotFound if absent, ScriptHutError if over `limit` bytes."""
+        return await asyncio.to_thread(_read_text, path, limit)
+
+    async def info(self) -> BackendInfo:
+        """This machine: always reachable; cpus from the capacity and the running jobs."""
+        return BackendInfo(
+            name=self.name,
+            kind=self.kind,
+            reachable=True,
+            message=f"{len(self._running)} running, {len(self._queue)} queued",
+            cpus_idle=max(0, self.cpus - self._used_cpus),
+            cpus_total=self.cpus,
+            queue_depth=len(self._queue),
+        )
+
+    def free_slots(self) -> int:
+        """Jobs of one cpu each that would start now (none while some are queued)."""
+        if self._queue:
+            return 0
+        slots = min(self.max_concurrent - len(self._running), self.cpus - self._used_cpus)
+        return max(0, slots)
+
+    async def close(self) -> None:
+        """Stop watching; running jobs keep running (a later instance adopts them).
+
+        Queued jobs are not started (a spawn under way completes). Jobs being cancelled
+        or past their time limit get SIGKILL now instead of after the grace.
+        """
+        self._closed = True
+        await asyncio.to_thread(self._spawner.shutdown, wait=True, cancel_futures=True)
+        for job in self._jobs.values():
+            if job.timer is not None:
+                job.timer.cancel()
+                job.timer = None
+            self._unwatch(job)
+        killers = list(self._killers.items())
+        for pgid, task in killers:
+            _signal_group(pgid, signal.SIGKILL)
+            task.cancel()
+        await asyncio.gather(*(task for _, task in killers), return_exceptions=True)
