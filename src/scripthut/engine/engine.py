@@ -36,6 +36,7 @@ from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, LeaseHeld, ScriptHutError
 from scripthut.states import JobState, RunState, TaskState
 from scripthut.store import AttemptRecord, RunRecord, Store, TaskRecord
+from scripthut.store.store import AttemptKey
 from scripthut.workflow.model import TaskSpec, Workflow
 from scripthut.workflow.parse import parse_document, parse_generated
 
@@ -75,10 +76,15 @@ class Tracked:
 
     run_id: str
     task_id: str
+    attempt: int
     ref: JobRef
     state: TaskState
     started_at: float | None = None
     cancel_sent: bool = False
+
+    @property
+    def key(self) -> AttemptKey:
+        return self.run_id, self.task_id, self.attempt
 
 
 @dataclass(slots=True)
@@ -116,7 +122,7 @@ class Changes:
 
     def __init__(self) -> None:
         self.tasks: list[tuple[str, str, dict[str, Any]]] = []
-        self.attempts: list[tuple[str, dict[str, Any]]] = []
+        self.attempts: list[tuple[AttemptKey, dict[str, Any]]] = []
         self.events: list[tuple[str, str | None, str | None, dict[str, Any]]] = []
         self.runs_touched: set[str] = set()
 
@@ -126,8 +132,8 @@ class Changes:
         self.events.append(("task", run_id, task_id, data))
         self.runs_touched.add(run_id)
 
-    def attempt(self, tag: str, **fields: Any) -> None:
-        self.attempts.append((tag, fields))
+    def attempt(self, key: AttemptKey, **fields: Any) -> None:
+        self.attempts.append((key, fields))
 
     def __bool__(self) -> bool:
         return bool(self.tasks or self.attempts or self.events)
@@ -384,6 +390,7 @@ class Engine:
                 slot.tracked[attempt.tag] = Tracked(
                     attempt.run_id,
                     attempt.task_id,
+                    attempt.attempt,
                     _ref_from(attempt),
                     TaskState(attempt.state),
                     started_at=attempt.started_at,
@@ -575,12 +582,12 @@ class Engine:
                 continue
             if outcome.job_id is None:
                 changes.attempt(
-                    spec.tag, state=TaskState.FAILED.value, reason=outcome.error, ended_at=now
+                    _key(spec), state=TaskState.FAILED.value, reason=outcome.error, ended_at=now
                 )
                 self._fail_task(run, spec.task_id, f"submission rejected: {outcome.error}", changes)
                 continue
             changes.attempt(
-                spec.tag, state=TaskState.SUBMITTED.value, job_id=outcome.job_id, submitted_at=now
+                _key(spec), state=TaskState.SUBMITTED.value, job_id=outcome.job_id, submitted_at=now
             )
             changes.task(
                 spec.run_id,
@@ -596,7 +603,9 @@ class Engine:
             )
             run.graph.set_state(spec.task_id, TaskState.SUBMITTED)
             ref = JobRef(outcome.job_id, spec.tag, spec.paths, spec.time_limit_s, now)
-            slot.tracked[spec.tag] = Tracked(spec.run_id, spec.task_id, ref, TaskState.SUBMITTED)
+            slot.tracked[spec.tag] = Tracked(
+                spec.run_id, spec.task_id, spec.attempt, ref, TaskState.SUBMITTED
+            )
             if run.record.state == RunState.PENDING:
                 run.record.state = RunState.RUNNING
                 run.record.started_at = now
@@ -736,7 +745,7 @@ class Engine:
         tracked.state = state
         attempt_fields = {k: v for k, v in fields.items() if k != "state"}
         changes.attempt(
-            tracked.ref.tag, state=state.value, raw_state=status.raw_state, **attempt_fields
+            tracked.key, state=state.value, raw_state=status.raw_state, **attempt_fields
         )
         changes.task(run.record.id, tracked.task_id, **fields)
         for task_id in run.graph.set_state(tracked.task_id, state):
@@ -889,8 +898,12 @@ def _task_key(change: tuple[str, str, Mapping[str, Any]]) -> tuple[str, str]:
     return change[0], change[1]
 
 
-def _attempt_key(change: tuple[str, Mapping[str, Any]]) -> str:
+def _attempt_key(change: tuple[AttemptKey, Mapping[str, Any]]) -> AttemptKey:
     return change[0]
+
+
+def _key(spec: JobSpec) -> AttemptKey:
+    return spec.run_id, spec.task_id, spec.attempt
 
 
 def _parse_specs(run_id: str, specs: list[dict[str, Any]]) -> dict[str, TaskSpec]:

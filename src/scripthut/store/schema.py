@@ -45,15 +45,13 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, task_id)
     ) WITHOUT ROWID;
     CREATE TABLE attempts (
-        run_id TEXT NOT NULL,
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
         task_id TEXT NOT NULL,
         attempt INTEGER NOT NULL,
         tag TEXT NOT NULL UNIQUE,
         backend TEXT NOT NULL,
         state TEXT NOT NULL,
         job_id TEXT,
-        script TEXT NOT NULL,
-        env TEXT NOT NULL,
         stdout_path TEXT NOT NULL,
         stderr_path TEXT NOT NULL,
         exit_path TEXT NOT NULL,
@@ -66,10 +64,14 @@ MIGRATIONS: list[str] = [
         exit_code INTEGER,
         reason TEXT,
         raw_state TEXT,
-        PRIMARY KEY (run_id, task_id, attempt),
-        FOREIGN KEY (run_id) REFERENCES runs(id) ON DELETE CASCADE
-    );
+        PRIMARY KEY (run_id, task_id, attempt)
+    ) WITHOUT ROWID;
     CREATE INDEX attempts_open ON attempts(state) WHERE state IN ('intent', 'submitted', 'running');
+    CREATE TABLE attempt_scripts (
+        tag TEXT PRIMARY KEY,
+        script TEXT NOT NULL,
+        env TEXT NOT NULL
+    ) WITHOUT ROWID;
     CREATE TABLE events (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         ts REAL NOT NULL,

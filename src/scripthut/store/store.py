@@ -63,8 +63,6 @@ _ATTEMPT_COLUMNS = (
     "backend",
     "state",
     "job_id",
-    "script",
-    "env",
     "stdout_path",
     "stderr_path",
     "exit_path",
@@ -78,7 +76,13 @@ _ATTEMPT_COLUMNS = (
     "reason",
     "raw_state",
 )
-_JSON_COLUMNS = frozenset({"document", "spec", "deps", "env"})
+_ATTEMPT_SELECT = (
+    "SELECT "
+    + ", ".join(f"a.{c}" for c in _ATTEMPT_COLUMNS)
+    + ", s.script, s.env FROM attempts a LEFT JOIN attempt_scripts s ON s.tag = a.tag"
+)
+_JSON_COLUMNS = frozenset({"document", "spec", "deps"})
+AttemptKey = tuple[str, str, int]
 _RUN_UPDATABLE = frozenset(_RUN_COLUMNS) - {"id", "created_at"}
 _TASK_UPDATABLE = frozenset(_TASK_COLUMNS) - {"run_id", "task_id", "seq"}
 _ATTEMPT_UPDATABLE = frozenset(_ATTEMPT_COLUMNS) - {"run_id", "task_id", "attempt", "tag"}
@@ -155,14 +159,14 @@ class Store:
             values = [_encode(c, getattr(run, c)) for c in _RUN_COLUMNS]
             placeholders = ", ".join("?" * len(_RUN_COLUMNS))
             self._conn.execute(
-                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({placeholders})",  # noqa: S608
+                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({placeholders})",
                 [v.value if isinstance(v, RunState) else v for v in values],
             )
             self.add_tasks(tasks)
 
     def get_run(self, run_id: str) -> RunRecord:
         row = self._conn.execute(
-            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE id = ?",  # noqa: S608
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE id = ?",
             (run_id,),
         ).fetchone()
         if row is None:
@@ -190,7 +194,7 @@ class Store:
     def list_runs(
         self, *, limit: int = 50, offset: int = 0, states: Sequence[RunState] | None = None
     ) -> list[RunRecord]:
-        query = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"  # noqa: S608
+        query = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
         params: list[Any] = []
         if states:
             query += f" WHERE state IN ({', '.join('?' * len(states))})"
@@ -212,10 +216,15 @@ class Store:
         clause = _set_clause(fields, _RUN_UPDATABLE)
         values = [_encode(k, v.value if isinstance(v, RunState) else v) for k, v in fields.items()]
         with self.transaction():
-            self._conn.execute(f"UPDATE runs SET {clause} WHERE id = ?", [*values, run_id])  # noqa: S608
+            self._conn.execute(f"UPDATE runs SET {clause} WHERE id = ?", [*values, run_id])
 
     def delete_run(self, run_id: str) -> None:
         with self.transaction():
+            self._conn.execute(
+                "DELETE FROM attempt_scripts "
+                "WHERE tag IN (SELECT tag FROM attempts WHERE run_id = ?)",
+                (run_id,),
+            )
             self._conn.execute("DELETE FROM attempts WHERE run_id = ?", (run_id,))
             self._conn.execute("DELETE FROM tasks WHERE run_id = ?", (run_id,))
             self._conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
@@ -226,20 +235,20 @@ class Store:
         placeholders = ", ".join("?" * len(_TASK_COLUMNS))
         with self.transaction():
             self._conn.executemany(
-                f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({placeholders})",  # noqa: S608
+                f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({placeholders})",
                 (self._task_values(task) for task in tasks),
             )
 
     def tasks(self, run_id: str) -> list[TaskRecord]:
         rows = self._conn.execute(
-            f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks WHERE run_id = ? ORDER BY seq",  # noqa: S608
+            f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks WHERE run_id = ? ORDER BY seq",
             (run_id,),
         )
         return [self._task(row) for row in rows]
 
     def task(self, run_id: str, task_id: str) -> TaskRecord:
         row = self._conn.execute(
-            f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks WHERE run_id = ? AND task_id = ?",  # noqa: S608
+            f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks WHERE run_id = ? AND task_id = ?",
             (run_id, task_id),
         ).fetchone()
         if row is None:
@@ -264,8 +273,13 @@ class Store:
         with self.transaction():
             for names, rows in groups.items():
                 clause = _set_clause(names, _TASK_UPDATABLE)
+                if _JSON_COLUMNS.intersection(names):
+                    rows = [
+                        [_encode(n, v) for n, v in zip(names, r, strict=False)] + r[-2:]
+                        for r in rows
+                    ]
                 self._conn.executemany(
-                    f"UPDATE tasks SET {clause} WHERE run_id = ? AND task_id = ?",  # noqa: S608
+                    f"UPDATE tasks SET {clause} WHERE run_id = ? AND task_id = ?",
                     rows,
                 )
 
@@ -275,41 +289,48 @@ class Store:
         placeholders = ", ".join("?" * len(_ATTEMPT_COLUMNS))
         with self.transaction():
             self._conn.executemany(
-                f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES ({placeholders})",  # noqa: S608
-                ([_encode(c, getattr(a, c)) for c in _ATTEMPT_COLUMNS] for a in attempts),
+                f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES ({placeholders})",
+                ([getattr(a, c) for c in _ATTEMPT_COLUMNS] for a in attempts),
+            )
+            self._conn.executemany(
+                "INSERT INTO attempt_scripts (tag, script, env) VALUES (?, ?, ?)",
+                (
+                    (a.tag, a.script, a.env if isinstance(a.env, str) else _dumps(a.env))
+                    for a in attempts
+                ),
             )
 
-    def update_attempts(self, changes: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-        """Many `(tag, fields)` updates."""
+    def update_attempts(self, changes: Sequence[tuple[AttemptKey, Mapping[str, Any]]]) -> None:
+        """Many `((run_id, task_id, attempt), fields)` updates."""
         groups: dict[tuple[str, ...], list[list[Any]]] = {}
-        for tag, fields in changes:
-            groups.setdefault(tuple(fields), []).append(
-                [*(_encode(k, v) for k, v in fields.items()), tag]
-            )
+        for key, fields in changes:
+            groups.setdefault(tuple(fields), []).append([*fields.values(), *key])
         with self.transaction():
             for names, rows in groups.items():
                 clause = _set_clause(names, _ATTEMPT_UPDATABLE)
-                self._conn.executemany(f"UPDATE attempts SET {clause} WHERE tag = ?", rows)  # noqa: S608
+                self._conn.executemany(
+                    f"UPDATE attempts SET {clause} "
+                    "WHERE run_id = ? AND task_id = ? AND attempt = ?",
+                    rows,
+                )
 
     def attempts(self, run_id: str, task_id: str | None = None) -> list[AttemptRecord]:
-        query = f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE run_id = ?"  # noqa: S608
+        query = f"{_ATTEMPT_SELECT} WHERE a.run_id = ?"
         params: list[Any] = [run_id]
         if task_id is not None:
-            query += " AND task_id = ?"
+            query += " AND a.task_id = ?"
             params.append(task_id)
-        query += " ORDER BY task_id, attempt"
+        query += " ORDER BY a.task_id, a.attempt"
         return [self._attempt(row) for row in self._conn.execute(query, params)]
 
     def attempt(self, run_id: str, task_id: str, attempt: int | None = None) -> AttemptRecord:
         """One attempt of a task; the latest when `attempt` is None."""
-        query = (
-            f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE run_id = ? AND task_id = ?"  # noqa: S608
-        )
+        query = f"{_ATTEMPT_SELECT} WHERE a.run_id = ? AND a.task_id = ?"
         params: list[Any] = [run_id, task_id]
         if attempt is not None:
-            query += " AND attempt = ?"
+            query += " AND a.attempt = ?"
             params.append(attempt)
-        row = self._conn.execute(query + " ORDER BY attempt DESC LIMIT 1", params).fetchone()
+        row = self._conn.execute(query + " ORDER BY a.attempt DESC LIMIT 1", params).fetchone()
         if row is None:
             which = f"attempt {attempt}" if attempt is not None else "no attempt yet"
             raise NotFound(f"task '{task_id}' of run '{run_id}': {which}")
@@ -317,8 +338,7 @@ class Store:
 
     def open_attempts(self) -> list[AttemptRecord]:
         rows = self._conn.execute(
-            f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts "  # noqa: S608
-            "WHERE state IN ('intent', 'submitted', 'running')"
+            f"{_ATTEMPT_SELECT} WHERE a.state IN ('intent', 'submitted', 'running')"
         )
         return [self._attempt(row) for row in rows]
 
@@ -481,9 +501,9 @@ class Store:
 
     @staticmethod
     def _attempt(row: Sequence[Any]) -> AttemptRecord:
-        data = dict(zip(_ATTEMPT_COLUMNS, row, strict=True))
-        data["env"] = json.loads(data["env"])
-        return AttemptRecord(**data)
+        data = dict(zip(_ATTEMPT_COLUMNS, row[: len(_ATTEMPT_COLUMNS)], strict=True))
+        script, env = row[len(_ATTEMPT_COLUMNS) :]
+        return AttemptRecord(**data, script=script or "", env=json.loads(env) if env else {})
 
 
 def _lease_is_stale(row: Sequence[Any], now: float, host: str) -> bool:
