@@ -85,7 +85,7 @@ def test_sigkill_mid_run_loses_nothing_and_runs_nothing_twice(tmp_path: Path) ->
 
     third = scripthut("watch", run_id, "--json", env=env)
     out, err = third.communicate(timeout=180)
-    assert third.returncode == 0, err
+    assert third.returncode == 0, f"{out}\n{err}"
     result = json.loads(out)
     assert result["status"] == "completed"
     assert set(result["tasks"].values()) == {"completed"}

@@ -442,23 +442,42 @@ def test_restart_cancels_adopted_job_by_tag(tmp_path: Path) -> None:
 def test_missing_process_is_unknown_then_failed(tmp_path: Path) -> None:
     async def main() -> None:
         def jobs(b: LocalBackend) -> list[JobSpec]:
-            return [spec(b, "killed", "sleep 30"), spec(b, "queued", "true")]
+            return [spec(b, "killed", "sleep 30")]
 
         await start_and_close(tmp_path, jobs)
         second = backend_in(tmp_path, missing_grace_s=0.3)
-        killed, queued = jobs(second)
+        (killed,) = jobs(second)
         os.killpg(leader_pid(killed.paths.script), signal.SIGKILL)
         await asyncio.sleep(0.1)
-        statuses = (await second.poll([ref(killed), ref(queued)])).jobs
-        assert {s.state for s in statuses.values()} == {JobState.UNKNOWN}
+        statuses = (await second.poll([ref(killed)])).jobs
+        assert statuses["killed"].state is JobState.UNKNOWN
         assert statuses["killed"].reason == "no process and no exit code"
-        statuses = await wait_final(second, [killed, queued])
-        assert {(s.state, s.raw_state) for s in statuses.values()} == {(JobState.FAILED, "LOST")}
+        statuses = await wait_final(second, [killed])
+        assert (statuses["killed"].state, statuses["killed"].raw_state) == (JobState.FAILED, "LOST")
         assert statuses["killed"].reason == "process ended without recording an exit code (killed?)"
-        assert (statuses["queued"].reason or "").startswith("never started")
         await second.close()
 
     run(main())
+
+
+def test_job_queued_when_its_engine_ended_runs_once_after_restart(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger"
+
+    async def main() -> None:
+        def jobs(b: LocalBackend) -> list[JobSpec]:
+            return [spec(b, "busy", "sleep 0.5"), spec(b, "queued", f"echo ran >> {ledger}")]
+
+        await start_and_close(tmp_path, jobs)
+        assert not ledger.exists()
+        second = backend_in(tmp_path, missing_grace_s=0.3)
+        busy, queued = jobs(second)
+        statuses = await wait_final(second, [busy, queued])
+        assert statuses["queued"].state is JobState.COMPLETED
+        assert statuses["busy"].state is JobState.COMPLETED
+        await second.close()
+
+    run(main())
+    assert ledger.read_text() == "ran\n"
 
 
 def test_find_after_a_crash(tmp_path: Path) -> None:

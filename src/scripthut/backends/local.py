@@ -231,10 +231,11 @@ def _read_text(path: str, limit: int) -> str:
 class _TagEntry:
     paths: JobPaths
     launched: bool
+    cpus: int = 1
 
 
-def _write_tag(path: Path, paths: JobPaths) -> None:
-    lines = (paths.script, paths.stdout, paths.stderr, paths.exit_code)
+def _write_tag(path: Path, paths: JobPaths, cpus: int) -> None:
+    lines = (paths.script, paths.stdout, paths.stderr, paths.exit_code, f"cpus {cpus}")
     _write_file(str(path), "".join(f"{line}\n" for line in lines).encode(), 0o600)
 
 
@@ -252,7 +253,8 @@ def _read_tag(path: Path) -> _TagEntry | None:
     if len(lines) < 5:  # four paths, each ending with a newline
         return None
     paths = JobPaths(script=lines[0], stdout=lines[1], stderr=lines[2], exit_code=lines[3])
-    return _TagEntry(paths, any(line.startswith("pid ") for line in lines[4:]))
+    cpus = next((int(x[5:]) for x in lines[4:] if x.startswith("cpus ") and x[5:].isdigit()), 1)
+    return _TagEntry(paths, any(line.startswith("pid ") for line in lines[4:]), max(1, cpus))
 
 
 # --- the backend ---------------------------------------------------------------------------
@@ -411,7 +413,7 @@ class LocalBackend(Backend):
             self._make_dir(Path(path).parent)
         _write_file(paths.script, spec.script.encode(), 0o700)
         self._make_dir(self.log_dir / TAGS_DIR)
-        _write_tag(self._tag_path(spec.tag), paths)
+        _write_tag(self._tag_path(spec.tag), paths, max(1, spec.cpus))
 
     def _make_dir(self, path: Path) -> None:
         if path not in self._made_dirs:
@@ -709,17 +711,39 @@ class LocalBackend(Backend):
         if job.cancelled or job.timed_out:  # we signalled it: it may end before its trap is set
             self._end(job, None, None)
             return
+        entry = self._entry(job.job_id)
+        if entry is not None and not entry.launched and os.path.exists(entry.paths.script):
+            self._requeue(job, entry)
+            return
         now = time.monotonic()
         job.missing_since = job.missing_since or now
         job.reason = "no process and no exit code"
         if now - job.missing_since >= self.missing_grace_s:
             self._end(job, None, self._lost_reason(job.job_id), raw="LOST")
 
-    def _lost_reason(self, tag: str) -> str:
+    def _entry(self, tag: str) -> _TagEntry | None:
         try:
-            entry = _read_tag(self._tag_path(tag)) if _is_safe_name(tag) else None
+            return _read_tag(self._tag_path(tag)) if _is_safe_name(tag) else None
         except OSError:
-            entry = None
+            return None
+
+    def _requeue(self, job: _Job, entry: _TagEntry) -> None:
+        """A job accepted by an earlier engine but never started: it joins this queue.
+
+        It never ran (no launch in its entry, no process, no exit code), so starting it
+        now runs it exactly once.
+        """
+        job.spec = JobSpec(
+            tag=job.job_id, run_id="", task_id="", attempt=0, name=job.job_id, script="",
+            paths=entry.paths, working_dir="", cpus=entry.cpus, time_limit_s=job.time_limit_s,
+        )  # fmt: skip
+        job.cpus, job.missing_since = entry.cpus, None
+        job.state, job.raw_state = JobState.PENDING, "QUEUED"
+        job.reason = "queued again: accepted before an engine restart, never started"
+        self._queue.append(job)
+
+    def _lost_reason(self, tag: str) -> str:
+        entry = self._entry(tag)
         return _NEVER_STARTED if entry is not None and not entry.launched else _LOST
 
     def _check_time_limit(self, job: _Job) -> None:
