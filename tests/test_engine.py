@@ -326,3 +326,37 @@ def test_many_runs_share_the_backend_limit(data_dir: Path, tmp_path: Path) -> No
         running += 1 if what == "start" else -1
         peak = max(peak, running)
     assert peak == 3
+
+
+def test_requests_left_while_no_engine_ran_are_carried_out(config: Config, tmp_path: Path) -> None:
+    async def start_run(engine: Engine) -> str:
+        doc = [{"id": "long", "command": "sleep 60"}]
+        record = engine.submit(parse_document(doc))
+        for _ in range(100):
+            if engine.store.task(record.id, "long").state == TaskState.RUNNING:
+                break
+            await asyncio.sleep(0.1)
+        return record.id
+
+    run_id = drive(config, start_run)
+    store = Store.in_data_dir(config.data_dir)
+    store.enqueue_command("cancel", run_id, {})
+
+    async def resume(engine: Engine) -> None:
+        await engine.wait(run_id, timeout=30)
+
+    drive(config, resume)
+    assert store.get_run(run_id).state == RunState.CANCELLED
+    assert store.task(run_id, "long").state == TaskState.CANCELLED
+
+
+def test_rerun_of_a_completed_run_changes_nothing(config: Config) -> None:
+    run_id, store = run_doc(config, [{"id": "a", "command": "true"}])
+
+    async def body(engine: Engine) -> None:
+        record = await engine.rerun(run_id)
+        assert record.state == RunState.COMPLETED
+        assert run_id not in engine.runs
+
+    drive(config, body)
+    assert [a.attempt for a in store.attempts(run_id)] == [1]

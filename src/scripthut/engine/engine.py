@@ -174,7 +174,7 @@ class Engine:
                 f"another engine drives {self.store.path} "
                 f"(pid {holder.get('pid')} on {holder.get('host')})"
             )
-        self._last_command = self.store.last_command_id()
+        self._last_command = -1  # requests left by processes while no engine ran are taken too
         for record in self.store.unfinished_runs():
             self._activate(record)
         self._adopt_open_attempts()
@@ -264,6 +264,8 @@ class Engine:
             run = self._activate(record)
         again = run.graph.rerun()
         if not again:
+            if run.record.state.is_final:
+                del self.runs[run_id]
             return run.record
         run.record.cancel_requested = False
         run.record.state = RunState.RUNNING if run.record.started_at else RunState.PENDING

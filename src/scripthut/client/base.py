@@ -1,0 +1,184 @@
+"""The one interface kernels (and later the widgets) use, whatever runs the engine.
+
+Two implementations: `HTTPClient` talks to the Jupyter server's API; `LocalClient`
+hosts the same service in this process. Both return the API's JSON shapes (plain dicts
+and lists) and raise the same `ScriptHutError` types.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from scripthut.states import RunState
+from scripthut.workflow.model import Workflow
+
+WorkflowInput = Workflow | Mapping[str, Any] | Sequence[Any] | str | os.PathLike[str]
+FINAL_RUN_STATES = frozenset(s.value for s in RunState if s.is_final)
+
+
+class EventStream(Protocol):
+    """Events as dicts (the API's event JSON), until closed or its time is up."""
+
+    last_id: int | None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    def __next__(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def run_body(
+    workflow: WorkflowInput,
+    backend: str | None,
+    name: str | None,
+    max_concurrent: int | None,
+) -> dict[str, Any]:
+    """The `POST runs` body: a document inline, or a file by absolute path."""
+    body: dict[str, Any]
+    if isinstance(workflow, Workflow):
+        body = {"workflow": workflow.to_document()}
+    elif isinstance(workflow, str | os.PathLike):
+        body = {"path": str(Path(workflow).expanduser().resolve())}
+    elif isinstance(workflow, Mapping):
+        body = {"workflow": dict(workflow)}
+    else:
+        body = {"workflow": list(workflow)}
+    extra = {"backend": backend, "name": name, "max_concurrent": max_concurrent}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return body
+
+
+class Client(ABC):
+    """ScriptHut from a kernel: start runs, read their state and logs, follow events."""
+
+    #: "server" (the Jupyter server's engine), "engine" (hosted here) or "store" (the
+    #: engine runs in another process; requests are queued for it in the store)
+    mode: str = ""
+
+    @abstractmethod
+    def health(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def submit(
+        self,
+        workflow: WorkflowInput,
+        backend: str | None = None,
+        *,
+        name: str | None = None,
+        max_concurrent: int | None = None,
+    ) -> dict[str, Any]:
+        """Start a run of a task document, a `Workflow`, or a workflow file."""
+
+    @abstractmethod
+    def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def run(self, run_id: str, *, tasks: bool = True) -> dict[str, Any]: ...
+
+    def tasks(self, run_id: str) -> list[dict[str, Any]]:
+        tasks: list[dict[str, Any]] = self.run(run_id)["tasks"]
+        return tasks
+
+    @abstractmethod
+    def task(self, run_id: str, task_id: str) -> dict[str, Any]:
+        """A task with its spec and every attempt."""
+
+    @abstractmethod
+    def env(self, run_id: str, task_id: str, *, attempt: int | None = None) -> dict[str, Any]:
+        """The task's env with provenance, secrets masked."""
+
+    @abstractmethod
+    def script(self, run_id: str, task_id: str, *, attempt: int | None = None) -> str:
+        """The script an attempt ran."""
+
+    @abstractmethod
+    def cancel(self, run_id: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def rerun(self, run_id: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def jobs(
+        self, backend: str | None = None, state: str | None = None, run: str | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def logs(
+        self,
+        run_id: str,
+        task_id: str,
+        *,
+        error: bool = False,
+        tail: int | None = None,
+        offset: int = 0,
+        attempt: int | None = None,
+    ) -> dict[str, Any]:
+        """`{"text", "offset", "next_offset", "size", ...}` of the task's output or error log."""
+
+    @abstractmethod
+    def events(
+        self, after: int | None = None, run: str | None = None, timeout: float | None = None
+    ) -> EventStream:
+        """Events after id `after` (None: from now), for one run or all, for `timeout` s."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def on_event(
+        self,
+        callback: Callable[[dict[str, Any]], object],
+        *,
+        run: str | None = None,
+        after: int | None = None,
+    ) -> Callable[[], None]:
+        """Call `callback` with each event from a background thread; returns `stop()`."""
+        stream = self.events(after=after, run=run)
+
+        def pump() -> None:
+            with closing(stream):
+                for event in stream:
+                    callback(event)
+
+        thread = threading.Thread(target=pump, name="scripthut-events", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            stream.close()
+            thread.join(timeout=10)
+
+        return stop
+
+    def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """The run once it is final; TimeoutError when `timeout` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.run(run_id, tasks=False)
+            if record["state"] in FINAL_RUN_STATES:
+                return record
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"run {run_id} is still {record['state']}")
+            with closing(self.events(run=record["id"], timeout=min(left or 5.0, 5.0))) as stream:
+                for event in stream:
+                    if event.get("kind") == "run" and event.get("state") in FINAL_RUN_STATES:
+                        break
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,79 @@
+"""Running a configured workflow's command to get its task JSON (dry-run and run).
+
+The command is trusted config text (it comes from scripthut.yaml, never from a request).
+It runs with the local shell, from the server's root directory, with no stdin, in its own
+process group, and is killed when it takes too long. Only backends whose commands run on
+this machine can do this: `local`, and `slurm`/`pbs` with `transport: local`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+from scripthut.config import BackendConfig, Config, WorkflowConfig
+from scripthut.errors import BackendUnavailable, InvalidInput, Issue
+from scripthut.workflow.model import Workflow
+from scripthut.workflow.parse import decode_json, parse_document
+
+DEFAULT_TIMEOUT = 120.0
+STDERR_SHOWN = 2_000
+
+
+def runs_here(entry: BackendConfig) -> bool:
+    """True when this backend's commands run through the local shell."""
+    return entry.type == "local" or getattr(entry, "transport", None) == "local"
+
+
+async def workflow_tasks(
+    config: Config, entry: WorkflowConfig, cwd: Path, timeout: float = DEFAULT_TIMEOUT
+) -> Workflow:
+    """The workflow the command prints; InvalidInput naming what went wrong."""
+    backend = config.backend(entry.backend)
+    where = f"workflow '{entry.name}'"
+    if not runs_here(backend):
+        raise BackendUnavailable(
+            f"{where} runs on backend '{backend.name}' (type {backend.type}, transport "
+            f"{getattr(backend, 'transport', 'n/a')}); the server runs workflow commands only "
+            "for backends reached through the local shell"
+        )
+    if entry.git is not None:
+        raise BackendUnavailable(f"{where} needs a git clone, which the server does not make yet")
+    code, out, err = await _run(entry.command, cwd, timeout)
+    if code != 0:
+        detail = err.decode("utf-8", "replace").strip()[-STDERR_SHOWN:]
+        message = f"command exited with status {code}" + (f": {detail}" if detail else "")
+        raise InvalidInput([Issue(where, message, "command")], f"{where} failed")
+    source = f"output of {where}"
+    return parse_document(decode_json(out.decode("utf-8", "replace"), source=source), source=source)
+
+
+async def _run(command: str, cwd: Path, timeout: float) -> tuple[int, bytes, bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        command,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        raise InvalidInput(
+            [Issue("workflow command", f"did not finish within {timeout:g} s", "command")],
+            "workflow command timed out",
+        ) from None
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out, err

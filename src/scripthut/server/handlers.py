@@ -1,0 +1,395 @@
+"""REST handlers under `{base_url}scripthut/api/`: HTTP translation only.
+
+Every verb is `@web.authenticated` then `@authorized` (in that order: jupyter_server
+checks the outer decorator) with a stable `auth_resource`, so JupyterHub scopes can key
+on it. POST and DELETE go through jupyter_server's XSRF check (a token header or the
+`_xsrf` value is needed). Errors raised by the service are mapped in one place,
+`ScriptHutHandler.write_error`, through `errors.error_reply`.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from types import TracebackType
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from scripthut.errors import InvalidInput, Issue, NotFound, ScriptHutError
+from scripthut.server import ids
+from scripthut.server.errors import error_reply
+from scripthut.server.logs import DEFAULT_LIMIT, MAX_LIMIT
+from scripthut.server.service import ScriptHutService
+from scripthut.server.stream import HEARTBEAT, Listener
+
+API = "scripthut/api"
+HEARTBEAT_INTERVAL = 15.0
+BATCH_DELAY = 0.05
+MAX_PAGE = 500
+
+
+class ScriptHutHandler(APIHandler):
+    """Base of every ScriptHut handler: the service, query parsing, JSON replies and errors."""
+
+    auth_resource = "scripthut:health"
+
+    def initialize(self, service: ScriptHutService) -> None:
+        self.service = service
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """The one error mapping: ScriptHut errors by type, the rest as jupyter_server does."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if not isinstance(exc, ScriptHutError):
+            super().write_error(status_code, **kwargs)
+            return
+        status, body = error_reply(exc)
+        self.set_status(status)
+        self.finish(json.dumps(body))
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(value, ScriptHutError):
+            self.log.info("%s %s: %s", self.request.method, self.request.path, value)
+            return
+        super().log_exception(typ, value, tb)
+
+    def reply(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+    def int_arg(self, name: str, default: int, *, low: int | None = None) -> int:
+        value = self.opt_int_arg(name, low=low)
+        return default if value is None else value
+
+    def opt_int_arg(
+        self, name: str, *, low: int | None = None, high: int | None = None
+    ) -> int | None:
+        text = self.get_query_argument(name, None)
+        if not text:
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            raise InvalidInput([Issue("query", "must be an integer", name)]) from None
+        if low is not None and value < low:
+            raise InvalidInput([Issue("query", f"must be at least {low}", name)])
+        if high is not None and value > high:
+            raise InvalidInput([Issue("query", f"must be at most {high}", name)])
+        return value
+
+    def text_arg(self, name: str) -> str | None:
+        value = self.get_query_argument(name, None)
+        return value or None
+
+    def body(self) -> object:
+        if not self.request.body:
+            return None
+        try:
+            return json.loads(self.request.body)
+        except ValueError as exc:
+            raise InvalidInput([Issue("request body", f"not valid JSON: {exc}")]) from None
+
+
+class HealthHandler(ScriptHutHandler):
+    auth_resource = "scripthut:health"
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.reply(self.service.health())
+
+
+class OpenAPIHandler(ScriptHutHandler):
+    auth_resource = "scripthut:health"
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        text = resources.files("scripthut.server").joinpath("openapi.yaml").read_text("utf-8")
+        self.finish(text, set_content_type="application/yaml; charset=utf-8")
+
+
+class BackendsHandler(ScriptHutHandler):
+    auth_resource = "scripthut:backends"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.service.backends())
+
+
+class JobsHandler(ScriptHutHandler):
+    auth_resource = "scripthut:jobs"
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        filters = {k: self.text_arg(k) for k in ("backend", "state", "run")}
+        self.reply(self.service.jobs(**filters))
+
+
+class JobCancelHandler(ScriptHutHandler):
+    auth_resource = "scripthut:jobs"
+
+    @web.authenticated
+    @authorized
+    async def post(self, backend: str, job_id: str) -> None:
+        self.reply(await self.service.cancel_job(backend, job_id), 202)
+
+
+class RunsHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        limit = min(self.int_arg("limit", 50, low=1), MAX_PAGE)
+        offset = self.int_arg("offset", 0, low=0)
+        self.reply(self.service.runs(limit=limit, offset=offset))
+
+    @web.authenticated
+    @authorized
+    def post(self) -> None:
+        run = self.service.submit(self.body())
+        self.set_header("Location", f"{self.base_url}{API}/runs/{run['id']}")
+        self.reply(run, 201)
+
+
+class RunHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    def get(self, run_id: str) -> None:
+        tasks = self.get_query_argument("tasks", "1") not in ("0", "false", "no")
+        self.reply(self.service.run(run_id, tasks=tasks))
+
+    @web.authenticated
+    @authorized
+    def delete(self, run_id: str) -> None:
+        self.service.delete(run_id)
+        self.set_status(204)
+        self.finish()
+
+
+class RunCancelHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    async def post(self, run_id: str) -> None:
+        self.reply(await self.service.cancel(run_id))
+
+
+class RunRerunHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    async def post(self, run_id: str) -> None:
+        self.reply(await self.service.rerun(run_id))
+
+
+class TaskHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    def get(self, run_id: str, task_id: str) -> None:
+        self.reply(self.service.task(run_id, task_id))
+
+
+class TaskScriptHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    def get(self, run_id: str, task_id: str) -> None:
+        attempt = self.opt_int_arg("attempt", low=1)
+        script = self.service.script(run_id, task_id, attempt)
+        self.finish(script, set_content_type="text/plain; charset=utf-8")
+
+
+class TaskEnvHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    def get(self, run_id: str, task_id: str) -> None:
+        self.reply(self.service.env(run_id, task_id, self.opt_int_arg("attempt", low=1)))
+
+
+class TaskLogHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str, task_id: str, stream: str) -> None:
+        offset = self.int_arg("offset", 0)
+        limit = min(self.int_arg("limit", DEFAULT_LIMIT, low=0), MAX_LIMIT)
+        data = await self.service.logs(
+            run_id,
+            task_id,
+            error=stream == "error",
+            tail=self.opt_int_arg("tail", low=0, high=1_000_000),
+            offset=offset,
+            limit=limit,
+            attempt=self.opt_int_arg("attempt", low=1),
+        )
+        self.reply(data)
+
+
+class WorkflowsHandler(ScriptHutHandler):
+    auth_resource = "scripthut:workflows"
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.reply(self.service.workflows())
+
+
+class WorkflowRunHandler(ScriptHutHandler):
+    auth_resource = "scripthut:workflows"
+
+    @web.authenticated
+    @authorized
+    async def post(self, name: str) -> None:
+        run = await self.service.run_workflow(name, self.body())
+        self.set_header("Location", f"{self.base_url}{API}/runs/{run['id']}")
+        self.reply(run, 201)
+
+
+class WorkflowDryRunHandler(ScriptHutHandler):
+    auth_resource = "scripthut:workflows"
+
+    @web.authenticated
+    @authorized
+    async def get(self, name: str) -> None:
+        self.reply(await self.service.dry_run(name))
+
+
+class EventsHandler(ScriptHutHandler):
+    """Server-Sent Events: replay after `Last-Event-ID` (or `?after=`), then live."""
+
+    auth_resource = "scripthut:events"
+    _listener: Listener | None = None
+    _gone = False
+
+    def initialize(
+        self,
+        service: ScriptHutService,
+        heartbeat: float = HEARTBEAT_INTERVAL,
+        batch_delay: float = BATCH_DELAY,
+    ) -> None:
+        super().initialize(service)
+        self.heartbeat = heartbeat
+        self.batch_delay = batch_delay
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        after = self._after()
+        listener = self._listener = self.service.listen(after, self.text_arg("run"))
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        try:
+            self.write(b"retry: 2000\n: connected\n\n")
+            await self.flush()
+            while (
+                batch := await listener.next_batch(self.heartbeat, self.batch_delay)
+            ) is not None:
+                self.write(b"".join(c.sse for c in batch) if batch else HEARTBEAT)
+                await self.flush()
+            if listener.dropped:
+                self.write(b": dropped: too slow; reconnect with Last-Event-ID to resume\n\n")
+            if not self._gone:
+                self.finish(set_content_type="text/event-stream; charset=utf-8")
+        except StreamClosedError:
+            pass
+        finally:
+            listener.close()
+
+    def on_connection_close(self) -> None:
+        self._gone = True
+        if self._listener is not None:
+            self._listener.close()
+
+    def _after(self) -> int | None:
+        header = self.request.headers.get("Last-Event-ID")
+        if header:
+            try:
+                return max(0, int(header))
+            except ValueError:
+                raise InvalidInput(
+                    [Issue("header", "must be an event id", "Last-Event-ID")]
+                ) from None
+        return self.opt_int_arg("after", low=0)
+
+
+class NotFoundHandler(ScriptHutHandler):
+    """Anything else under the API prefix: a JSON 404 (after authentication)."""
+
+    @web.authenticated
+    @authorized
+    def get(self, path: str) -> None:
+        raise NotFound(f"no API endpoint '{path}'")
+
+    @web.authenticated
+    @authorized
+    def post(self, path: str) -> None:
+        raise NotFound(f"no API endpoint '{path}'")
+
+    @web.authenticated
+    @authorized
+    def delete(self, path: str) -> None:
+        raise NotFound(f"no API endpoint '{path}'")
+
+
+RUN = rf"/runs/({ids.RUN_ID})"
+TASK = rf"{RUN}/tasks/({ids.TASK_ID})"
+
+ROUTES: tuple[tuple[str, type[ScriptHutHandler]], ...] = (
+    ("/health", HealthHandler),
+    ("/openapi.yaml", OpenAPIHandler),
+    ("/backends", BackendsHandler),
+    ("/jobs", JobsHandler),
+    (rf"/jobs/({ids.BACKEND})/({ids.JOB_ID})/cancel", JobCancelHandler),
+    ("/runs", RunsHandler),
+    (RUN, RunHandler),
+    (rf"{RUN}/cancel", RunCancelHandler),
+    (rf"{RUN}/rerun", RunRerunHandler),
+    (TASK, TaskHandler),
+    (rf"{TASK}/script", TaskScriptHandler),
+    (rf"{TASK}/env", TaskEnvHandler),
+    (rf"{TASK}/logs/({ids.LOG_STREAM})", TaskLogHandler),
+    ("/workflows", WorkflowsHandler),
+    (rf"/workflows/({ids.WORKFLOW})/run", WorkflowRunHandler),
+    (rf"/workflows/({ids.WORKFLOW})/dry-run", WorkflowDryRunHandler),
+    ("/events", EventsHandler),
+)
+
+
+def routes(
+    service: ScriptHutService,
+    *,
+    heartbeat: float = HEARTBEAT_INTERVAL,
+    batch_delay: float = BATCH_DELAY,
+) -> list[tuple[str, type[ScriptHutHandler], dict[str, Any]]]:
+    """Handler rules relative to the server's base_url (the extension adds it)."""
+    out: list[tuple[str, type[ScriptHutHandler], dict[str, Any]]] = []
+    for pattern, handler in ROUTES:
+        kwargs: dict[str, Any] = {"service": service}
+        if handler is EventsHandler:
+            kwargs.update(heartbeat=heartbeat, batch_delay=batch_delay)
+        out.append((API + pattern, handler, kwargs))
+    out.append((API + "/(.*)", NotFoundHandler, {"service": service}))
+    return out

@@ -1,0 +1,138 @@
+"""Checking request bodies: every problem is collected and reported at once.
+
+A run request is `{"workflow": <task document>}` or `{"path": <file>}`, plus optional
+`backend`, `name` and `max_concurrent`. A path must resolve (symlinks followed) inside
+the allowed root directory, so the API never reads a file outside it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scripthut.errors import InvalidInput, Issue, NotFound
+from scripthut.workflow.model import Workflow
+from scripthut.workflow.parse import load_workflow, parse_document
+
+BODY = "request body"
+RUN_KEYS = frozenset({"workflow", "path", "backend", "name", "max_concurrent"})
+WORKFLOW_RUN_KEYS = frozenset({"name", "max_concurrent"})
+MAX_NAME = 200
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """A checked request to start a run."""
+
+    workflow: Workflow
+    backend: str | None = None
+    name: str | None = None
+    max_concurrent: int | None = None
+    source: str | None = None
+    base_dir: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    name: str | None = None
+    max_concurrent: int | None = None
+
+
+def read_run_request(body: object, root_dir: Path | None) -> RunRequest:
+    """The run a request body asks for; InvalidInput listing every problem otherwise."""
+    data = _object(body)
+    issues = _unknown_keys(data, RUN_KEYS)
+    options = _options(data, issues)
+    backend = _optional_text(data, "backend", issues)
+    has_doc, has_path = "workflow" in data, "path" in data
+    workflow: Workflow | None = None
+    source = base_dir = None
+    if has_doc == has_path:
+        issues.append(Issue(BODY, "give exactly one of 'workflow' (a task document) or 'path'"))
+    elif has_doc:
+        workflow = _collect(issues, lambda: parse_document(data["workflow"], source="workflow"))
+        base_dir = str(root_dir or Path.cwd())
+    else:
+        file = _workflow_path(data["path"], root_dir, issues)
+        if file is not None:
+            workflow = _collect(issues, lambda: load_workflow(file))
+            source, base_dir = str(file), str(file.parent)
+    if issues or workflow is None:
+        raise InvalidInput(issues, "invalid run request")
+    return RunRequest(workflow, backend, options.name, options.max_concurrent, source, base_dir)
+
+
+def read_run_options(body: object) -> RunOptions:
+    """Options for starting a configured workflow: `name`, `max_concurrent` (both optional)."""
+    data = _object({} if body is None else body)
+    issues = _unknown_keys(data, WORKFLOW_RUN_KEYS)
+    options = _options(data, issues)
+    if issues:
+        raise InvalidInput(issues, "invalid run request")
+    return options
+
+
+def _object(body: object) -> Mapping[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidInput([Issue(BODY, "expected a JSON object")], "invalid run request")
+    return body
+
+
+def _unknown_keys(data: Mapping[str, Any], allowed: frozenset[str]) -> list[Issue]:
+    known = ", ".join(sorted(allowed))
+    return [
+        Issue(BODY, f"unknown key (known: {known})", str(key)) for key in data if key not in allowed
+    ]
+
+
+def _options(data: Mapping[str, Any], issues: list[Issue]) -> RunOptions:
+    name = _optional_text(data, "name", issues)
+    limit = data.get("max_concurrent")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        issues.append(Issue(BODY, "must be an integer of at least 1", "max_concurrent"))
+        limit = None
+    return RunOptions(name, limit)
+
+
+def _optional_text(data: Mapping[str, Any], key: str, issues: list[Issue]) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
+        issues.append(Issue(BODY, f"must be a non-empty string of at most {MAX_NAME}", key))
+        return None
+    if not value.isprintable():
+        issues.append(Issue(BODY, "must not contain control characters", key))
+        return None
+    return value
+
+
+def _workflow_path(value: object, root_dir: Path | None, issues: list[Issue]) -> Path | None:
+    if not isinstance(value, str) or not value or "\0" in value:
+        issues.append(Issue(BODY, "must be a non-empty string", "path"))
+        return None
+    base = root_dir if root_dir is not None else Path.cwd()
+    file = Path(os.path.expanduser(value) if root_dir is None else value)
+    resolved = (base / file).resolve()
+    if root_dir is not None and not resolved.is_relative_to(root_dir.resolve()):
+        issues.append(Issue(BODY, "must name a file inside the server's root directory", "path"))
+        return None
+    if not resolved.is_file():
+        issues.append(Issue(BODY, f"no such file: {value}", "path"))
+        return None
+    return resolved
+
+
+def _collect(issues: list[Issue], read: Callable[[], Workflow]) -> Workflow | None:
+    """Run `read`; its validation problems join `issues`."""
+    try:
+        return read()
+    except InvalidInput as exc:
+        issues.extend(exc.issues)
+        return None
+    except NotFound as exc:
+        issues.append(Issue(BODY, str(exc), "path"))
+        return None
