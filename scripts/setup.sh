@@ -20,5 +20,14 @@ if [ ! -x .venv/bin/python ]; then
     fi
   fi
 fi
+# The package build bundles the notebook widgets and the JupyterLab panel (js/): it needs Node.js.
+if ! command -v npm >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "Node.js and npm are needed to build the front end: install your distribution's nodejs and npm" >&2
+    exit 1
+  fi
+fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'

@@ -1,0 +1,77 @@
+"""ScriptHut from Python: start runs, follow them, read logs, list runs and jobs.
+
+    import scripthut as hut
+
+    fit = hut.Task("fit", "python fit.py", cpus=4)
+    plot = hut.Task("plot", "python plot.py", deps=["fit"])
+    run = hut.run([fit, plot])
+    run.wait()
+    print(run.logs("plot"))
+    hut.jobs(state="running")
+
+Every call goes through one client shared with the `%hut` magics: `scripthut.connect()`
+on first use (the Jupyter server's engine when one answers, else an engine hosted in
+this process over the same data directory); pass `client=` to use another one.
+"""
+
+from __future__ import annotations
+
+from scripthut.api.handle import Run
+from scripthut.api.session import default_client, resolve, set_default_client
+from scripthut.api.tables import JOB_COLUMNS, RUN_COLUMNS, Table, run_row, table
+from scripthut.api.task import RunInput, Task, workflow_input
+from scripthut.client import Client
+
+
+def run(
+    workflow: RunInput,
+    backend: str | None = None,
+    max_concurrent: int | None = None,
+    name: str | None = None,
+    client: Client | None = None,
+) -> Run:
+    """Start a run and return it at once (`Run.wait()` blocks until it ends).
+
+    `workflow` is a workflow file's path, a document (a list of tasks or
+    `{"tasks": [...], "env": [...]}`) whose tasks may be `Task`s or dicts, or a single
+    `Task`. It is validated in full first: `InvalidInput` lists every problem.
+    """
+    chosen = resolve(client)
+    record = chosen.submit(
+        workflow_input(workflow), backend, name=name, max_concurrent=max_concurrent
+    )
+    return Run.from_record(record, chosen)
+
+
+def runs(limit: int = 50, client: Client | None = None) -> Table:
+    """Recent runs, newest first, with one count column per task state."""
+    rows = [run_row(record) for record in resolve(client).runs(limit=limit)]
+    return table(rows, RUN_COLUMNS)
+
+
+def jobs(
+    backend: str | None = None,
+    state: str | None = None,
+    run: str | Run | None = None,
+    client: Client | None = None,
+) -> Table:
+    """Jobs on the backends now: ScriptHut's own and the user's other jobs.
+
+    Filters: `backend` name, job `state` (pending, running, ...), `run` (id or `Run`).
+    """
+    run_id = run.id if isinstance(run, Run) else run
+    rows = resolve(client).jobs(backend=backend, state=state, run=run_id)
+    return table(rows, JOB_COLUMNS)
+
+
+__all__ = [
+    "Run",
+    "RunInput",
+    "Table",
+    "Task",
+    "default_client",
+    "jobs",
+    "run",
+    "runs",
+    "set_default_client",
+]
