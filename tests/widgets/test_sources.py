@@ -1,0 +1,166 @@
+"""Sources apply events and refreshes to their rows, and record which keys they touched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scripthut.widgets.sources import JobsSource, RunSource, TimelineSource
+
+
+class Reads:
+    """Just the reads a source makes at load (runs, run, jobs), from fixed data."""
+
+    def __init__(self, runs: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> None:
+        self._runs = runs
+        self._jobs = jobs
+
+    def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k != "tasks"} for r in self._runs]
+
+    def run(self, run_id: str, *, tasks: bool = True) -> dict[str, Any]:
+        return next(r for r in self._runs if r["id"].startswith(run_id))
+
+    def jobs(self, **_: Any) -> list[dict[str, Any]]:
+        return list(self._jobs)
+
+
+def external(job_id: str, state: str = "running") -> dict[str, Any]:
+    return {"backend": "hpc", "job_id": job_id, "state": state, "source": "external", "user": "bob"}
+
+
+RUN = {
+    "id": "r1",
+    "name": "fits",
+    "backend": "hpc",
+    "state": "running",
+    "counts": {"running": 1, "pending": 1},
+    "total": 2,
+    "tasks": [
+        {
+            "id": "a",
+            "name": "A",
+            "state": "running",
+            "job_id": "101",
+            "deps": [],
+            "started_at": 5.0,
+        },
+        {"id": "b", "name": "B", "state": "pending", "job_id": None, "deps": ["a"]},
+    ],
+}
+
+
+def test_jobs_from_the_run_events_and_the_queue() -> None:
+    reads = Reads(
+        [RUN],
+        [external("900"), {**external("101"), "source": "scripthut", "run": "r1", "task": "a"}],
+    )
+    source = JobsSource()
+    source.load(reads)  # type: ignore[arg-type]
+    assert source.take_touched() is None  # a load is compared in full
+    jobs = source.rows["jobs"]
+    assert set(jobs) == {"hpc/101", "hpc/900"}
+    assert jobs["hpc/101"]["name"] == "A" and jobs["hpc/101"]["state"] == "running"
+    assert jobs["hpc/900"]["source"] == "external" and jobs["hpc/900"]["user"] == "bob"
+
+    assert source.apply(
+        {"kind": "task", "run": "r1", "task": "b", "state": "submitted", "job_id": "102"}
+    )
+    assert source.apply(
+        {"kind": "task", "run": "r1", "task": "a", "state": "completed", "ended_at": 9.0}
+    )
+    assert source.take_touched() == {"jobs": {"hpc/101", "hpc/102"}}
+    assert jobs["hpc/102"]["state"] == "pending" and jobs["hpc/102"]["name"] == "B"
+    assert jobs["hpc/101"]["state"] == "completed"
+
+    # The queue read later still lists 101 as running: the newer event wins; 900 left.
+    source.merge(
+        [{**external("101"), "source": "scripthut", "run": "r1", "task": "a", "node": "n7"}]
+    )
+    assert jobs["hpc/101"]["state"] == "completed" and jobs["hpc/101"]["node"] == "n7"
+    assert "hpc/900" not in jobs
+    assert "hpc/102" in jobs  # ScriptHut's own jobs stay (they end through events)
+
+
+def test_a_rerun_starts_a_new_row_and_keeps_the_old_one() -> None:
+    source = JobsSource(run="r1")
+    source.load(Reads([{**RUN, "state": "failed"}], []))  # type: ignore[arg-type]
+    source.apply({"kind": "task", "run": "r1", "task": "a", "state": "failed", "ended_at": 9.0})
+    assert not source.apply(
+        {"kind": "task", "run": "r1", "task": "a", "state": "pending", "job_id": None}
+    )
+    source.apply({"kind": "task", "run": "r1", "task": "a", "state": "submitted", "job_id": "201"})
+    jobs = source.rows["jobs"]
+    assert jobs["hpc/101"]["state"] == "failed"
+    assert jobs["hpc/201"]["state"] == "pending"
+
+
+def test_new_runs_take_their_backend_from_run_created() -> None:
+    source = JobsSource()
+    source.load(Reads([], []))  # type: ignore[arg-type]
+    source.apply(
+        {"kind": "run_created", "run": "r9", "backend": "gpu", "name": "x", "state": "pending"}
+    )
+    source.apply({"kind": "task", "run": "r9", "task": "t", "state": "running", "job_id": "7"})
+    assert source.rows["jobs"]["gpu/7"]["state"] == "running"
+
+
+def test_history_keeps_the_most_recent_finished_jobs() -> None:
+    source = JobsSource(history=3)
+    source.load(Reads([], []))  # type: ignore[arg-type]
+    for i in range(5):
+        source.apply({"kind": "run_created", "run": "r", "backend": "b"})
+        source.apply(
+            {"kind": "task", "run": "r", "task": f"t{i}", "state": "running", "job_id": str(i)}
+        )
+        source.apply(
+            {
+                "kind": "task",
+                "run": "r",
+                "task": f"t{i}",
+                "state": "completed",
+                "ended_at": float(i),
+            }
+        )
+    source.merge([])
+    assert sorted(source.rows["jobs"]) == ["b/2", "b/3", "b/4"]
+
+
+def test_run_source_applies_task_run_and_added_events() -> None:
+    source = RunSource("r1")
+    source.load(Reads([RUN], []))  # type: ignore[arg-type]
+    source.take_touched()
+    assert not source.apply({"kind": "task", "run": "other", "task": "a", "state": "failed"})
+    source.apply({"id": 77, "kind": "task", "run": "r1", "task": "a", "state": "completed"})
+    source.apply(
+        {
+            "kind": "tasks_added",
+            "run": "r1",
+            "tasks": [{"id": "c", "name": "c", "state": "pending", "deps": ["a"]}],
+        }
+    )
+    source.apply(
+        {
+            "kind": "run",
+            "run": "r1",
+            "state": "running",
+            "counts": {"completed": 1, "pending": 2},
+            "total": 3,
+        }
+    )
+    tasks = source.rows["tasks"]
+    assert tasks["a"]["id"] == "a"  # the event's own id is not the task's
+    assert tasks["a"]["state"] == "completed" and tasks["c"]["deps"] == ["a"]
+    assert source.current_meta()["total"] == 3
+    assert source.take_touched() == {"tasks": {"a", "c"}}
+
+
+def test_timeline_draws_tasks_once_they_start() -> None:
+    source = TimelineSource("r1")
+    source.load(Reads([RUN], []))  # type: ignore[arg-type]
+    assert set(source.rows["bars"]) == {"r1/a"}
+    source.apply({"kind": "task", "run": "r1", "task": "b", "state": "submitted", "job_id": "5"})
+    assert set(source.rows["bars"]) == {"r1/a"}
+    source.apply({"kind": "task", "run": "r1", "task": "b", "state": "running", "started_at": 7.0})
+    assert source.rows["bars"]["r1/b"]["backend"] == "hpc"
+    source.apply({"kind": "task", "run": "r1", "task": "b", "state": "pending", "started_at": None})
+    assert set(source.rows["bars"]) == {"r1/a"}  # a rerun: drawn again when it starts
