@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set everything up and run the whole test suite: ruff, mypy, pytest (Slurm rig included).
-# Under CI=true a test rig that cannot be started fails the run instead of skipping tests.
+# Set everything up and run the whole test suite: ruff, mypy, pytest (Slurm/SSH rig, real
+# JupyterLab in headless Chromium) and the notebooks under nbval.
+# Under CI=true a rig that cannot be started fails the run instead of skipping tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,11 +11,16 @@ if [ "$(id -u)" = 0 ]; then
     echo "the Slurm/SSH test rig did not start" >&2
     [ "${CI:-}" = "true" ] && exit 1
   fi
+  if ! bash tests/browser/install.sh; then
+    echo "Chromium for the browser tests could not be installed" >&2
+    [ "${CI:-}" = "true" ] && exit 1
+  fi
 else
-  echo "not root: the Slurm/SSH rig cannot be installed here; its tests will skip" >&2
+  echo "not root: the Slurm/SSH rig and Chromium cannot be installed here; their tests will skip" >&2
 fi
 
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 .venv/bin/mypy
 .venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --nbval --nbval-current-env notebooks/
