@@ -1,0 +1,408 @@
+// ScriptHut's JupyterLab extension: the left-sidebar panel, "Run with ScriptHut" on
+// workflow JSON files, and run views in the main area.
+
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import {
+  Dialog,
+  ICommandPalette,
+  InputDialog,
+  MainAreaWidget,
+  Notification,
+  WidgetTracker,
+  showDialog
+} from '@jupyterlab/apputils';
+import { IDefaultFileBrowser, IFileBrowserFactory } from '@jupyterlab/filebrowser';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { Widget } from '@lumino/widgets';
+
+import { h } from '../../widgets/components/format';
+import { ApiError, ScriptHutClient, describe } from './api';
+import { chooseBackend } from './dialog';
+import { scripthutIcon } from './icons';
+import { DEFAULT_SETTINGS, ScriptHutModel } from './model';
+import { ScriptHutPanel } from './panel';
+import { JobsPanel, RunPanel } from './runview';
+
+const PLUGIN_ID = 'scripthut:plugin';
+
+export namespace CommandIDs {
+  export const openPanel = 'scripthut:open-panel';
+  export const refresh = 'scripthut:refresh';
+  export const runFile = 'scripthut:run-file';
+  export const openRun = 'scripthut:open-run';
+  export const cancelRun = 'scripthut:cancel-run';
+  export const rerunRun = 'scripthut:rerun-run';
+  export const cancelJob = 'scripthut:cancel-job';
+  export const openJobs = 'scripthut:open-jobs';
+}
+
+/** The settings of schema/plugin.json. */
+interface Settings {
+  refreshInterval: number;
+  maxRefreshInterval: number;
+  defaultBackend: string;
+  showExternalJobs: boolean;
+  runsShown: number;
+  jobsShown: number;
+  jobsHistory: number;
+}
+
+const DEFAULTS: Settings = {
+  ...DEFAULT_SETTINGS,
+  defaultBackend: '',
+  showExternalJobs: true,
+  jobsShown: 100
+};
+
+function readSettings(settings: ISettingRegistry.ISettings | null): Settings {
+  if (!settings) {
+    return { ...DEFAULTS };
+  }
+  const out = { ...DEFAULTS } as Record<string, unknown>;
+  for (const key of Object.keys(DEFAULTS)) {
+    const value = settings.get(key).composite;
+    if (value !== undefined && value !== null) {
+      out[key] = value;
+    }
+  }
+  return out as unknown as Settings;
+}
+
+const WORKFLOW_FILE_SELECTOR = '.jp-DirListing-item[data-file-type="json"]';
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description:
+    'ScriptHut: backends, live jobs and runs; run workflow files on Slurm, PBS, AWS or locally.',
+  autoStart: true,
+  optional: [
+    ILayoutRestorer,
+    ICommandPalette,
+    ISettingRegistry,
+    IFileBrowserFactory,
+    IDefaultFileBrowser
+  ],
+  activate: (
+    app: JupyterFrontEnd,
+    restorer: ILayoutRestorer | null,
+    palette: ICommandPalette | null,
+    registry: ISettingRegistry | null,
+    browsers: IFileBrowserFactory | null,
+    defaultBrowser: IDefaultFileBrowser | null
+  ) => {
+    const client = new ScriptHutClient(app.serviceManager.serverSettings);
+    const model = new ScriptHutModel(client);
+    let settings: Settings = { ...DEFAULTS };
+    let settingsHandle: ISettingRegistry.ISettings | null = null;
+
+    const panel = new ScriptHutPanel(
+      model,
+      {
+        openRun: id => void app.commands.execute(CommandIDs.openRun, { id }),
+        cancelRun: id => void app.commands.execute(CommandIDs.cancelRun, { id }),
+        rerunRun: id => void app.commands.execute(CommandIDs.rerunRun, { id }),
+        cancelJob: (backend, jobId) =>
+          void app.commands.execute(CommandIDs.cancelJob, { backend, job_id: jobId }),
+        openJobs: () => void app.commands.execute(CommandIDs.openJobs),
+        refresh: () => void app.commands.execute(CommandIDs.refresh),
+        setShowExternal: show => {
+          if (settingsHandle) {
+            void settingsHandle.set('showExternalJobs', show);
+          } else {
+            apply({ ...settings, showExternalJobs: show });
+          }
+        }
+      },
+      {
+        showExternalJobs: settings.showExternalJobs,
+        jobsShown: settings.jobsShown,
+        refreshInterval: settings.refreshInterval
+      }
+    );
+    panel.title.icon = scripthutIcon;
+    app.shell.add(panel, 'left', { rank: 650 });
+    restorer?.add(panel, 'scripthut-panel');
+
+    const apply = (next: Settings): void => {
+      settings = next;
+      model.configure({
+        refreshInterval: next.refreshInterval,
+        maxRefreshInterval: next.maxRefreshInterval,
+        runsShown: next.runsShown,
+        jobsHistory: next.jobsHistory
+      });
+      panel.configure({
+        showExternalJobs: next.showExternalJobs,
+        jobsShown: next.jobsShown,
+        refreshInterval: next.refreshInterval
+      });
+    };
+    if (registry) {
+      registry
+        .load(PLUGIN_ID)
+        .then(loaded => {
+          settingsHandle = loaded;
+          apply(readSettings(loaded));
+          loaded.changed.connect(() => apply(readSettings(loaded)));
+        })
+        .catch(error => console.warn('ScriptHut: settings not loaded', error));
+    }
+
+    // -- main-area views ------------------------------------------------------------
+
+    const runs = new WidgetTracker<MainAreaWidget<RunPanel>>({ namespace: 'scripthut-run' });
+    const jobs = new WidgetTracker<MainAreaWidget<JobsPanel>>({ namespace: 'scripthut-jobs' });
+    if (restorer) {
+      void restorer.restore(runs, {
+        command: CommandIDs.openRun,
+        args: w => ({ id: w.content.runId, task: w.content.selectedTask }),
+        name: w => w.content.runId
+      });
+      void restorer.restore(jobs, { command: CommandIDs.openJobs, name: () => 'jobs' });
+    }
+
+    const failed = (title: string, error: unknown): void => {
+      void showDialog({
+        title,
+        body: new Widget({ node: h('pre', { class: 'jp-ScriptHut-error' }, describe(error)) }),
+        buttons: [Dialog.okButton()]
+      });
+    };
+
+    // -- commands -------------------------------------------------------------------
+
+    app.commands.addCommand(CommandIDs.openPanel, {
+      label: 'Show ScriptHut Panel',
+      caption: 'Backends, live jobs and runs',
+      icon: scripthutIcon,
+      execute: () => app.shell.activateById(panel.id)
+    });
+
+    app.commands.addCommand(CommandIDs.refresh, {
+      label: 'Refresh ScriptHut',
+      execute: () => model.refresh()
+    });
+
+    app.commands.addCommand(CommandIDs.openRun, {
+      label: args => (args.id ? `Open ScriptHut Run ${args.id}` : 'Open ScriptHut Run'),
+      execute: args => {
+        const id = String(args.id ?? '');
+        if (!id) {
+          return;
+        }
+        const existing = runs.find(w => w.content.runId === id || w.content.runId.startsWith(id));
+        if (existing) {
+          app.shell.activateById(existing.id);
+          if (args.task) {
+            existing.content.reload();
+          }
+          return existing;
+        }
+        const content = new RunPanel(model, id, String(args.task ?? ''));
+        const widget = new MainAreaWidget({ content });
+        widget.id = `scripthut-run-${id}`;
+        widget.title.icon = scripthutIcon;
+        widget.title.closable = true;
+        content.title.changed.connect(() => {
+          widget.title.label = content.title.label;
+          widget.title.caption = content.title.caption;
+        });
+        widget.title.label = content.title.label;
+        void runs.add(widget);
+        app.shell.add(widget, 'main');
+        app.shell.activateById(widget.id);
+        return widget;
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.openJobs, {
+      label: 'Open ScriptHut Job Table',
+      icon: scripthutIcon,
+      execute: () => {
+        const existing = jobs.currentWidget;
+        if (existing && !existing.isDisposed) {
+          app.shell.activateById(existing.id);
+          return existing;
+        }
+        const widget = new MainAreaWidget({ content: new JobsPanel(model) });
+        widget.id = 'scripthut-jobs-main';
+        widget.title.label = 'ScriptHut jobs';
+        widget.title.icon = scripthutIcon;
+        widget.title.closable = true;
+        void jobs.add(widget);
+        app.shell.add(widget, 'main');
+        app.shell.activateById(widget.id);
+        return widget;
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.cancelRun, {
+      label: 'Cancel ScriptHut Run',
+      execute: async args => {
+        const id = String(args.id ?? '');
+        if (!id) {
+          return;
+        }
+        const answer = await showDialog({
+          title: 'Cancel run?',
+          body: `Run ${id}: pending tasks will not start and the jobs of running tasks are cancelled.`,
+          buttons: [
+            Dialog.cancelButton({ label: 'Keep running' }),
+            Dialog.warnButton({ label: 'Cancel run' })
+          ]
+        });
+        if (!answer.button.accept) {
+          return;
+        }
+        try {
+          await client.cancelRun(id);
+        } catch (error) {
+          failed('Cancel run', error);
+        }
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.rerunRun, {
+      label: 'Rerun Failed Tasks of ScriptHut Run',
+      execute: async args => {
+        const id = String(args.id ?? '');
+        if (!id) {
+          return;
+        }
+        try {
+          await client.rerunRun(id);
+          Notification.info(`Run ${id}: failed and cancelled tasks start again`, {
+            autoClose: 4000
+          });
+        } catch (error) {
+          failed('Rerun', error);
+        }
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.cancelJob, {
+      label: 'Cancel Job',
+      execute: async args => {
+        const backend = String(args.backend ?? '');
+        const jobId = String(args.job_id ?? '');
+        if (!backend || !jobId) {
+          return;
+        }
+        const answer = await showDialog({
+          title: 'Cancel job?',
+          body: `Job ${jobId} on ${backend}.`,
+          buttons: [
+            Dialog.cancelButton({ label: 'Keep it' }),
+            Dialog.warnButton({ label: 'Cancel job' })
+          ]
+        });
+        if (!answer.button.accept) {
+          return;
+        }
+        try {
+          await client.cancelJob(backend, jobId);
+        } catch (error) {
+          failed('Cancel job', error);
+        }
+      }
+    });
+
+    /** The workflow file the command is about: args, the file browser's selection, the open document. */
+    const targetPath = async (args: Record<string, unknown>): Promise<string | null> => {
+      if (typeof args.path === 'string' && args.path) {
+        return args.path;
+      }
+      const browser = browsers?.tracker.currentWidget ?? defaultBrowser;
+      const chosen = browser
+        ? Array.from(browser.selectedItems()).find(
+            i => i.type !== 'directory' && /\.json$/i.test(i.name)
+          )
+        : undefined;
+      if (chosen) {
+        return chosen.path;
+      }
+      const current = app.shell.currentWidget as unknown as { context?: { path?: string } } | null;
+      const open = current?.context?.path;
+      if (open && /\.json$/i.test(open)) {
+        return open;
+      }
+      const asked = await InputDialog.getText({
+        title: 'Run with ScriptHut',
+        label: 'Workflow JSON file (relative to the server root)',
+        placeholder: 'flows/sweep.json'
+      });
+      return asked.button.accept && asked.value ? asked.value : null;
+    };
+
+    app.commands.addCommand(CommandIDs.runFile, {
+      label: 'Run with ScriptHut',
+      caption: 'Start a run of this workflow JSON file on a backend you choose',
+      icon: scripthutIcon,
+      execute: async args => {
+        const picked = await targetPath(args);
+        if (!picked) {
+          return;
+        }
+        const path = app.serviceManager.contents.localPath(picked);
+        let backends;
+        try {
+          backends = await client.backends();
+        } catch (error) {
+          const text =
+            error instanceof ApiError && error.status === 404
+              ? 'The ScriptHut server extension is not running on this Jupyter server.'
+              : error;
+          failed('Run with ScriptHut', text);
+          return;
+        }
+        let backend = typeof args.backend === 'string' ? args.backend : '';
+        if (!backend) {
+          const preferred = settings.defaultBackend || backends.default || '';
+          const chosen = await chooseBackend(path, backends.backends, preferred);
+          if (!chosen) {
+            return;
+          }
+          backend = chosen;
+        }
+        try {
+          const run = await client.submitFile(path, backend);
+          Notification.success(`Started run ${run.name || run.id} on ${run.backend}`, {
+            autoClose: 5000,
+            actions: [
+              {
+                label: 'Open',
+                callback: () => void app.commands.execute(CommandIDs.openRun, { id: run.id })
+              }
+            ]
+          });
+          if (!model.live) {
+            void model.refresh(); // the stream would have told the panel
+          }
+          return run;
+        } catch (error) {
+          failed(`Cannot run ${path}`, error);
+        }
+      }
+    });
+
+    app.contextMenu.addItem({
+      command: CommandIDs.runFile,
+      selector: WORKFLOW_FILE_SELECTOR,
+      rank: 3
+    });
+
+    if (palette) {
+      const category = 'ScriptHut';
+      for (const command of [
+        CommandIDs.openPanel,
+        CommandIDs.runFile,
+        CommandIDs.openJobs,
+        CommandIDs.refresh
+      ]) {
+        palette.addItem({ command, category });
+      }
+    }
+  }
+};
+
+export default plugin;

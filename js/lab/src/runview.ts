@@ -1,0 +1,184 @@
+// Main-area views: one run (the shared RunView: header with actions, progress, DAG, task
+// drawer with logs; and the shared Timeline), and the full job table (the shared
+// JobTable). The same components the notebook widgets mount, fed by the lab's feeds.
+
+import type { Message } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
+
+import { createJobTable, JobTableView } from '../../widgets/components/jobtable';
+import { createRunView, RunViewHandle } from '../../widgets/components/runview';
+import { DataStore } from '../../widgets/components/store';
+import { createTimeline, TimelineView } from '../../widgets/components/timeline';
+import { h } from '../../widgets/components/format';
+import { describe } from './api';
+import type { ServerEvent } from './events';
+import { RunFeed, TimelineFeed } from './feeds';
+import type { ScriptHutModel } from './model';
+
+/** Shows model data while visible: tells the model, which streams only while someone does. */
+abstract class ModelView extends Widget {
+  constructor(protected readonly model: ScriptHutModel) {
+    super();
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this.model.setInterest(this, true);
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this.model.setInterest(this, false);
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    if (this.isVisible) {
+      this.model.setInterest(this, true);
+    }
+  }
+
+  protected onBeforeDetach(msg: Message): void {
+    this.model.setInterest(this, false);
+    super.onBeforeDetach(msg);
+  }
+
+  dispose(): void {
+    if (!this.isDisposed) {
+      this.model.setInterest(this, false);
+    }
+    super.dispose();
+  }
+}
+
+export class RunPanel extends ModelView {
+  private readonly runFeed: RunFeed;
+  private readonly timelineFeed: TimelineFeed;
+  private readonly view: RunViewHandle;
+  private readonly timeline: TimelineView;
+  private readonly note = h('div', { class: 'jp-ScriptHut-note', hidden: true });
+  private queued: ServerEvent[] | null = null;
+  private loading: Promise<void> | null = null;
+
+  constructor(
+    model: ScriptHutModel,
+    runId: string,
+    private selected = ''
+  ) {
+    super(model);
+    this.addClass('jp-ScriptHut-runpanel');
+    this.runFeed = new RunFeed(new DataStore(), runId);
+    this.timelineFeed = new TimelineFeed(new DataStore(), runId);
+    const runEl = h('div', { class: 'jp-ScriptHut-runview' });
+    const timelineEl = h('div', { class: 'jp-ScriptHut-timeline' });
+    const root = h(
+      'div',
+      { class: 'sh-root' },
+      this.note,
+      runEl,
+      h('h3', { class: 'jp-ScriptHut-heading' }, 'Timeline'),
+      timelineEl
+    );
+    this.node.append(root);
+    this.view = createRunView(runEl, this.runFeed.store, {
+      api: model.client,
+      selected: selected || undefined,
+      onSelect: task => {
+        this.selected = task;
+      }
+    });
+    this.timeline = createTimeline(timelineEl, this.timelineFeed.store, {
+      onBarClick: bar => this.view.select(String(bar.task))
+    });
+    model.event.connect(this.onEvent, this);
+    model.refreshed.connect(this.reload, this);
+    this.title.label = `Run ${runId}`;
+    this.title.caption = `ScriptHut run ${runId}`;
+    void this.reload();
+  }
+
+  get runId(): string {
+    return this.runFeed.runId;
+  }
+
+  get selectedTask(): string {
+    return this.selected;
+  }
+
+  /** Read the run again (a snapshot); events that come meanwhile are applied after it. */
+  reload(): Promise<void> {
+    if (this.loading) {
+      return this.loading;
+    }
+    this.queued = [];
+    const client = this.model.client;
+    this.loading = Promise.all([this.runFeed.load(client), this.timelineFeed.load(client)])
+      .then(() => {
+        this.timelineFeed.runId = this.runFeed.runId;
+        const name = this.runFeed.store.meta.name;
+        this.title.label = name && name !== this.runId ? `${name}` : `Run ${this.runId}`;
+        this.title.caption = `ScriptHut run ${this.runId}${name ? ` (${name})` : ''}`;
+        this.id = `scripthut-run-${this.runId}`;
+        this.showNote('');
+        if (this.selected && !this.isDisposed) {
+          this.view.select(this.selected);
+        }
+      })
+      .catch(error => this.showNote(`Cannot load run ${this.runId}: ${describe(error)}`))
+      .finally(() => {
+        const queued = this.queued ?? [];
+        this.queued = null;
+        this.loading = null;
+        for (const event of queued) {
+          this.onEvent(this.model, event);
+        }
+      });
+    return this.loading;
+  }
+
+  private onEvent(_: ScriptHutModel, event: ServerEvent): void {
+    if (this.queued) {
+      this.queued.push(event);
+      return;
+    }
+    this.runFeed.apply(event);
+    this.timelineFeed.apply(event);
+  }
+
+  private showNote(text: string): void {
+    this.note.textContent = text;
+    this.note.hidden = !text;
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this.model.event.disconnect(this.onEvent, this);
+    this.model.refreshed.disconnect(this.reload, this);
+    this.view.destroy();
+    this.timeline.destroy();
+    super.dispose();
+  }
+}
+
+export class JobsPanel extends ModelView {
+  private readonly table: JobTableView;
+
+  constructor(model: ScriptHutModel) {
+    super(model);
+    this.addClass('jp-ScriptHut-jobspanel');
+    this.id = 'scripthut-jobs';
+    this.title.label = 'ScriptHut jobs';
+    const root = h('div', { class: 'sh-root' });
+    this.node.append(root);
+    this.table = createJobTable(root, model.jobs.store, { api: model.client, height: 600 });
+  }
+
+  dispose(): void {
+    if (!this.isDisposed) {
+      this.table.destroy();
+    }
+    super.dispose();
+  }
+}
