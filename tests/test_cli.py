@@ -135,6 +135,10 @@ def test_runs_show_logs_export(tmp_path: Path, env: dict[str, str]) -> None:
     assert hut("logs", run_id, "a", env=env).stdout == "line1\nline2\nline3\nline4\nline5\n"
     assert hut("logs", run_id, "a", "--tail", "2", env=env).stdout == "line4\nline5\n"
     assert hut("logs", run_id, "a", "--error", env=env).stdout == "err\n"
+    as_json = json.loads(hut("logs", run_id, "a", "--tail", "1", "--json", env=env).stdout)
+    assert as_json["text"] == "line5\n"
+    assert as_json["log"] == "output"
+    assert as_json["next_offset"] == as_json["offset"] + len("line5\n")
 
     exported = json.loads(hut("export", run_id, env=env).stdout)
     assert exported["run"]["id"] == run_id

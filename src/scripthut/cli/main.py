@@ -229,6 +229,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             tail=args.tail,
             follow=args.follow,
             attempt=args.attempt,
+            as_json=args.json,
         )
 
     with open_session(args.config, host_engine=False) as session:

@@ -8,6 +8,7 @@ the session records runs and requests in the store and that engine carries them 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -121,7 +122,9 @@ class Session:
         tail: int | None = None,
         follow: bool = False,
         attempt: int | None = None,
+        as_json: bool = False,
     ) -> None:
+        """Write a task's log to stdout; as JSON: one object, or one per chunk when following."""
         self.store.task(run_id, task_id)
         try:
             record = self.store.attempt(run_id, task_id, attempt)
@@ -132,19 +135,32 @@ class Session:
             return
         backend = self.registry.get(record.backend)
         path = record.stderr_path if error else record.stdout_path
-        offset = 0
+        offset = start = 0
         if tail is not None:
-            offset = await _tail_offset(backend, path, tail)
-        out = sys.stdout.buffer
+            offset = start = await _tail_offset(backend, path, tail)
+        head = {"run": run_id, "task": task_id, "attempt": record.attempt, "path": path}
+        head["log"] = "error" if error else "output"
+        gathered = bytearray()
         while True:
             chunk = await backend.read_log(path, offset)
             if chunk.data:
-                out.write(chunk.data)
-                out.flush()
+                if not as_json:
+                    sys.stdout.buffer.write(chunk.data)
+                    sys.stdout.buffer.flush()
+                elif follow:
+                    _print_json({**head, "offset": offset, "text": _text(chunk.data)})
+                else:
+                    gathered += chunk.data
                 offset = chunk.next_offset
                 continue
             if not follow or self._attempt_final(run_id, task_id, record.attempt):
-                if chunk.missing and offset == 0:
+                if as_json and not follow:
+                    text = _text(bytes(gathered))
+                    _print_json(
+                        {**head, "offset": start, "next_offset": offset, "missing": chunk.missing}
+                        | {"text": text}
+                    )
+                elif chunk.missing and offset == 0:
                     sys.stderr.write(f"no {'error' if error else 'output'} log yet at {path}\n")
                 return
             await asyncio.sleep(LOG_POLL)
@@ -155,6 +171,15 @@ class Session:
             "submitted",
             "running",
         )
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _print_json(doc: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
 
 
 async def _tail_offset(backend: object, path: str, lines: int) -> int:
