@@ -81,11 +81,13 @@ def main() -> int:
     ratio = statistics.median(engine) / statistics.median(xargs)
     print(f"{TASKS} trivial tasks, {PARALLEL} at a time")
     print(
-        f"xargs -P {PARALLEL}: median {statistics.median(xargs):.2f} s  {[round(x, 2) for x in xargs]}"
+        f"xargs -P {PARALLEL}: median {statistics.median(xargs):.2f} s  "
+        f"{[round(x, 2) for x in xargs]}"
     )
     print(f"engine:     median {statistics.median(engine):.2f} s  {[round(x, 2) for x in engine]}")
     print(
-        f"ratio engine/xargs: {ratio:.2f}x (target <= {TARGET}x): {'PASS' if ratio <= TARGET else 'FAIL'}"
+        f"ratio engine/xargs: {ratio:.2f}x (target <= {TARGET}x): "
+        f"{'PASS' if ratio <= TARGET else 'FAIL'}"
     )
     return 0 if ratio <= TARGET else 1
 

@@ -91,6 +91,9 @@ class JobStatus:
     ended_at: float | None = None
     cpus: int | None = None
     external: bool = False
+    # Resource use of a finished job, when the scheduler's accounting reports it:
+    # cpu_efficiency (cpu time / (elapsed * cpus)), max_rss_mb, elapsed_s, ...
+    efficiency: dict[str, float] | None = None
 
 
 @dataclass(slots=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from scripthut.backends.base import Backend
-from scripthut.config import BackendConfig, Config, LocalBackendConfig
+from scripthut.config import BackendConfig, Config, LocalBackendConfig, SlurmBackendConfig
 from scripthut.errors import BackendUnavailable
 
-AVAILABLE_TYPES = ("local",)
+AVAILABLE_TYPES = ("local", "slurm")
 
 
 def create_backend(config: Config, entry: BackendConfig) -> Backend:
@@ -21,6 +21,20 @@ def create_backend(config: Config, entry: BackendConfig) -> Backend:
             max_concurrent=entry.max_concurrent,
             log_dir=Path(config.log_dir_for(entry)),
             cpus=entry.cpus,
+            login_shell=entry.login_shell,
+        )
+    if isinstance(entry, SlurmBackendConfig):
+        from scripthut.backends.remote import make_transport
+        from scripthut.backends.slurm import SlurmBackend
+
+        return SlurmBackend(
+            entry.name,
+            transport=make_transport(entry),
+            max_concurrent=entry.max_concurrent,
+            log_dir=config.log_dir_for(entry),
+            account=entry.account,
+            partition_map=entry.partition_map,
+            default_partition=entry.default_partition,
             login_shell=entry.login_shell,
         )
     raise BackendUnavailable(

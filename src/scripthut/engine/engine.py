@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scripthut.backends.base import Backend, JobPaths, JobRef, JobSpec, JobStatus, SubmitOutcome
@@ -33,7 +33,7 @@ from scripthut.engine.events import EventBus
 from scripthut.engine.graph import Node, RunGraph
 from scripthut.engine.jobs import BuiltJob, RunContext, join_path
 from scripthut.env_rules import EnvRule
-from scripthut.errors import InvalidInput, LeaseHeld, ScriptHutError
+from scripthut.errors import InvalidInput, LeaseHeld, NotFound, ScriptHutError
 from scripthut.states import JobState, RunState, TaskState
 from scripthut.store import AttemptRecord, RunRecord, Store, TaskRecord
 from scripthut.store.store import AttemptKey
@@ -109,6 +109,7 @@ class BackendSlot:
     interval: float = 1.0
     next_poll: float = 0.0
     external: list[JobStatus] | None = None
+    started: bool = False
     polls: int = 0
     task: asyncio.Task[None] | None = None
 
@@ -178,8 +179,6 @@ class Engine:
         for record in self.store.unfinished_runs():
             self._activate(record)
         self._adopt_open_attempts()
-        for slot in self.slots.values():
-            await slot.backend.start()
         self._main = asyncio.create_task(self._main_loop(), name="scripthut-engine")
         for slot in self.slots.values():
             self._ensure_loop(slot)
@@ -457,6 +456,9 @@ class Engine:
         while not self._stopping:
             slot.wake.clear()
             try:
+                if not slot.started:
+                    await slot.backend.start()
+                    slot.started = True
                 await self._step(slot)
                 backoff = 1.0
             except asyncio.CancelledError:
@@ -477,7 +479,7 @@ class Engine:
         await self._submit_ready(slot)
         backend = slot.backend
         due = backend.changed.is_set() or time.monotonic() >= slot.next_poll
-        if slot.tracked and due:
+        if due and (slot.tracked or slot.external is not None):
             backend.changed.clear()
             changed = await self._poll(slot)
             slot.interval = (
@@ -489,7 +491,8 @@ class Engine:
             await self._submit_ready(slot)
 
     async def _wait(self, slot: BackendSlot) -> None:
-        timeout = max(0.0, slot.next_poll - time.monotonic()) if slot.tracked else None
+        polling = slot.tracked or slot.external is not None
+        timeout = max(0.0, slot.next_poll - time.monotonic()) if polling else None
         if slot.intents and slot.needs_find:
             timeout = min(timeout or 2.0, 2.0)
         waiters = [
@@ -714,9 +717,7 @@ class Engine:
                     continue  # unreadable for now: try again next poll
                 if isinstance(outcome, str):
                     state = TaskState.FAILED
-                    status = JobStatus(
-                        status.job_id, JobState.FAILED, status.raw_state, status.exit_code, outcome
-                    )
+                    status = replace(status, state=JobState.FAILED, reason=outcome)
                 else:
                     added.append((run, outcome, tracked.task_id))
             self._apply_one(run, slot, tracked, status, state, now, changes)
@@ -746,6 +747,8 @@ class Engine:
             del slot.tracked[tracked.ref.tag]
         tracked.state = state
         attempt_fields = {k: v for k, v in fields.items() if k != "state"}
+        if state.is_final and status.efficiency:
+            attempt_fields["efficiency"] = status.efficiency
         changes.attempt(
             tracked.key, state=state.value, raw_state=status.raw_state, **attempt_fields
         )
@@ -766,7 +769,7 @@ class Engine:
         path = join_path(run.context.working_dir(spec), spec.generates_source)
         try:
             text = await run.context.backend.read_text(path, limit=GENERATED_SOURCE_LIMIT)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotFound):
             return f"generates_source file '{path}' was not written"
         except ScriptHutError as exc:
             self._log_error(run.context.backend.name, f"reading {path} failed: {exc}")

@@ -100,12 +100,14 @@ class AttemptRecord:
     exit_code: int | None = None
     reason: str | None = None
     raw_state: str | None = None
+    efficiency: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "run": self.run_id,
             "task": self.task_id,
             "attempt": self.attempt,
+            "efficiency": self.efficiency,
             "tag": self.tag,
             "backend": self.backend,
             "state": self.state,

@@ -64,6 +64,7 @@ MIGRATIONS: list[str] = [
         exit_code INTEGER,
         reason TEXT,
         raw_state TEXT,
+        efficiency TEXT,
         PRIMARY KEY (run_id, task_id, attempt)
     ) WITHOUT ROWID;
     CREATE INDEX attempts_open ON attempts(state) WHERE state IN ('intent', 'submitted', 'running');

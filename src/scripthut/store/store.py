@@ -75,13 +75,14 @@ _ATTEMPT_COLUMNS = (
     "exit_code",
     "reason",
     "raw_state",
+    "efficiency",
 )
 _ATTEMPT_SELECT = (
     "SELECT "
     + ", ".join(f"a.{c}" for c in _ATTEMPT_COLUMNS)
     + ", s.script, s.env FROM attempts a LEFT JOIN attempt_scripts s ON s.tag = a.tag"
 )
-_JSON_COLUMNS = frozenset({"document", "spec", "deps"})
+_JSON_COLUMNS = frozenset({"document", "spec", "deps", "efficiency"})
 AttemptKey = tuple[str, str, int]
 _RUN_UPDATABLE = frozenset(_RUN_COLUMNS) - {"id", "created_at"}
 _TASK_UPDATABLE = frozenset(_TASK_COLUMNS) - {"run_id", "task_id", "seq"}
@@ -290,7 +291,7 @@ class Store:
         with self.transaction():
             self._conn.executemany(
                 f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES ({placeholders})",
-                ([getattr(a, c) for c in _ATTEMPT_COLUMNS] for a in attempts),
+                ([_encode(c, getattr(a, c)) for c in _ATTEMPT_COLUMNS] for a in attempts),
             )
             self._conn.executemany(
                 "INSERT INTO attempt_scripts (tag, script, env) VALUES (?, ?, ?)",
@@ -304,7 +305,8 @@ class Store:
         """Many `((run_id, task_id, attempt), fields)` updates."""
         groups: dict[tuple[str, ...], list[list[Any]]] = {}
         for key, fields in changes:
-            groups.setdefault(tuple(fields), []).append([*fields.values(), *key])
+            values = [_encode(k, v) if k == "efficiency" else v for k, v in fields.items()]
+            groups.setdefault(tuple(fields), []).append([*values, *key])
         with self.transaction():
             for names, rows in groups.items():
                 clause = _set_clause(names, _ATTEMPT_UPDATABLE)
@@ -503,6 +505,7 @@ class Store:
     def _attempt(row: Sequence[Any]) -> AttemptRecord:
         data = dict(zip(_ATTEMPT_COLUMNS, row[: len(_ATTEMPT_COLUMNS)], strict=True))
         script, env = row[len(_ATTEMPT_COLUMNS) :]
+        data["efficiency"] = json.loads(data["efficiency"]) if data["efficiency"] else None
         return AttemptRecord(**data, script=script or "", env=json.loads(env) if env else {})
 
 
