@@ -229,3 +229,37 @@ def test_newlines_in_directive_fields_are_refused_at_validation() -> None:
     workflow = parse_document([{"id": "a", "command": "echo one\necho two\nEOF\n"}])
     assert workflow.tasks[0].command == "echo one\necho two\nEOF\n"
     assert json.loads(json.dumps(workflow.to_document()))["tasks"][0]["command"].count("\n") == 3
+
+
+@pytest.mark.parametrize("place", ["ssh"], indirect=True)
+def test_users_own_jobs_are_listed_before_any_run(
+    slurm_rig: SlurmRig, place: Place, tmp_path: Path
+) -> None:
+    import shlex
+    import subprocess
+    import uuid
+
+    config = rig_config(slurm_rig, place.transport, place.log_dir, tmp_path / "data")
+    name = f"not-hut {uuid.uuid4().hex[:8]}"
+    argv = ["sbatch", "--parsable", "--hold", f"--job-name={name}", "--output=/dev/null"]
+    submitted = subprocess.run(
+        slurm_rig.ssh_argv(*map(shlex.quote, argv)),
+        input=b"#!/bin/bash\ntrue\n",
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    job_id = submitted.stdout.decode().strip()
+
+    async def body(engine: Engine) -> list[str]:
+        try:
+            for _ in range(60):
+                external = engine.external_jobs().get("rig") or []
+                if any(job.job_id == job_id for job in external):
+                    return [job.name or "" for job in external if job.job_id == job_id]
+                await asyncio.sleep(0.5)
+            return []
+        finally:
+            await engine.cancel_job("rig", job_id)
+
+    assert drive(config, body) == [name]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scripthut.backends.base import Backend, JobPaths, JobRef, JobSpec, JobStatus, SubmitOutcome
-from scripthut.backends.registry import BackendRegistry
+from scripthut.backends.registry import AVAILABLE_TYPES, BackendRegistry
 from scripthut.config import Config
 from scripthut.engine.create import new_task_records, record_run
 from scripthut.engine.events import EventBus
@@ -179,6 +179,7 @@ class Engine:
         for record in self.store.unfinished_runs():
             self._activate(record)
         self._adopt_open_attempts()
+        self._watch_configured_backends()
         self._main = asyncio.create_task(self._main_loop(), name="scripthut-engine")
         for slot in self.slots.values():
             self._ensure_loop(slot)
@@ -349,13 +350,31 @@ class Engine:
             next_seq=max((t.seq for t in tasks), default=-1) + 1,
         )
         self.runs[record.id] = run
-        slot = self.slots.get(backend.name)
-        if slot is None:
-            slot = self.slots[backend.name] = BackendSlot(backend, interval=self.min_poll_interval)
+        slot = self._slot(backend)
         if record.id not in slot.runs:
             slot.runs.append(record.id)
         self._cascade_on_load(run)
         return run
+
+    def _slot(self, backend: Backend) -> BackendSlot:
+        slot = self.slots.get(backend.name)
+        if slot is None:
+            slot = self.slots[backend.name] = BackendSlot(backend, interval=self.min_poll_interval)
+        return slot
+
+    def _watch_configured_backends(self) -> None:
+        """Every configured scheduler is polled from the start, so the user's own jobs on it
+        are listed (and can be cancelled) before any run of ScriptHut uses it."""
+        for entry in self.config.backends:
+            if entry.type == "local" or entry.type not in AVAILABLE_TYPES:
+                continue
+            try:
+                slot = self._slot(self.registry.get(entry.name))
+            except ScriptHutError as exc:
+                log.warning("backend '%s' is not watched: %s", entry.name, exc)
+                continue
+            if slot.external is None:
+                slot.external = []
 
     def _cascade_on_load(self, run: ActiveRun) -> None:
         """A pending task whose dependency failed while no engine ran becomes dep_failed."""
