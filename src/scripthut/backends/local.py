@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -31,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from scripthut.backends import local_proc
 from scripthut.backends.base import (
     Backend,
     BackendInfo,
@@ -42,7 +42,6 @@ from scripthut.backends.base import (
     PollResult,
     SubmitOutcome,
 )
-from scripthut.errors import NotFound, ScriptHutError
 from scripthut.states import JobState
 
 KILL_GRACE_S = 10.0
@@ -50,211 +49,9 @@ MISSING_GRACE_S = 30.0
 SPAWN_THREADS = 8
 SUBMIT_CHUNK = 16
 TAGS_DIR = ".tags"
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _GROUP_CHECK_S = 0.05
 _LOST = "process ended without recording an exit code (killed?)"
 _NEVER_STARTED = "never started: it was still queued when its engine process ended"
-
-
-# --- small helpers -------------------------------------------------------------------------
-
-
-def _is_safe_name(value: str) -> bool:
-    return bool(_SAFE_NAME.fullmatch(value)) and value not in (".", "..")
-
-
-def _check_name(kind: str, value: str) -> None:
-    if not _is_safe_name(value):
-        raise ValueError(f"{kind} {value!r} is not a safe file name ([A-Za-z0-9_.-])")
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _describe_exit(code: int) -> str:
-    """A reason for a non-zero exit code; codes 129-192 are the shells' "killed by N"."""
-    if 128 < code <= 192:
-        return f"exit code {code} ({_signal_name(code - 128)})"
-    return f"exit code {code}"
-
-
-def _read_exit_code(path: str) -> int | None:
-    """The code in an exit-code file, or None if it is absent or not (yet) a number."""
-    try:
-        with open(path, "rb") as file:
-            return int(file.read(64).strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_file(path: str, data: bytes, mode: int, flags: int = os.O_TRUNC) -> None:
-    """Write `data` to `path`, created with `mode` (set to it if it existed), or appended."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-
-
-# --- processes, as /proc shows them --------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Proc:
-    pid: int
-    started_at: float | None
-
-
-@functools.cache
-def _boot_time() -> float | None:
-    try:
-        with open("/proc/stat", encoding="ascii") as file:
-            for line in file:
-                if line.startswith("btime "):
-                    return float(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            raw = file.read()
-    except OSError:
-        return []
-    return [os.fsdecode(part) for part in raw.split(b"\0")[:-1]]
-
-
-def _script_of(argv: list[str]) -> str | None:
-    """The script a `bash [-l] <script>` command line runs, else None."""
-    if len(argv) in (2, 3) and os.path.basename(argv[0]) == "bash":
-        return argv[-1]
-    return None
-
-
-def _session_leader(pid: int) -> _Proc | None:
-    """`pid` as a _Proc if it leads its own session (as our jobs do), else None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            fields = file.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] == b"Z" or int(fields[3]) != pid:
-        return None
-    boot = _boot_time()
-    started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK") if boot is not None else None
-    return _Proc(pid, started)
-
-
-def _scan(scripts: set[str]) -> dict[str, _Proc] | None:
-    """This user's session-leading `bash <script>` processes for these scripts.
-
-    None when /proc cannot be listed: nothing may be concluded then.
-    """
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return None
-    uid = os.getuid()
-    found: dict[str, _Proc] = {}
-    for name in names:
-        if not name.isdigit():
-            continue
-        script = _script_of(_cmdline(int(name)))
-        if script is None or script not in scripts:
-            continue
-        proc = _session_leader(int(name))
-        with contextlib.suppress(OSError):
-            if proc is not None and os.stat(f"/proc/{name}").st_uid == uid:
-                found[script] = proc
-    return found
-
-
-def _runs_script(pid: int, script: str) -> bool:
-    return _script_of(_cmdline(pid)) == script
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-# --- logs ----------------------------------------------------------------------------------
-
-
-def _read_chunk(path: str, offset: int, limit: int) -> LogChunk:
-    try:
-        file = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return LogChunk(b"", max(offset, 0), 0, missing=True)
-    with file:
-        size = os.fstat(file.fileno()).st_size
-        start = max(0, size + offset) if offset < 0 else offset
-        file.seek(start)
-        data = file.read(max(0, limit)) if start < size else b""
-    return LogChunk(data, start, size)
-
-
-def _read_text(path: str, limit: int) -> str:
-    try:
-        with open(path, "rb") as file:
-            data = file.read(limit + 1)
-    except FileNotFoundError:
-        raise NotFound(f"{path}: no such file") from None
-    if len(data) > limit:
-        raise ScriptHutError(f"{path}: larger than {limit} bytes")
-    return data.decode("utf-8", errors="replace")
-
-
-# --- the tag index -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _TagEntry:
-    paths: JobPaths
-    launched: bool
-    cpus: int = 1
-
-
-def _write_tag(path: Path, paths: JobPaths, cpus: int) -> None:
-    lines = (paths.script, paths.stdout, paths.stderr, paths.exit_code, f"cpus {cpus}")
-    _write_file(str(path), "".join(f"{line}\n" for line in lines).encode(), 0o600)
-
-
-def _note_launch(path: Path, pid: int) -> None:
-    with contextlib.suppress(OSError):
-        _write_file(str(path), f"pid {pid}\n".encode(), 0o600, os.O_APPEND)
-
-
-def _read_tag(path: Path) -> _TagEntry | None:
-    """The entry for a tag, None if there is none; other OSErrors propagate."""
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except FileNotFoundError:
-        return None
-    if len(lines) < 5:  # four paths, each ending with a newline
-        return None
-    paths = JobPaths(script=lines[0], stdout=lines[1], stderr=lines[2], exit_code=lines[3])
-    cpus = next((int(x[5:]) for x in lines[4:] if x.startswith("cpus ") and x[5:].isdigit()), 1)
-    return _TagEntry(paths, any(line.startswith("pid ") for line in lines[4:]), max(1, cpus))
 
 
 # --- the backend ---------------------------------------------------------------------------
@@ -331,8 +128,8 @@ class LocalBackend(Backend):
 
     def job_paths(self, run_id: str, task_id: str, attempt: int) -> JobPaths:
         """`log_dir/<run_id>/<task_id>.<attempt>.{out,err,exit,sh}`."""
-        _check_name("run id", run_id)
-        _check_name("task id", task_id)
+        local_proc.check_name("run id", run_id)
+        local_proc.check_name("task id", task_id)
         base = self.log_dir / run_id / f"{task_id}.{attempt}"
         return JobPaths(
             stdout=f"{base}.out",
@@ -372,7 +169,7 @@ class LocalBackend(Backend):
 
     def _problem(self, spec: JobSpec, seen: set[str]) -> str | None:
         """Why this job cannot be accepted (an unsafe or active tag), else None."""
-        if not _is_safe_name(spec.tag):
+        if not local_proc.is_safe_name(spec.tag):
             return "tag is not a safe file name ([A-Za-z0-9_.-])"
         paths = (spec.paths.script, spec.paths.stdout, spec.paths.stderr, spec.paths.exit_code)
         if any("\n" in path for path in paths):
@@ -411,9 +208,9 @@ class LocalBackend(Backend):
         paths = spec.paths
         for path in (paths.script, paths.stdout, paths.stderr, paths.exit_code):
             self._make_dir(Path(path).parent)
-        _write_file(paths.script, spec.script.encode(), 0o700)
+        local_proc.write_file(paths.script, spec.script.encode(), 0o700)
         self._make_dir(self.log_dir / TAGS_DIR)
-        _write_tag(self._tag_path(spec.tag), paths, max(1, spec.cpus))
+        local_proc.write_tag(self._tag_path(spec.tag), paths, max(1, spec.cpus))
 
     def _make_dir(self, path: Path) -> None:
         if path not in self._made_dirs:
@@ -477,7 +274,7 @@ class LocalBackend(Backend):
                     start_new_session=True,
                     env={**self._env, b"SCRIPTHUT_TAG": spec.tag.encode()},
                 )
-                _note_launch(self._tag_path(spec.tag), popen.pid)
+                local_proc.note_launch(self._tag_path(spec.tag), popen.pid)
                 return popen
             finally:
                 os.close(err)
@@ -543,11 +340,11 @@ class LocalBackend(Backend):
 
     def _child_ended(self, job: _Job, returncode: int) -> None:
         """Record a child's end: its exit-code file if written, else its return code."""
-        code = _read_exit_code(job.paths.exit_code)
+        code = local_proc.read_exit_code(job.paths.exit_code)
         if code is not None:
             self._end(job, code, None)
         elif returncode < 0:
-            reason = f"killed by signal {-returncode} ({_signal_name(-returncode)})"
+            reason = f"killed by signal {-returncode} ({local_proc.signal_name(-returncode)})"
             self._end(job, 128 - returncode, reason)
         else:
             self._end(job, returncode, None)
@@ -567,11 +364,11 @@ class LocalBackend(Backend):
             job.state, job.raw_state, job.reason = JobState.COMPLETED, "COMPLETED", None
         else:
             job.state, job.raw_state = JobState.FAILED, raw
-            job.reason = reason or (_describe_exit(code) if code is not None else _LOST)
+            job.reason = reason or (local_proc.describe_exit(code) if code is not None else _LOST)
         self.changed.set()
 
     def _take_exit_file(self, job: _Job) -> bool:
-        code = _read_exit_code(job.paths.exit_code)
+        code = local_proc.read_exit_code(job.paths.exit_code)
         if code is None:
             return False
         self._end(job, code, None)
@@ -589,7 +386,7 @@ class LocalBackend(Backend):
         """SIGTERM to the job's process group now, SIGKILL after the grace if it lingers."""
         assert job.pid is not None
         pgid = job.pid
-        _signal_group(pgid, signal.SIGTERM)
+        local_proc.signal_group(pgid, signal.SIGTERM)
         if pgid not in self._killers:
             task = asyncio.get_running_loop().create_task(self._kill_after_grace(pgid))
             self._killers[pgid] = task
@@ -599,9 +396,9 @@ class LocalBackend(Backend):
         try:
             while time.monotonic() < deadline:
                 await asyncio.sleep(_GROUP_CHECK_S)
-                if not _group_exists(pgid):
+                if not local_proc.group_exists(pgid):
                     return
-            _signal_group(pgid, signal.SIGKILL)
+            local_proc.signal_group(pgid, signal.SIGKILL)
         finally:
             self._killers.pop(pgid, None)
 
@@ -619,10 +416,10 @@ class LocalBackend(Backend):
 
     def _job_for_cancel(self, job_id: str) -> _Job | None:
         job = self._jobs.get(job_id)
-        if job is not None or not _is_safe_name(job_id):
+        if job is not None or not local_proc.is_safe_name(job_id):
             return job
         with contextlib.suppress(OSError):
-            entry = _read_tag(self._tag_path(job_id))
+            entry = local_proc.read_tag(self._tag_path(job_id))
             if entry is not None:
                 return self._adopt(JobRef(job_id=job_id, tag=job_id, paths=entry.paths))
         return None
@@ -675,7 +472,7 @@ class LocalBackend(Backend):
         """Update adopted jobs from /proc and their exit-code files (one /proc scan at most)."""
         unresolved = [job for job in jobs if not job.state.is_final and not self._settled(job)]
         if unresolved:
-            procs = _scan({job.paths.script for job in unresolved})
+            procs = local_proc.scan({job.paths.script for job in unresolved})
             for job in unresolved:
                 proc = procs.get(job.paths.script) if procs is not None else None
                 if proc is not None:
@@ -687,14 +484,14 @@ class LocalBackend(Backend):
 
     def _settled(self, job: _Job) -> bool:
         """Whether a known pid still runs the job, or its exit-code file ends it."""
-        if job.pid is not None and _runs_script(job.pid, job.paths.script):
+        if job.pid is not None and local_proc.runs_script(job.pid, job.paths.script):
             return True
         if job.pid is not None:
             self._unwatch(job)
             job.pid = None
         return self._take_exit_file(job)
 
-    def _adopt_running(self, job: _Job, proc: _Proc) -> None:
+    def _adopt_running(self, job: _Job, proc: local_proc.Proc) -> None:
         job.pid, job.missing_since = proc.pid, None
         job.started_at = proc.started_at or job.submitted_at or time.time()
         job.state, job.raw_state, job.reason = JobState.RUNNING, "RUNNING", None
@@ -721,13 +518,15 @@ class LocalBackend(Backend):
         if now - job.missing_since >= self.missing_grace_s:
             self._end(job, None, self._lost_reason(job.job_id), raw="LOST")
 
-    def _entry(self, tag: str) -> _TagEntry | None:
+    def _entry(self, tag: str) -> local_proc.TagEntry | None:
         try:
-            return _read_tag(self._tag_path(tag)) if _is_safe_name(tag) else None
+            return (
+                local_proc.read_tag(self._tag_path(tag)) if local_proc.is_safe_name(tag) else None
+            )
         except OSError:
             return None
 
-    def _requeue(self, job: _Job, entry: _TagEntry) -> None:
+    def _requeue(self, job: _Job, entry: local_proc.TagEntry) -> None:
         """A job accepted by an earlier engine but never started: it joins this queue.
 
         It never ran (no launch in its entry, no process, no exit code), so starting it
@@ -798,7 +597,11 @@ class LocalBackend(Backend):
                 found[tag] = tag
                 continue
             try:
-                entry = _read_tag(self._tag_path(tag)) if _is_safe_name(tag) else None
+                entry = (
+                    local_proc.read_tag(self._tag_path(tag))
+                    if local_proc.is_safe_name(tag)
+                    else None
+                )
             except OSError:
                 return None
             if entry is not None and (entry.launched or os.path.exists(entry.paths.exit_code)):
@@ -813,7 +616,7 @@ class LocalBackend(Backend):
     ) -> dict[str, str] | None:
         if not unsure:
             return found
-        procs = _scan(set(unsure))
+        procs = local_proc.scan(set(unsure))
         if procs is None:
             return None
         for script, (tag, paths) in unsure.items():
@@ -826,11 +629,11 @@ class LocalBackend(Backend):
     async def read_log(self, path: str, offset: int = 0, limit: int = 1 << 20) -> LogChunk:
         """Up to `limit` bytes from `offset` (negative: from the end); a missing file is
         a chunk with `missing=True`."""
-        return await asyncio.to_thread(_read_chunk, path, offset, limit)
+        return await asyncio.to_thread(local_proc.read_chunk, path, offset, limit)
 
     async def read_text(self, path: str, limit: int = 16 << 20) -> str:
         """The file as text; NotFound if absent, ScriptHutError if over `limit` bytes."""
-        return await asyncio.to_thread(_read_text, path, limit)
+        return await asyncio.to_thread(local_proc.read_text, path, limit)
 
     async def info(self) -> BackendInfo:
         """This machine: always reachable; cpus from the capacity and the running jobs."""
@@ -866,6 +669,6 @@ class LocalBackend(Backend):
             self._unwatch(job)
         killers = list(self._killers.items())
         for pgid, task in killers:
-            _signal_group(pgid, signal.SIGKILL)
+            local_proc.signal_group(pgid, signal.SIGKILL)
             task.cancel()
         await asyncio.gather(*(task for _, task in killers), return_exceptions=True)
