@@ -2,13 +2,11 @@
 // and the live job list. It renders the model; actions are commands (the palette and
 // keyboard shortcuts reach them too), passed in as callbacks.
 
-import { Widget } from '@lumino/widgets';
-import type { Message } from '@lumino/messaging';
-
 import { h, statePill } from '../../widgets/components/format';
 import { createProgress } from '../../widgets/components/progress';
 import { frameThrottle } from '../../widgets/components/store';
 import type { Backend, Run } from './api';
+import { ModelView } from './modelview';
 import type { ScriptHutModel } from './model';
 
 export interface PanelActions {
@@ -72,7 +70,7 @@ function button(
   );
 }
 
-export class ScriptHutPanel extends Widget {
+export class ScriptHutPanel extends ModelView {
   private readonly banner = h('div', { class: 'jp-ScriptHut-banner', hidden: true });
   private readonly connection = h('span', { class: 'jp-ScriptHut-connection' });
   private readonly backendsSection = section('backends', 'Backends');
@@ -93,11 +91,11 @@ export class ScriptHutPanel extends Widget {
   private filters = { state: '', backend: '' };
 
   constructor(
-    private readonly model: ScriptHutModel,
+    model: ScriptHutModel,
     private readonly actions: PanelActions,
     private options: PanelOptions
   ) {
-    super();
+    super(model);
     this.addClass('jp-ScriptHut-panel');
     this.id = 'scripthut-panel';
     this.title.caption = 'ScriptHut';
@@ -161,30 +159,7 @@ export class ScriptHutPanel extends Widget {
     }
     this.schedule.cancel();
     this.model.changed.disconnect(this.schedule, this);
-    this.model.setInterest(this, false);
     super.dispose();
-  }
-
-  protected onAfterShow(msg: Message): void {
-    super.onAfterShow(msg);
-    this.model.setInterest(this, true);
-  }
-
-  protected onAfterHide(msg: Message): void {
-    super.onAfterHide(msg);
-    this.model.setInterest(this, false);
-  }
-
-  protected onAfterAttach(msg: Message): void {
-    super.onAfterAttach(msg);
-    if (this.isVisible) {
-      this.model.setInterest(this, true);
-    }
-  }
-
-  protected onBeforeDetach(msg: Message): void {
-    this.model.setInterest(this, false);
-    super.onBeforeDetach(msg);
   }
 
   private readonly onClick = (event: MouseEvent): void => {

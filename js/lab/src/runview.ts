@@ -2,9 +2,6 @@
 // drawer with logs; and the shared Timeline), and the full job table (the shared
 // JobTable). The same components the notebook widgets mount, fed by the lab's feeds.
 
-import type { Message } from '@lumino/messaging';
-import { Widget } from '@lumino/widgets';
-
 import { createJobTable, JobTableView } from '../../widgets/components/jobtable';
 import { createRunView, RunViewHandle } from '../../widgets/components/runview';
 import { DataStore } from '../../widgets/components/store';
@@ -13,43 +10,8 @@ import { h } from '../../widgets/components/format';
 import { describe } from './api';
 import type { ServerEvent } from './events';
 import { RunFeed, TimelineFeed } from './feeds';
+import { ModelView } from './modelview';
 import type { ScriptHutModel } from './model';
-
-/** Shows model data while visible: tells the model, which streams only while someone does. */
-abstract class ModelView extends Widget {
-  constructor(protected readonly model: ScriptHutModel) {
-    super();
-  }
-
-  protected onAfterShow(msg: Message): void {
-    super.onAfterShow(msg);
-    this.model.setInterest(this, true);
-  }
-
-  protected onAfterHide(msg: Message): void {
-    super.onAfterHide(msg);
-    this.model.setInterest(this, false);
-  }
-
-  protected onAfterAttach(msg: Message): void {
-    super.onAfterAttach(msg);
-    if (this.isVisible) {
-      this.model.setInterest(this, true);
-    }
-  }
-
-  protected onBeforeDetach(msg: Message): void {
-    this.model.setInterest(this, false);
-    super.onBeforeDetach(msg);
-  }
-
-  dispose(): void {
-    if (!this.isDisposed) {
-      this.model.setInterest(this, false);
-    }
-    super.dispose();
-  }
-}
 
 export class RunPanel extends ModelView {
   private readonly runFeed: RunFeed;
