@@ -16,6 +16,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from scripthut.processes import pid_alive
+
 ENV_URL = "SCRIPTHUT_SERVER_URL"
 ENV_TOKEN = "SCRIPTHUT_SERVER_TOKEN"  # noqa: S105 - a variable name
 ENV_HUB_TOKEN = "JUPYTERHUB_API_TOKEN"  # noqa: S105 - a variable name
@@ -75,7 +77,7 @@ def read_runtime_files(directory: Path | None = None) -> list[ServerInfo]:
                 int(data["pid"]) if data.get("pid") else None,
                 data.get("data_dir"),
             )
-            if info.pid is None or _alive(info.pid):
+            if info.pid is None or pid_alive(info.pid):
                 found.append(info)
     return found
 
@@ -115,13 +117,3 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scripthut.errors import NotFound
+from scripthut.processes import pid_alive
 from scripthut.states import RunState, TaskState
 from scripthut.store.records import AttemptRecord, EventRecord, RunRecord, TaskRecord
 from scripthut.store.schema import migrate
@@ -513,14 +514,4 @@ def _lease_is_stale(row: Sequence[Any], now: float, host: str) -> bool:
     _owner, pid, lease_host, expires_at = row
     if expires_at < now:
         return True
-    return bool(lease_host == host and not _pid_alive(int(pid)))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return bool(lease_host == host and not pid_alive(int(pid)))
