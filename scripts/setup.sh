@@ -29,5 +29,12 @@ if ! command -v npm >/dev/null; then
     exit 1
   fi
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]'
+# The versions the test suite proved (scripts/constraints.txt, written by scripts/lock.sh);
+# SCRIPTHUT_DEPS=newest takes the newest versions pyproject.toml allows instead.
+if [ "${SCRIPTHUT_DEPS:-locked}" = newest ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev]'
+else
+  .venv/bin/python -m pip install -q "$(grep '^pip==' scripts/constraints.txt)"
+  .venv/bin/python -m pip install -q -c scripts/constraints.txt -e '.[dev]'
+fi
