@@ -214,8 +214,9 @@ class Backend(ABC):
         return path
 
     def inherited_env(self) -> tuple[dict[str, str] | None, str]:
-        """The environment jobs start from (credentials withheld, see `task_env`), and whose
-        it is; None when it is not known here (a login shell on another host)."""
+        """The environment jobs start from, before `task_env` withholds the server's
+        credentials, and whose it is; None when it is not known here (a login shell on
+        another host)."""
         return None, "the environment of the scheduler's job (not known here)"
 
     def free_slots(self) -> int | None:

@@ -648,7 +648,7 @@ class LocalBackend(Backend):
         return os.path.normpath(os.path.join(self._home, path)) if path else self._home
 
     def inherited_env(self) -> tuple[dict[str, str] | None, str]:
-        return task_env.inherited(dict(os.environ)), "this server's environment"
+        return dict(os.environ), "this server's environment"
 
     async def info(self) -> BackendInfo:
         """This machine: always reachable; cpus from the capacity and the running jobs."""

@@ -58,7 +58,6 @@ from scripthut.backends.remote import (
 )
 from scripthut.errors import ScriptHutError
 from scripthut.states import JobState
-from scripthut.task_env import inherited
 from scripthut.transport import LocalTransport, Transport, TransportError
 from scripthut.workflow.script import LOGIN_SHEBANG, SHEBANG
 
@@ -498,7 +497,7 @@ class SlurmBackend(Backend):
         """Over the local shell, sbatch exports this server's environment (credentials
         withheld) to the job; over SSH it is the login environment on the cluster."""
         if isinstance(self.transport, LocalTransport):
-            return inherited(dict(os.environ)), "this server's environment, exported by sbatch"
+            return dict(os.environ), "this server's environment, exported by sbatch"
         return None, f"the login environment on {self.transport.description} (not known here)"
 
     async def info(self) -> BackendInfo:
