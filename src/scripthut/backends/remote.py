@@ -269,7 +269,7 @@ __hut_tmp=$(mktemp "${TMPDIR:-/tmp}/scripthut-submit.XXXXXX" 2>/dev/null) ||
 trap 'rm -f -- "$__hut_tmp"' EXIT
 __hut_submit() {
     local i=$1 tag=$2 file=$3 text=$4 lo=$5 le=$6 out rc d
-    local -a lines
+    local -a lines made=()
     shift 6
     if [ -n "$__hut_stop" ]; then
         printf '%s job %s skipped\n' "$__hut_m" "$i"
@@ -291,7 +291,9 @@ __hut_submit() {
         return 0
     fi
     for d in "$lo" "$le"; do
-        [ -z "$d" ] || [ -e "$d" ] || [ -L "$d" ] || : 2>/dev/null >> "$d"
+        if [ -n "$d" ] && [ ! -e "$d" ] && [ ! -L "$d" ] && : 2>/dev/null >> "$d"; then
+            made+=("$d")
+        fi
     done
     umask "$__hut_umask"
     __SUBMIT__ < "$file" > "$__hut_tmp" 2>&1
@@ -304,6 +306,7 @@ __hut_submit() {
         if [ "${#lines[@]}" -gt 0 ]; then out=${lines[${#lines[@]} - 1]}; fi
         printf '%s\n' "$out" > "$__hut_idx/$tag"
     else
+        if [ "${#made[@]}" -gt 0 ]; then rm -f -- "${made[@]}"; fi
         out=${lines[*]-}
         case $out in
             __TRANSIENT__) __hut_stop=1 ;;
