@@ -23,8 +23,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripthut import task_env
 from scripthut.states import RunState, TaskState
 from scripthut.store import Store
+from scripthut.workflow.env import inherited_layer
 from tests.helpers import local_config
 from tests.test_engine import run_doc
 
@@ -239,3 +241,53 @@ def test_cli_logs_refuses_a_log_that_is_a_symbolic_link(
     (work / "out.txt").write_text("plain\n")
     result = hut("logs", run_id, "plant", env=cli_env)
     assert (result.returncode, result.stdout) == (0, "plain\n"), result.stderr
+
+
+def test_the_deny_list_withholds_the_servers_credentials_and_nothing_else() -> None:
+    environ = {
+        "JUPYTER_TOKEN": "a",
+        "JUPYTERHUB_API_TOKEN": "b",
+        "JUPYTERHUB_CLIENT_ID": "c",
+        "JUPYTERHUB_OAUTH_SCOPES": "d",
+        "JPY_API_TOKEN": "e",
+        "JPY_SESSION_NAME": "f",
+        "JUPYTER_SERVER_ROOT": "g",
+        "JUPYTER_GATEWAY_AUTH_TOKEN": "h",
+        "SCRIPTHUT_SERVER_URL": "i",
+        "SCRIPTHUT_SERVER_TOKEN": "j",
+        "PATH": "/usr/bin",
+        "JUPYTER_CONFIG_DIR": "/cfg",
+        "AWS_SECRET_ACCESS_KEY": "mine",
+        "SCRIPTHUT_DATA_DIR": "/data",
+    }
+    kept = {"PATH", "JUPYTER_CONFIG_DIR", "AWS_SECRET_ACCESS_KEY", "SCRIPTHUT_DATA_DIR"}
+    assert set(task_env.inherited(environ)) == kept
+    assert task_env.withheld(environ) == sorted(set(environ) - kept)
+    raw = {k.encode(): v.encode() for k, v in environ.items()}
+    assert set(task_env.inherited(raw)) == {k.encode() for k in kept}
+    layer = inherited_layer(environ, "here")
+    assert layer["values"]["AWS_SECRET_ACCESS_KEY"] == {"value": "***", "secret": True}
+    assert layer["withheld"] == task_env.withheld(environ)
+    assert inherited_layer(None, "there") == {
+        "layer": "inherited", "source": "there", "known": False, "values": {}, "withheld": [],
+    }  # fmt: skip
+
+
+def test_a_local_task_whose_log_path_is_a_link_is_not_started(shared: Path) -> None:
+    target, work = shared / "target.txt", shared / "work"
+    target.write_text("untouched\n")
+    work.mkdir()
+    (work / "out.txt").symlink_to(target)
+    doc = [
+        {"id": "a", "command": "echo written", "working_dir": str(work), "output_file": "out.txt"}
+    ]
+    run_id, store = run_doc(local_config(shared / "data"), doc)
+    try:
+        task = store.task(run_id, "a")
+        assert task.state is TaskState.FAILED
+        assert f"{work / 'out.txt'}: is a symbolic link; logs are not written through one" in (
+            task.reason or ""
+        )
+        assert target.read_text() == "untouched\n"
+    finally:
+        store.close()
