@@ -199,7 +199,7 @@ def test_completes_with_output_env_and_home(tmp_path: Path) -> None:
         assert status.ended_at
         assert Path(job.paths.stdout).read_text() == f"out ok {Path.home()}\n"
         assert Path(job.paths.stderr).read_text() == "err\n"
-        assert os.stat(job.paths.script).st_mode & 0o777 == 0o700
+        assert os.stat(job.paths.script).st_mode & 0o777 == 0o600
 
     with_backend(tmp_path, test)
 

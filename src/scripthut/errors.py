@@ -49,3 +49,7 @@ class BackendUnavailable(ScriptHutError):
 
 class LeaseHeld(ScriptHutError):
     """Another engine already drives this data directory."""
+
+
+class UnsafePath(ScriptHutError):
+    """A file ScriptHut refuses to open: a log path that is a symbolic link."""

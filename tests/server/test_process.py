@@ -66,7 +66,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(tmp_path: Path, base_url: str = "/") -> Server:
+def start_server(
+    tmp_path: Path, base_url: str = "/", extra_env: dict[str, str] | None = None
+) -> Server:
     root, data, runtime = tmp_path / "root", tmp_path / "data", tmp_path / "runtime"
     for folder in (root, data, runtime, tmp_path / "jconfig", tmp_path / "jdata"):
         folder.mkdir()
@@ -78,6 +80,7 @@ def start_server(tmp_path: Path, base_url: str = "/") -> Server:
         "JUPYTER_CONFIG_DIR": str(tmp_path / "jconfig"),
         "JUPYTER_DATA_DIR": str(tmp_path / "jdata"),
         "JUPYTER_PLATFORM_DIRS": "1",
+        **(extra_env or {}),
     }
     port, token = free_port(), uuid.uuid4().hex
     argv = [

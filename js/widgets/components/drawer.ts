@@ -176,6 +176,26 @@ export function createDrawer(options: DrawerOptions): DrawerView {
     }
   };
 
+  // What the task inherits before its rules (secrets masked), and the server's credentials
+  // that were withheld from it (names only).
+  const inheritedLayer = (layer: Row | null): (HTMLElement | string)[] => {
+    if (!layer) return [];
+    const title = h("h4", { class: "sh-env-layer" }, `inherited: ${String(layer.source ?? "")}`);
+    const withheld = (layer.withheld ?? []) as string[];
+    const note = h("p", { class: "sh-env-withheld" }, withheld.length ? `withheld: ${withheld.join(", ")}` : "");
+    if (!layer.known) return [title, note];
+    const rows = Object.entries((layer.values ?? {}) as Record<string, Row>).map(([name, value]) =>
+      h(
+        "tr",
+        { class: value.secret ? "sh-secret" : "" },
+        h("td", { class: "sh-env-name" }, name),
+        h("td", { class: "sh-env-value" }, String(value.value ?? "")),
+      ),
+    );
+    const table = h("table", { class: "sh-env-inherited" }, h("tbody", {}, ...rows));
+    return [title, note, table];
+  };
+
   const showEnv = async (mine: number) => {
     status.textContent = "loading…";
     try {
@@ -200,7 +220,8 @@ export function createDrawer(options: DrawerOptions): DrawerView {
         h("tbody", {}, ...rows),
       );
       const warnings = ((env.warnings ?? []) as string[]).map((w) => h("li", {}, w));
-      body.replaceChildren(table, warnings.length ? h("ul", { class: "sh-warnings" }, ...warnings) : "");
+      const inherited = inheritedLayer((env.inherited ?? null) as Row | null);
+      body.replaceChildren(table, warnings.length ? h("ul", { class: "sh-warnings" }, ...warnings) : "", ...inherited);
     } catch (failure) {
       if (current(mine)) status.textContent = `no environment: ${errorText(failure)}`;
     }

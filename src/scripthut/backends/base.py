@@ -205,6 +205,20 @@ class Backend(ABC):
     async def info(self) -> BackendInfo:
         """Reachability and capacity, for views."""
 
+    def host_path(self, path: str) -> str:
+        """`path` as the machine that runs the jobs sees it: `~` is the home there.
+
+        Backends that know that home return `~/x` (and a relative `x`, which a job's
+        shell reads from its home) as an absolute path; others return `path` as is.
+        """
+        return path
+
+    def inherited_env(self) -> tuple[dict[str, str] | None, str]:
+        """The environment jobs start from, before `task_env` withholds the server's
+        credentials, and whose it is; None when it is not known here (a login shell on
+        another host)."""
+        return None, "the environment of the scheduler's job (not known here)"
+
     def free_slots(self) -> int | None:
         """How many more jobs the backend can take right now, if it knows (else None)."""
         return None

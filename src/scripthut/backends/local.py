@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from scripthut import task_env
 from scripthut.backends import local_proc
 from scripthut.backends.base import (
     Backend,
@@ -42,6 +43,7 @@ from scripthut.backends.base import (
     PollResult,
     SubmitOutcome,
 )
+from scripthut.private import PRIVATE_FILE, make_private_dirs
 from scripthut.states import JobState
 
 KILL_GRACE_S = 10.0
@@ -155,7 +157,8 @@ class LocalBackend(Backend):
         """
         outcomes: list[SubmitOutcome] = []
         seen: set[str] = set()
-        self._env = dict(os.environb)  # jobs get the environment of their submit, plus the tag
+        # Jobs get the environment of their submit without the server's credentials, plus the tag.
+        self._env = task_env.inherited(os.environb)
         for start in range(0, len(jobs), SUBMIT_CHUNK):
             # Files are written on a thread, a chunk at a time: jobs of earlier chunks
             # start, end and free their slots meanwhile.
@@ -208,13 +211,13 @@ class LocalBackend(Backend):
         paths = spec.paths
         for path in (paths.script, paths.stdout, paths.stderr, paths.exit_code):
             self._make_dir(Path(path).parent)
-        local_proc.write_file(paths.script, spec.script.encode(), 0o700)
+        local_proc.write_file(paths.script, spec.script.encode(), PRIVATE_FILE)
         self._make_dir(self.log_dir / TAGS_DIR)
         local_proc.write_tag(self._tag_path(spec.tag), paths, max(1, spec.cpus))
 
     def _make_dir(self, path: Path) -> None:
         if path not in self._made_dirs:
-            path.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(path)
             self._made_dirs.add(path)
 
     def _fits(self, job: _Job) -> bool:
@@ -259,11 +262,13 @@ class LocalBackend(Backend):
         self.changed.set()
 
     def _spawn(self, spec: JobSpec) -> subprocess.Popen[bytes]:
-        """Open the logs and start `bash <script>` in a new session (on a spawning thread)."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        out = os.open(spec.paths.stdout, flags, 0o644)
+        """Open the logs and start `bash <script>` in a new session (on a spawning thread).
+
+        The logs are created 0600 and never through a symbolic link (the job fails to start).
+        """
+        out = local_proc.open_log(spec.paths.stdout)
         try:
-            err = os.open(spec.paths.stderr, flags, 0o644)
+            err = local_proc.open_log(spec.paths.stderr)
             try:
                 popen = subprocess.Popen(
                     [*self._argv, spec.paths.script],
@@ -634,6 +639,16 @@ class LocalBackend(Backend):
     async def read_text(self, path: str, limit: int = 16 << 20) -> str:
         """The file as text; NotFound if absent, ScriptHutError if over `limit` bytes."""
         return await asyncio.to_thread(local_proc.read_text, path, limit)
+
+    def host_path(self, path: str) -> str:
+        """`~` expanded to this user's home; a relative path is under home, as a job's shell
+        (which starts there) reads it."""
+        if path == "~" or path.startswith("~/"):
+            path = self._home + path[1:]
+        return os.path.normpath(os.path.join(self._home, path)) if path else self._home
+
+    def inherited_env(self) -> tuple[dict[str, str] | None, str]:
+        return dict(os.environ), "this server's environment"
 
     async def info(self) -> BackendInfo:
         """This machine: always reachable; cpus from the capacity and the running jobs."""

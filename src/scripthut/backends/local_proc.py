@@ -8,15 +8,18 @@ but not started) from it, by script path in /proc, or by their exit-code file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from scripthut.backends.base import JobPaths, LogChunk
-from scripthut.errors import NotFound, ScriptHutError
+from scripthut.errors import NotFound, ScriptHutError, UnsafePath
+from scripthut.private import PRIVATE_FILE
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -57,8 +60,11 @@ def read_exit_code(path: str) -> int | None:
 
 
 def write_file(path: str, data: bytes, mode: int, flags: int = os.O_TRUNC) -> None:
-    """Write `data` to `path`, created with `mode` (set to it if it existed), or appended."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, mode)
+    """Write `data` to `path`, created with `mode` (set to it if it existed), or appended.
+
+    Never through a symbolic link.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | flags, mode)
     try:
         os.fchmod(fd, mode)
         view = memoryview(data)
@@ -164,10 +170,41 @@ def group_exists(pgid: int) -> bool:
 
 # --- logs ----------------------------------------------------------------------------------
 
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def open_log(path: str) -> int:
+    """A job's log for appending: created 0600, never through a symbolic link."""
+    try:
+        fd = os.open(path, _LOG_FLAGS, PRIVATE_FILE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            message = f"{path}: is a symbolic link; logs are not written through one"
+            raise UnsafePath(message) from None
+        raise
+    if os.fstat(fd).st_size == 0:
+        os.fchmod(fd, PRIVATE_FILE)  # new (or empty): private whatever the umask
+    return fd
+
+
+def open_nofollow(path: str) -> BinaryIO:
+    """`path` opened for reading, refused (UnsafePath) when it is a symbolic link.
+
+    A task can replace its own log by a link to any file its user can read; the link
+    would then be served as the task's log. O_NOFOLLOW refuses it atomically.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(f"{path}: is a symbolic link; refusing to read it") from None
+        raise
+    return os.fdopen(fd, "rb")
+
 
 def read_chunk(path: str, offset: int, limit: int) -> LogChunk:
     try:
-        file = open(path, "rb")  # noqa: SIM115 - closed below
+        file = open_nofollow(path)
     except FileNotFoundError:
         return LogChunk(b"", max(offset, 0), 0, missing=True)
     with file:
@@ -180,7 +217,7 @@ def read_chunk(path: str, offset: int, limit: int) -> LogChunk:
 
 def read_text(path: str, limit: int) -> str:
     try:
-        with open(path, "rb") as file:
+        with open_nofollow(path) as file:
             data = file.read(limit + 1)
     except FileNotFoundError:
         raise NotFound(f"{path}: no such file") from None

@@ -240,12 +240,14 @@ class RemoteHost:
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """One job for `submit_script`: tag, script text, where the script is kept, dirs it needs."""
+    """One job for `submit_script`: tag, script text, where the script is kept, dirs it needs,
+    and its logs (created 0600 before the submission, so the scheduler appends to them)."""
 
     tag: str
     text: str
     script_path: str
     dirs: tuple[str, ...]
+    logs: tuple[str, str] = ("", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,9 +268,9 @@ __hut_tmp=$(mktemp "${TMPDIR:-/tmp}/scripthut-submit.XXXXXX" 2>/dev/null) ||
     __hut_tmp=$__hut_idx/.submit.$$
 trap 'rm -f -- "$__hut_tmp"' EXIT
 __hut_submit() {
-    local i=$1 tag=$2 file=$3 text=$4 out rc d
-    local -a lines
-    shift 4
+    local i=$1 tag=$2 file=$3 text=$4 lo=$5 le=$6 out rc d
+    local -a lines made=()
+    shift 6
     if [ -n "$__hut_stop" ]; then
         printf '%s job %s skipped\n' "$__hut_m" "$i"
         return 0
@@ -288,8 +290,15 @@ __hut_submit() {
         printf '%s job %s error\ncannot write the job script %s\n' "$__hut_m" "$i" "$file"
         return 0
     fi
+    for d in "$lo" "$le"; do
+        if [ -n "$d" ] && [ ! -e "$d" ] && [ ! -L "$d" ] && : 2>/dev/null >> "$d"; then
+            made+=("$d")
+        fi
+    done
+    umask "$__hut_umask"
     __SUBMIT__ < "$file" > "$__hut_tmp" 2>&1
     rc=$?
+    umask 077
     lines=()
     mapfile -t lines < "$__hut_tmp"
     if [ "$rc" -eq 0 ]; then
@@ -297,6 +306,7 @@ __hut_submit() {
         if [ "${#lines[@]}" -gt 0 ]; then out=${lines[${#lines[@]} - 1]}; fi
         printf '%s\n' "$out" > "$__hut_idx/$tag"
     else
+        if [ "${#made[@]}" -gt 0 ]; then rm -f -- "${made[@]}"; fi
         out=${lines[*]-}
         case $out in
             __TRANSIENT__) __hut_stop=1 ;;
@@ -319,6 +329,9 @@ def submit_script(
 ) -> str:
     """Bash that submits `items` in order with `command < script`, one section per job.
 
+    Everything the script creates (folders, job scripts, logs, the tag index) is private:
+    it runs under umask 077, except the submit command itself, which gets the user's
+    umask back so the job writes its own files as the user would.
     After an error matching one of `transient` (the scheduler is unreachable) the rest are
     skipped: their fate is then learnt through `find`, never guessed.
     """
@@ -329,12 +342,14 @@ def submit_script(
     lines = [
         script_start(marker),
         f"__hut_idx={shell_path(index_dir)}\n",
+        "__hut_umask=$(umask)\numask 077\n",
         f"mkdir -p -- {' '.join(map(shell_path, dirs))} 2>/dev/null\n",
         function,
     ]
     for index, item in enumerate(items):
         words = [str(index), shlex.quote(item.tag), shell_path(item.script_path)]
         words.append(shlex.quote(item.text))
+        words.extend(shell_path(log) if log else "''" for log in item.logs)
         words.extend(shell_path(d) for d in item.dirs)
         lines.append(f"__hut_submit {' '.join(words)}\n")
     lines.append(script_end())

@@ -19,6 +19,7 @@ job that neither squeue, sacct nor its exit-code file can place stays UNKNOWN fo
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 from collections.abc import Mapping, Sequence
 
@@ -57,7 +58,7 @@ from scripthut.backends.remote import (
 )
 from scripthut.errors import ScriptHutError
 from scripthut.states import JobState
-from scripthut.transport import Transport, TransportError
+from scripthut.transport import LocalTransport, Transport, TransportError
 from scripthut.workflow.script import LOGIN_SHEBANG, SHEBANG
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,11 @@ class SlurmBackend(Backend):
         paths = spec.paths
         dirs = {parent_dir(p) for p in (paths.stdout, paths.stderr, paths.exit_code, paths.script)}
         return Submission(
-            spec.tag, spec.script, paths.script, tuple(sorted(d for d in dirs if d is not None))
+            spec.tag,
+            spec.script,
+            paths.script,
+            tuple(sorted(d for d in dirs if d is not None)),
+            (paths.stdout, paths.stderr),
         )
 
     @staticmethod
@@ -482,6 +487,18 @@ class SlurmBackend(Backend):
 
     async def read_text(self, path: str, limit: int = 16 << 20) -> str:
         return await self.host.read_text(path, limit)
+
+    def host_path(self, path: str) -> str:
+        """`~/x` and relative paths under the cluster's home once it is known (else as is:
+        the job's shell, which starts in home, expands them)."""
+        return self.host.absolute(path) if path else path
+
+    def inherited_env(self) -> tuple[dict[str, str] | None, str]:
+        """Over the local shell, sbatch exports this server's environment (credentials
+        withheld) to the job; over SSH it is the login environment on the cluster."""
+        if isinstance(self.transport, LocalTransport):
+            return dict(os.environ), "this server's environment, exported by sbatch"
+        return None, f"the login environment on {self.transport.description} (not known here)"
 
     async def info(self) -> BackendInfo:
         """Partitions (sinfo %C), idle/total CPUs of distinct nodes, pending/running counts."""

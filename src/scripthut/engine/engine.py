@@ -31,7 +31,7 @@ from scripthut.config import Config
 from scripthut.engine.create import new_task_records, record_run
 from scripthut.engine.events import EventBus
 from scripthut.engine.graph import Node, RunGraph
-from scripthut.engine.jobs import BuiltJob, RunContext, join_path
+from scripthut.engine.jobs import BuiltJob, RunContext
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, LeaseHeld, NotFound, ScriptHutError
 from scripthut.states import JobState, RunState, TaskState
@@ -785,7 +785,7 @@ class Engine:
         """The tasks a generates_source file adds; an error text; None when unreadable for now."""
         spec = run.specs[tracked.task_id]
         assert spec.generates_source is not None
-        path = join_path(run.context.working_dir(spec), spec.generates_source)
+        path = run.context.task_path(spec, spec.generates_source)
         try:
             text = await run.context.backend.read_text(path, limit=GENERATED_SOURCE_LIMIT)
         except (FileNotFoundError, NotFound):

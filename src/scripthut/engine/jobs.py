@@ -81,11 +81,19 @@ class RunContext:
         return resolve_env(layers, self.groups, self.seed)
 
     def working_dir(self, task: TaskSpec) -> str:
-        """Relative working dirs on the local backend are relative to the run's base dir."""
+        """The task's directory as the backend's host sees it (`~` is the home there).
+
+        Relative working dirs on the local backend are relative to the run's base dir.
+        """
         wd = task.working_dir
         if self.backend.kind == "local" and self.run.base_dir and not _is_rooted(wd):
             return os.path.normpath(os.path.join(self.run.base_dir, wd))
-        return wd
+        return self.backend.host_path(wd)
+
+    def task_path(self, task: TaskSpec, path: str) -> str:
+        """A file the task names (output_file, error_file, generates_source) as the backend's
+        host sees it: relative to the task's directory, `~` the home there."""
+        return self.backend.host_path(join_path(self.working_dir(task), path))
 
     def build(self, task: TaskSpec, seq: int, attempt: int) -> BuiltJob:
         tag = attempt_tag(self.run.id, seq, attempt)
@@ -93,10 +101,8 @@ class RunContext:
         working_dir = self.working_dir(task)
         defaults = self.backend.job_paths(self.run.id, task.id, attempt)
         paths = JobPaths(
-            stdout=join_path(working_dir, task.output_file)
-            if task.output_file
-            else defaults.stdout,
-            stderr=join_path(working_dir, task.error_file) if task.error_file else defaults.stderr,
+            stdout=self.task_path(task, task.output_file) if task.output_file else defaults.stdout,
+            stderr=self.task_path(task, task.error_file) if task.error_file else defaults.stderr,
             exit_code=defaults.exit_code,
             script=defaults.script,
         )

@@ -15,6 +15,7 @@ from scripthut.errors import (
     LeaseHeld,
     NotFound,
     ScriptHutError,
+    UnsafePath,
 )
 
 
@@ -34,6 +35,7 @@ class ServiceUnavailable(ScriptHutError):
 STATUS_TABLE: tuple[tuple[type[ScriptHutError], int, str], ...] = (
     (InvalidInput, 400, "invalid_input"),
     (NotFound, 404, "not_found"),
+    (UnsafePath, 403, "unsafe_path"),
     (Conflict, 409, "conflict"),
     (ServiceUnavailable, 503, "service_unavailable"),
     (BackendUnavailable, 503, "backend_unavailable"),

@@ -18,7 +18,7 @@ from scripthut.engine.jobs import RunContext
 from scripthut.errors import InvalidInput, Issue, NotFound, ScriptHutError
 from scripthut.states import JobState, TaskState
 from scripthut.store import RunRecord, Store
-from scripthut.workflow.env import EnvOp, EnvValue, ResolvedEnv
+from scripthut.workflow.env import EnvOp, EnvValue, ResolvedEnv, inherited_layer
 from scripthut.workflow.parse import parse_document
 
 INFO_TIMEOUT = 10.0
@@ -68,9 +68,17 @@ def task_env(
         run = store.get_run(run_id)
         spec_doc = {k: v for k, v in task.spec.items() if k != "deps"}
         spec = parse_document([spec_doc], source=f"task '{task_id}'").tasks[0]
-        context = RunContext.for_run(config, registry.get(run.backend), run)
+        backend = registry.get(run.backend)
+        context = RunContext.for_run(config, backend, run)
         env = context.resolve(spec).to_json(mask_secrets=True)
-        return {"run": run_id, "task": task_id, "attempt": None, "source": "config", **env}
+        return {
+            "run": run_id,
+            "task": task_id,
+            "attempt": None,
+            "source": "config",
+            **env,
+            "inherited": inherited_layer(*backend.inherited_env()),
+        }
     masked = masked_env(record.env)
     return {
         "run": run_id,
@@ -78,6 +86,7 @@ def task_env(
         "attempt": record.attempt,
         "source": "attempt",
         **masked,
+        "inherited": inherited_layer(*registry.get(record.backend).inherited_env()),
     }
 
 

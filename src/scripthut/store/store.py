@@ -1,8 +1,9 @@
 """SQLite store. Every state change is committed before the engine acts on it.
 
 One file, `<data_dir>/scripthut.db`, in WAL mode so views and CLIs read while the
-engine writes. Writers use short `BEGIN IMMEDIATE` transactions. Exactly one engine
-drives a data directory at a time: it holds the lease row and renews it.
+engine writes; it and its folder are private to the user (see `store/privacy.py`).
+Writers use short `BEGIN IMMEDIATE` transactions. Exactly one engine drives a data
+directory at a time: it holds the lease row and renews it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from scripthut.errors import NotFound
 from scripthut.processes import pid_alive
 from scripthut.states import RunState, TaskState
+from scripthut.store.privacy import open_private, secure_data_dir
 from scripthut.store.records import AttemptRecord, EventRecord, RunRecord, TaskRecord
 from scripthut.store.schema import migrate
 
@@ -115,7 +117,7 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        open_private(self.path)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -126,6 +128,8 @@ class Store:
 
     @classmethod
     def in_data_dir(cls, data_dir: str | Path) -> Store:
+        """The store of a data directory, made private first (see `secure_data_dir`)."""
+        secure_data_dir(data_dir)
         return cls(Path(data_dir) / DB_NAME)
 
     def close(self) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 from pathlib import Path
 
+from scripthut.errors import UnsafePath
+from scripthut.task_env import inherited
 from scripthut.transport.base import (
     DEFAULT_READ_LIMIT,
     RawResult,
@@ -23,7 +26,11 @@ DEVNULL = asyncio.subprocess.DEVNULL
 
 
 class LocalTransport(Transport):
-    """Runs command lines with `bash -c` in the home directory, as an SSH login would."""
+    """Runs command lines with `bash -c` in the home directory, as an SSH login would.
+
+    Commands get this process's environment without the server's credentials
+    (`task_env`): sbatch exports the environment it runs in to the job.
+    """
 
     def __init__(self) -> None:
         super().__init__("local shell")
@@ -73,6 +80,7 @@ async def _spawn(command_line: str, has_stdin: bool) -> asyncio.subprocess.Proce
             stdout=PIPE,
             stderr=PIPE,
             cwd=Path.home(),
+            env=inherited(dict(os.environ)),
             start_new_session=True,
         )
     except OSError as exc:
@@ -94,7 +102,14 @@ def _exit_status(returncode: int) -> int:
 
 
 def _read(path: str, offset: int, limit: int) -> tuple[bytes, int]:
-    with open(path, "rb") as handle:
+    """Read without following a symbolic link at `path` (UnsafePath)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(f"{path}: is a symbolic link; refusing to read it") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         start = read_start(size, offset)
         handle.seek(start)

@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncssh
 
+from scripthut.errors import UnsafePath
 from scripthut.transport.base import (
     DEFAULT_READ_LIMIT,
     DEFAULT_TIMEOUT,
@@ -39,10 +40,12 @@ KEEPALIVE_COUNT_MAX = 3
 CHANNEL_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 # Reads a file for read_file: $1 path ("~/" = home), $2 offset, $3 limit.
-# Prints "<size> <start>\n" then the bytes. Exit 44/45/46: missing/directory/unreadable.
+# Prints "<size> <start>\n" then the bytes. Exit 44/45/46/48: missing/directory/unreadable/
+# a symbolic link (refused; dd's nofollow also refuses one swapped in after the test).
 _READ_SCRIPT = """\
 f=$1 o=$2 n=$3
 case $f in "~/"*) f=$HOME/${f#"~/"} ;; esac
+[ -L "$f" ] && exit 48
 [ -e "$f" ] || exit 44
 [ -d "$f" ] && exit 45
 [ -r "$f" ] || exit 46
@@ -51,9 +54,10 @@ s=$((s))
 if [ "$o" -lt 0 ]; then o=$((s + o)); [ "$o" -ge 0 ] || o=0; fi
 printf '%s %s\\n' "$s" "$o"
 [ "$n" -gt 0 ] || exit 0
-tail -c +$((o + 1)) -- "$f" | head -c "$n"
+exec dd if="$f" iflag=nofollow,skip_bytes,count_bytes skip="$o" count="$n" bs=65536 status=none
 """
 
+_READ_SYMLINK = 48
 _READ_ERRORS: dict[int, tuple[type[OSError], int]] = {
     44: (FileNotFoundError, errno.ENOENT),
     45: (IsADirectoryError, errno.EISDIR),
@@ -170,6 +174,8 @@ class SSHTransport(Transport):
         check_limit(limit)
         argv = ["bash", "-s", "--", path, str(offset), str(limit)]
         raw = await self._exec(quote_argv(argv), script_input(_READ_SCRIPT), DEFAULT_TIMEOUT)
+        if raw.exit_status == _READ_SYMLINK:
+            raise UnsafePath(f"{path}: is a symbolic link; refusing to read it")
         if raw.exit_status in _READ_ERRORS:
             kind, code = _READ_ERRORS[raw.exit_status]
             raise kind(code, os.strerror(code), path)

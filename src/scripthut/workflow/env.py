@@ -16,8 +16,10 @@ from typing import Any
 
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, Issue
+from scripthut.task_env import inherited, withheld
 
 SEED_LAYER = "seed"
+INHERITED_LAYER = "inherited"
 SEED_RULE = -1
 MASK = "***"
 MIN_SECRET_LENGTH = 4  # shorter secret values are not hunted for inside other values
@@ -144,6 +146,25 @@ class _Masker:
 def looks_secret(name: str) -> bool:
     """True when a variable's name suggests a credential (TOKEN, PASSWORD, API_KEY...)."""
     return _SECRET_NAME.search(name.upper()) is not None
+
+
+def inherited_layer(environ: Mapping[str, str] | None, where: str) -> dict[str, Any]:
+    """The "inherited" layer of an env view: what a task gets from the process starting it.
+
+    Values of secret-looking names are masked; the names `task_env` withholds (the
+    server's credentials) are listed, without values. `environ` is None when that
+    environment is not known here (a login shell on a remote host); `where` says whose
+    environment it is. The task's own rules (`values`) override what it inherits.
+    """
+    if environ is None:
+        return {"layer": INHERITED_LAYER, "source": where, "known": False, "values": {},
+                "withheld": []}  # fmt: skip
+    values = {
+        name: {"value": MASK if looks_secret(name) else value, "secret": looks_secret(name)}
+        for name, value in sorted(inherited(environ).items())
+    }
+    return {"layer": INHERITED_LAYER, "source": where, "known": True, "values": values,
+            "withheld": withheld(environ)}  # fmt: skip
 
 
 def build_seed(

@@ -7,6 +7,10 @@ nothing in it can end the script before the exit code is written, and TERM/INT
 interrupt the wait at once. On TERM/INT the script records 143/130, sends TERM to
 the command's subshell and, when the script leads its process group (as under a
 scheduler or a new session), to the whole group, then exits.
+
+The exit-code file and the folder it is in are created private (umask 077 only while
+the script writes them, after the command ended); the command itself runs under the
+user's own umask, so the files a task writes are as the user would make them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ __hut_pid=
 __hut_record() {
     if [ -n "$__hut_recorded" ]; then return 0; fi
     __hut_recorded=1
+    umask 077
     printf '%s\n' "$1" > "$__hut_exit_file"
 }
 __hut_on_signal() {
@@ -115,7 +120,7 @@ def _exit_recording(exit_path: str) -> list[str]:
     directory = posixpath.dirname(exit_path)
     if directory not in ("", "/"):
         quoted = _absolute_path(directory)
-        lines.append(f"[ -d {quoted} ] || command -p mkdir -p -- {quoted} || exit 1")
+        lines.append(f"[ -d {quoted} ] || (umask 077 && command -p mkdir -p -- {quoted}) || exit 1")
     return lines
 
 
