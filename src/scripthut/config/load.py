@@ -1,0 +1,111 @@
+"""Finding, reading and validating scripthut.yaml; every problem is reported at once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from scripthut.config.checks import CHECKED, Problem, Steps, cross_problems
+from scripthut.config.issues import error_problem
+from scripthut.config.models import CONFIG_FILE_NAME, Config
+from scripthut.errors import InvalidInput, Issue
+
+
+def _yaml_duplicates(node: yaml.Node | None, steps: Steps, seen: set[int]) -> Iterator[Problem]:
+    if node is None or id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _yaml_duplicates(item, (*steps, i), seen)
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag.endswith(":merge"):
+                continue
+            if key.value in keys:
+                message = f"key '{key.value}' is given more than once"
+                yield Problem(steps, message, line=key.start_mark.line + 1)
+            keys.add(key.value)
+            yield from _yaml_duplicates(value, (*steps, key.value), seen)
+
+
+def _validate(data: object, source: str, root: yaml.Node | None) -> Config:
+    data = {} if data is None else data
+    problems = [*_yaml_duplicates(root, (), set()), *cross_problems(data)]
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data, context={CHECKED: True})
+    except ValidationError as exc:
+        problems.extend(error_problem(err, data) for err in exc.errors(include_url=False))
+    if problems or config is None:
+        located = [problem.issue(data, root) for problem in problems]
+        located.sort(key=lambda pair: pair[0] if pair[0] is not None else float("inf"))
+        raise InvalidInput([issue for _, issue in located], f"invalid config file {source}")
+    return config
+
+
+def parse_config(data: object, source: str = "<config>") -> Config:
+    """Validate already-parsed data (a mapping, or None for defaults)."""
+    return _validate(data, source, None)
+
+
+def _read_yaml(text: str, title: str) -> tuple[object, yaml.Node | None]:
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        return (loader.construct_document(root) if root is not None else None), root
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        detail = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise InvalidInput([Issue(where, f"YAML syntax error: {detail}")], title) from None
+    except yaml.YAMLError as exc:
+        raise InvalidInput([Issue("YAML", f"YAML error: {exc}")], title) from None
+    finally:
+        loader.dispose()
+
+
+def _load_file(path: Path) -> Config:
+    title = f"invalid config file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput([Issue(str(path), "no such file")], title) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InvalidInput([Issue(str(path), f"cannot read: {detail}")], title) from None
+    data, root = _read_yaml(text, title)
+    config = _validate(data, str(path), root)
+    config.source_path = path.absolute()
+    return config
+
+
+def _config_home() -> Path:
+    configured = os.environ.get("XDG_CONFIG_HOME")
+    return Path(configured) if configured else Path("~/.config").expanduser()
+
+
+def find_config_path(explicit: str | Path | None = None) -> Path | None:
+    """explicit > $SCRIPTHUT_CONFIG > ./scripthut.yaml > $XDG_CONFIG_HOME/scripthut/."""
+    if explicit is not None and str(explicit):
+        return Path(explicit).expanduser()
+    from_env = os.environ.get("SCRIPTHUT_CONFIG")
+    if from_env:
+        return Path(from_env).expanduser()
+    candidates = (Path.cwd() / CONFIG_FILE_NAME, _config_home() / "scripthut" / CONFIG_FILE_NAME)
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """The config from the first file found (defaults if none); $SCRIPTHUT_DATA_DIR wins."""
+    found = find_config_path(path)
+    config = Config() if found is None else _load_file(found)
+    data_dir = os.environ.get("SCRIPTHUT_DATA_DIR")
+    if data_dir:
+        config.settings.data_dir = Path(data_dir).expanduser().absolute()
+    return config
