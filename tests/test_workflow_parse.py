@@ -627,5 +627,5 @@ def test_load_workflow_missing_file_and_bad_encoding(tmp_path: Path) -> None:
 
 
 def test_task_keys_cover_every_task_spec_field() -> None:
-    computed = {"memory_mb", "time_limit_s"}
+    computed = {"memory_mb", "time_limit_s", "working_dir_given"}
     assert set(TaskSpec.__dataclass_fields__) - computed <= set(TASK_KEYS)

@@ -6,13 +6,12 @@ models can run these checks themselves (`Config._complete`) without an import cy
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import yaml
 
-from scripthut.errors import Issue
+from scripthut.errors import Issue, did_you_mean
 
 CHECKED = "scripthut.config.cross_checked"
 
@@ -23,8 +22,7 @@ def not_found(noun: str, name: str, names: list[str]) -> str:
 
 
 def suggestion(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return did_you_mean(word, choices)
 
 
 # --- Cross checks: names and references -----------------------------------------------
@@ -101,6 +99,8 @@ def cross_problems(data: object) -> list[Problem]:
         *_duplicate_names(data, "workflows", "workflow"),
         *_unknown_backends(data, "sources", names),
         *_unknown_backends(data, "workflows", names),
+        *_duplicate_names(data, "projects", "project"),
+        *_unknown_backends(data, "projects", names),
     ]
 
 

@@ -13,10 +13,10 @@ from pydantic_core import ErrorDetails
 from scripthut.config.checks import Problem, Step, Steps, clean_loc, suggestion
 from scripthut.config.models import Config
 
-_NOT_SUPPORTED = frozenset(
-    {"stacks", "agent", "cache", "datasets", "projects", "filter_user"}
-    | {"cli_server", "cli_auth", "cli_autostart"}
-)
+# Keys of newer versions of the original ScriptHut that this version does not have yet.
+_NOT_SUPPORTED = frozenset({"stacks", "agent", "cache", "datasets"})
+_NOT_SUPPORTED_PREFIXES = ("cli_",)
+_UNSUPPORTED_TYPES = {"ecs": "ECS is not supported (use type: batch for AWS Batch)"}
 
 
 def _strip(annotation: Any) -> Any:
@@ -92,7 +92,7 @@ def _value_message(err: ErrorDetails) -> str:
 
 
 def _unknown_key(key: str, loc: Sequence[Step]) -> str:
-    if key in _NOT_SUPPORTED:
+    if key in _NOT_SUPPORTED or key.startswith(_NOT_SUPPORTED_PREFIXES):
         return f"'{key}' is not supported by this version of ScriptHut"
     return f"unknown key '{key}'{suggestion(key, _keys_at(loc))}"
 
@@ -119,4 +119,5 @@ def _tag_problem(err: ErrorDetails, steps: Steps) -> Problem:
         return Problem(steps, f"missing required key 'type' (one of: {choices})")
     tag = str(err.get("ctx", {}).get("tag", ""))
     message = f"unknown type '{tag}'{suggestion(tag, tags)} (one of: {choices})"
+    message = _UNSUPPORTED_TYPES.get(tag, message)
     return Problem(steps, message, "type", anchor=(*steps, "type"))

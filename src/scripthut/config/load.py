@@ -8,40 +8,76 @@ from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from scripthut.config.checks import CHECKED, Problem, Steps, cross_problems
 from scripthut.config.issues import error_problem
+from scripthut.config.legacy import warn_legacy
 from scripthut.config.models import CONFIG_FILE_NAME, Config
 from scripthut.errors import InvalidInput, Issue
 
 
-def _yaml_duplicates(node: yaml.Node | None, steps: Steps, seen: set[int]) -> Iterator[Problem]:
+def _bool_key(text: str) -> str:
+    return (
+        f"key '{text}' is read by YAML as a boolean, not as the word; "
+        f"quote it if you mean the word ('{text}':)"
+    )
+
+
+def _yaml_keys(node: yaml.Node | None, steps: Steps, seen: set[int]) -> Iterator[Problem]:
+    """Keys given twice in one mapping, and YAML 1.1 booleans used as keys (on:, yes:, OFF:)."""
     if node is None or id(node) in seen:
         return
     seen.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            yield from _yaml_duplicates(item, (*steps, i), seen)
+            yield from _yaml_keys(item, (*steps, i), seen)
     if isinstance(node, yaml.MappingNode):
         keys: set[str] = set()
         for key, value in node.value:
             if not isinstance(key, yaml.ScalarNode) or key.tag.endswith(":merge"):
                 continue
+            line = key.start_mark.line + 1
+            if key.tag.endswith(":bool"):
+                yield Problem(steps, _bool_key(key.value), line=line)
             if key.value in keys:
-                message = f"key '{key.value}' is given more than once"
-                yield Problem(steps, message, line=key.start_mark.line + 1)
+                yield Problem(steps, f"key '{key.value}' is given more than once", line=line)
             keys.add(key.value)
-            yield from _yaml_duplicates(value, (*steps, key.value), seen)
+            yield from _yaml_keys(value, (*steps, key.value), seen)
+
+
+def _data_bool_keys(data: object, steps: Steps) -> Iterator[Problem]:
+    """Boolean keys in data parsed elsewhere (no YAML nodes to read the spelling from)."""
+    items = (
+        data.items()
+        if isinstance(data, dict)
+        else enumerate(data)
+        if isinstance(data, list)
+        else ()
+    )
+    for key, value in items:
+        if isinstance(key, bool) and isinstance(data, dict):
+            yield Problem(steps, _bool_key(str(key).lower()))
+        elif not isinstance(key, bool):
+            yield from _data_bool_keys(value, (*steps, key))
+
+
+def _bool_key_error(err: ErrorDetails) -> bool:
+    """Pydantic's own report of a boolean key (reported by the walkers above instead)."""
+    is_key = err["type"] == "invalid_key" or (err["loc"] and err["loc"][-1] == "[key]")
+    return bool(is_key) and isinstance(err["input"], bool)
 
 
 def _validate(data: object, source: str, root: yaml.Node | None) -> Config:
     data = {} if data is None else data
-    problems = [*_yaml_duplicates(root, (), set()), *cross_problems(data)]
+    keys = _yaml_keys(root, (), set()) if root is not None else _data_bool_keys(data, ())
+    problems = [*keys, *cross_problems(data)]
     config: Config | None = None
     try:
         config = Config.model_validate(data, context={CHECKED: True})
     except ValidationError as exc:
-        problems.extend(error_problem(err, data) for err in exc.errors(include_url=False))
+        errors = [e for e in exc.errors(include_url=False) if not _bool_key_error(e)]
+        problems.extend(error_problem(err, data) for err in errors)
     if problems or config is None:
         located = [problem.issue(data, root) for problem in problems]
         located.sort(key=lambda pair: pair[0] if pair[0] is not None else float("inf"))
@@ -81,6 +117,7 @@ def _load_file(path: Path) -> Config:
         raise InvalidInput([Issue(str(path), f"cannot read: {detail}")], title) from None
     data, root = _read_yaml(text, title)
     config = _validate(data, str(path), root)
+    warn_legacy(data, str(path))
     config.source_path = path.absolute()
     return config
 

@@ -210,6 +210,11 @@ BackendConfig = (
 _AnyBackend = Annotated[BackendConfig, Field(discriminator="type")]
 
 
+def shares_filesystem(entry: BackendConfig) -> bool:
+    """True for `local` and for schedulers reached with `transport: local`."""
+    return entry.type == "local" or getattr(entry, "transport", None) == "local"
+
+
 # --- Sources, workflows, pricing, settings --------------------------------------------
 
 
@@ -252,6 +257,7 @@ class WorkflowGitConfig(_Model):
     branch: str = "main"
     deploy_key: Path | None = None
     clone_dir: str = "~/scripthut-repos"
+    postclone: str | None = None
 
 
 class WorkflowConfig(_Model):
@@ -282,6 +288,43 @@ class Settings(_Model):
     server_host: str = "127.0.0.1"
     server_port: int = Field(default=8000, ge=1, le=65535)
     sources_cache_dir: Path | None = None
+    filter_user: str | None = Field(default=None, min_length=1)
+
+
+# --- ScriptHut 0.3 sections, read into their modern form -------------------------------
+
+LEGACY_WORKFLOW_FILE = "sflow.json"
+
+
+class LegacyEnvironment(_Model):
+    """0.3 `environments[]`: a named set of variables and init text; now an env group."""
+
+    name: str = Field(min_length=1)
+    variables: dict[str, str] = Field(default_factory=dict)
+    extra_init: str = ""
+    description: str = ""
+
+    def rules(self) -> list[EnvRule]:
+        """The env_groups entry that replaces it: one rule with `set` and `init`."""
+        return [EnvRule.model_validate({"set": self.variables, "init": self.extra_init})]
+
+
+class LegacyProject(_Model):
+    """0.3 `projects[]`: a folder with sflow.json files; now a `path` source."""
+
+    name: str = Field(min_length=1)
+    backend: str
+    path: str
+    description: str = ""
+
+    def source(self) -> PathSourceConfig:
+        return PathSourceConfig(
+            name=self.name,
+            path=self.path,
+            backend=self.backend,
+            workflows_glob=f"**/{LEGACY_WORKFLOW_FILE}",
+            description=self.description,
+        )
 
 
 class Config(_Model):
@@ -294,12 +337,18 @@ class Config(_Model):
     env_groups: dict[str, list[EnvRule]] = Field(default_factory=dict)
     pricing: PricingConfig | None = None
     settings: Settings = Field(default_factory=Settings)
+    environments: list[LegacyEnvironment] = Field(default_factory=list, exclude=True)
+    projects: list[LegacyProject] = Field(default_factory=list, exclude=True)
     _source_path: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _complete(self, info: ValidationInfo) -> Self:
         if needs_implicit_local((b.name, b.type) for b in self.backends):
             self.backends.append(LocalBackendConfig(name="local"))
+        self.sources.extend(project.source() for project in self.projects)
+        for environment in self.environments:
+            self.env_groups.setdefault(environment.name, environment.rules())
+        self.projects, self.environments = [], []
         if not (info.context or {}).get(CHECKED):
             outline = self._outline()
             problems = cross_problems(outline)
@@ -349,6 +398,10 @@ class Config(_Model):
         if backend.log_dir:
             return str(Path(backend.log_dir).expanduser())
         return str(self.data_dir / "logs")
+
+    def shares_filesystem(self, name: str | None = None) -> bool:
+        """True when the backend's commands run through this machine's shell and files."""
+        return shares_filesystem(self.backend(name))
 
     def backend(self, name: str | None = None) -> BackendConfig:
         """The named backend, or the first one when `name` is None."""
