@@ -100,7 +100,16 @@ def test_validate_ok(tmp_path: Path, env: dict[str, str]) -> None:
     )
     result = hut("validate", wf, "--json", env=env)
     assert result.returncode == 0
-    assert json.loads(result.stdout) == {"valid": True, "tasks": 2, "edges": 1}
+    doc = json.loads(result.stdout)
+    assert doc == {
+        "valid": True,
+        "config": env["SCRIPTHUT_CONFIG"],
+        "backends": ["local"],
+        "file": wf,
+        "backend": "local",
+        "tasks": 2,
+        "edges": 1,
+    }
 
 
 def test_config_errors_exit_two(tmp_path: Path, env: dict[str, str]) -> None:

@@ -26,6 +26,7 @@ from scripthut.config.models import (
     SSHConfig,
     WorkflowConfig,
     WorkflowGitConfig,
+    shares_filesystem,
 )
 
 __all__ = [
@@ -53,4 +54,5 @@ __all__ = [
     "find_config_path",
     "load_config",
     "parse_config",
+    "shares_filesystem",
 ]
