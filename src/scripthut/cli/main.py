@@ -162,12 +162,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return EXIT_OK
     config = report["config"] or "no config file (defaults)"
-    display.out.print(f"{config}: valid, backends {', '.join(report['backends'])}", markup=False)
+    backends = ", ".join(report["backends"])
+    display.out.print(f"{config}: valid, backends {backends}", markup=False, soft_wrap=True)
     if args.file is not None:
         display.out.print(
             f"{args.file}: valid, {report['tasks']} tasks, {report['edges']} dependencies, "
             f"ready to run on backend '{report['backend']}'",
             markup=False,
+            soft_wrap=True,
         )
     return EXIT_OK
 
