@@ -100,7 +100,16 @@ def test_validate_ok(tmp_path: Path, env: dict[str, str]) -> None:
     )
     result = hut("validate", wf, "--json", env=env)
     assert result.returncode == 0
-    assert json.loads(result.stdout) == {"valid": True, "tasks": 2, "edges": 1}
+    doc = json.loads(result.stdout)
+    assert doc == {
+        "valid": True,
+        "config": env["SCRIPTHUT_CONFIG"],
+        "backends": ["local"],
+        "file": wf,
+        "backend": "local",
+        "tasks": 2,
+        "edges": 1,
+    }
 
 
 def test_config_errors_exit_two(tmp_path: Path, env: dict[str, str]) -> None:
@@ -202,3 +211,168 @@ def test_data_dir_environment_variable_wins(tmp_path: Path, env: dict[str, str])
     assert result.returncode == 0, result.stderr
     assert (other / "scripthut.db").exists()
     assert not (tmp_path / "data" / "scripthut.db").exists()
+
+
+# --- the original's files, validate, migrate, errors in full ---------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_validate_checks_the_config_as_run_does(tmp_path: Path, env: dict[str, str]) -> None:
+    result = hut("validate", "--config", str(FIXTURES / "original" / "scripthut.yaml"), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "valid, backends hpc, torque, aws-batch, aws-ec2, workstation" in result.stdout
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("backends:\n  - name: a\n    type: ecs\n")
+    result = hut("validate", "--config", str(broken), env=env)
+    assert result.returncode == 2
+    assert "ECS is not supported (use type: batch for AWS Batch)" in result.stderr
+    result = hut("validate", env={**env, "SCRIPTHUT_CONFIG": str(broken)})
+    assert result.returncode == 2
+
+    wf = write(
+        tmp_path / "wf.json", [{"id": "a", "command": "true", "env": [{"include": ["gcc"]}]}]
+    )
+    result = hut("validate", wf, env=env)
+    assert result.returncode == 2
+    assert "gcc" in result.stderr
+    result = hut("validate", wf, "--backend", "nope", env=env)
+    assert result.returncode == 2 and "nope" in result.stderr
+
+
+def test_v03_files_validate_with_one_warning_per_key(env: dict[str, str]) -> None:
+    config = str(FIXTURES / "v03" / "scripthut.yaml")
+    sflow = str(FIXTURES / "v03" / "sims" / "sweep" / "sflow.json")
+    result = hut("validate", sflow, "--config", config, "--backend", "local", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "3 tasks, 2 dependencies, ready to run on backend 'local'" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if "deprecated" in line]
+    assert len(warnings) == 4, result.stderr
+    assert sum("'environments' is deprecated" in w for w in warnings) == 1
+    assert sum("'projects' is deprecated" in w for w in warnings) == 1
+    assert sum("'environment' is deprecated" in w for w in warnings) == 1
+    assert sum("'env_vars' is deprecated" in w for w in warnings) == 1
+
+
+def test_migrate_workflow_to_stdout_and_in_place(tmp_path: Path, env: dict[str, str]) -> None:
+    source = FIXTURES / "v03" / "sims" / "sweep" / "sflow.json"
+    result = hut("migrate", str(source), env=env)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["title"] == "Parameter sweep"
+    fit = doc["tasks"][1]
+    assert "environment" not in fit and "env_vars" not in fit
+    assert fit["env"] == [{"include": ["gcc"]}, {"set": {"MODEL": "linear"}}]
+
+    copy = tmp_path / "sflow.json"
+    copy.write_text(source.read_text())
+    result = hut("migrate", str(copy), "--in-place", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "sflow.json.bak").read_text() == source.read_text()
+    assert json.loads(copy.read_text()) == doc
+    result = hut("migrate", str(copy), "--in-place", env=env)
+    assert "nothing to migrate" in result.stderr
+    assert "deprecated" not in hut("validate", str(copy), env=env).stderr
+
+
+def test_migrate_config(tmp_path: Path, env: dict[str, str]) -> None:
+    source = FIXTURES / "v03" / "scripthut.yaml"
+    result = hut("migrate", str(source), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "YAML comments are not kept" in result.stderr
+    modern = yaml.safe_load(result.stdout)
+    assert "environments" not in modern and "projects" not in modern
+    assert modern["env_groups"]["gcc"] == [
+        {"set": {"CC": "gcc", "OMP_NUM_THREADS": "4"}, "init": "module load gcc/12"}
+    ]
+    assert modern["sources"][0] == {
+        "name": "sims",
+        "type": "path",
+        "path": "sims",
+        "backend": "local",
+        "description": "Monte Carlo simulations",
+        "workflows_glob": "**/sflow.json",
+    }
+    copy = tmp_path / "scripthut.yaml"
+    copy.write_text(result.stdout)
+    check = hut("validate", "--config", str(copy), env=env)
+    assert check.returncode == 0 and "deprecated" not in check.stderr
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("projects:\n  - name: p\n")
+    result = hut("migrate", str(broken), env=env)
+    assert result.returncode == 2 and "missing required key 'backend'" in result.stderr
+
+
+def test_json_errors_are_json_on_stdout(tmp_path: Path, env: dict[str, str]) -> None:
+    wf = write(tmp_path / "wf.json", [{"id": "a", "command": "true", "inputs": ["x"]}])
+    for command in ("run", "validate"):
+        result = hut(command, wf, "--json", env=env)
+        assert result.returncode == 2
+        error = json.loads(result.stdout)["error"]
+        assert error["kind"] == "InvalidInput"
+        assert error["issues"] == [
+            {
+                "where": "task 'a'",
+                "message": "'inputs' is not supported by this version of ScriptHut",
+                "field": None,
+            }
+        ]
+    result = hut("show", "nope", "--json", env=env)
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["error"]["kind"] == "NotFound"
+
+
+def test_a_run_from_a_file_works_in_the_file_folder_and_is_titled(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    generated = [{"id": "gen.1", "command": "pwd > gen.txt"}]
+    doc = {
+        "title": "Sweep of the project",
+        "tasks": [
+            {"id": "here", "command": "pwd > here.txt"},
+            {"id": "there", "command": "pwd > there.txt", "working_dir": "data"},
+            {
+                "id": "maker",
+                "command": f"echo '{json.dumps(generated)}' > more.json",
+                "working_dir": "data",
+                "generates_source": "more.json",
+            },
+        ],
+    }
+    wf = write(folder / "wf.json", doc)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "scripthut.cli.main", "run", wf, "--json"],
+        env=env,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (folder / "here.txt").read_text().strip() == str(folder)
+    assert (folder / "data" / "there.txt").read_text().strip() == str(folder / "data")
+    assert json.loads(result.stdout)["tasks"]["gen.1"] == "completed"
+    runs = json.loads(hut("runs", "--json", env=env).stdout)
+    assert runs[0]["name"] == "Sweep of the project"
+
+
+def test_failure_reasons_are_never_cut(tmp_path: Path, env: dict[str, str]) -> None:
+    bad = [{"id": f"bad{i}", "command": "true", "colour": "x"} for i in range(12)]
+    doc = [
+        {
+            "id": "maker",
+            "command": f"echo '{json.dumps(bad)}' > more.json",
+            "generates_source": "more.json",
+        }
+    ]
+    wf = write(tmp_path / "wf.json", doc)
+    result = hut("run", wf, env={**env, "COLUMNS": "4000"})
+    assert result.returncode == 1
+    for i in range(12):
+        assert f"task 'bad{i}': unknown key 'colour'" in result.stdout, result.stdout

@@ -567,3 +567,135 @@ def write_into(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("settings: {poll_interval: 7}\n")
     return path
+
+
+# --- the original's files -------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_original_example_config_is_accepted() -> None:
+    config = load_config(FIXTURES / "original" / "scripthut.yaml")
+    assert config.settings.filter_user == "jdoe"
+    assert [b.type for b in config.backends] == ["slurm", "pbs", "batch", "ec2", "local"]
+    workflow = config.workflow("simulations")
+    assert workflow.git is not None and workflow.git.postclone == "make setup"
+    source = config.sources[0]
+    assert isinstance(source, GitSourceConfig) and source.postclone
+
+
+def test_filter_user_must_not_be_empty(tmp_path: Path) -> None:
+    issue = only(problems(tmp_path, "settings:\n  filter_user: ''\n"))
+    assert issue.field == "filter_user"
+
+
+def test_v03_config_reads_as_modern_with_one_warning_per_section(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = FIXTURES / "v03" / "scripthut.yaml"
+    with caplog.at_level("WARNING", logger="scripthut.config"):
+        config = load_config(path)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2, warnings
+    environments, projects = warnings
+    assert "'environments' is deprecated" in environments
+    assert (
+        "{env_groups: {gcc: [{set: {CC: gcc, OMP_NUM_THREADS: '4'}, init: module load gcc/12}]"
+        in environments
+    )
+    assert "env: [{include: [NAME]}]" in environments
+    assert "'projects' is deprecated" in projects
+    assert "type: path" in projects and "workflows_glob: '**/sflow.json'" in projects
+
+    gcc = config.env_groups["gcc"]
+    assert [(r.set, r.init) for r in gcc] == [
+        ({"CC": "gcc", "OMP_NUM_THREADS": "4"}, "module load gcc/12")
+    ]
+    assert config.env_groups["julia"][0].init == "module load julia/1.10"
+    sims, cluster = config.sources
+    assert isinstance(sims, PathSourceConfig) and isinstance(cluster, PathSourceConfig)
+    assert (sims.name, sims.backend, sims.path, sims.workflows_glob) == (
+        "sims",
+        "local",
+        "sims",
+        "**/sflow.json",
+    )
+    assert sims.description == "Monte Carlo simulations"
+    assert cluster.backend == "hpc"
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="scripthut.config"):
+        load_config(path)
+    assert len(caplog.records) == 2  # once per load, not once per process
+
+
+def test_v03_project_backend_is_checked(tmp_path: Path) -> None:
+    text = "projects:\n  - name: p\n    backend: hcp\n    path: x\n"
+    issue = only(problems(tmp_path, text))
+    assert (issue.where, issue.field) == ("projects[0] (p) (line 3)", "backend")
+    assert issue.message.startswith("no backend named 'hcp'")
+
+
+def test_migrated_v03_config_is_the_same_config_without_warnings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import yaml
+
+    from scripthut.config.legacy import migrate_data
+
+    path = FIXTURES / "v03" / "scripthut.yaml"
+    old = load_config(path)
+    modern = migrate_data(yaml.safe_load(path.read_text()))
+    assert "environments" not in modern and "projects" not in modern
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="scripthut.config"):
+        new = load_config(write(tmp_path / "scripthut.yaml", yaml.safe_dump(modern)))
+    assert caplog.records == []
+    assert new.sources == old.sources
+    assert new.env_groups == old.env_groups
+    assert new.backends == old.backends
+
+
+def test_ecs_says_it_is_not_supported(tmp_path: Path) -> None:
+    issue = only(problems(tmp_path, "backends:\n  - name: a\n    type: ecs\n"))
+    assert issue.field == "type"
+    assert issue.message == "ECS is not supported (use type: batch for AWS Batch)"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("agent: {}\n", "top level"),
+        ("settings:\n  cli_server: http://x\n", "settings"),
+        ("settings:\n  cli_anything_new: 1\n", "settings"),
+    ],
+)
+def test_keys_of_newer_versions_are_not_supported(tmp_path: Path, text: str, where: str) -> None:
+    issue = only(problems(tmp_path, text))
+    assert issue.where.startswith(where)
+    assert issue.message.endswith("is not supported by this version of ScriptHut")
+    assert "did you mean" not in issue.message
+
+
+def test_suggestions_need_a_real_near_miss(tmp_path: Path) -> None:
+    far = only(problems(tmp_path, "backends:\n  - name: a\n    type: local\n    inputs: 1\n"))
+    assert far.message == "unknown key 'inputs'"  # not "did you mean 'cpus'" (ratio 0.6)
+    swap = only(problems(tmp_path, "backends:\n  - name: a\n    type: lcoal\n"))
+    assert "did you mean 'local'" in swap.message
+
+
+@pytest.mark.parametrize("word", ["on", "OFF", "yes", "No"])
+def test_yaml_boolean_keys_get_a_quote_it_hint(tmp_path: Path, word: str) -> None:
+    text = f"settings:\n  poll_interval: 3\n  {word}: 1\n"
+    issue = only(problems(tmp_path, text))
+    assert issue.where == "settings (line 3)"
+    assert f"key '{word}' is read by YAML as a boolean" in issue.message
+    assert f"('{word}':)" in issue.message
+
+
+def test_boolean_keys_in_parsed_data_are_named_too() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_config({"env": [{"set": {True: "1"}}]})
+    issue = only(caught.value.issues)
+    assert issue.where == "env[0].set"
+    assert "boolean" in issue.message

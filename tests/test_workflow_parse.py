@@ -627,5 +627,90 @@ def test_load_workflow_missing_file_and_bad_encoding(tmp_path: Path) -> None:
 
 
 def test_task_keys_cover_every_task_spec_field() -> None:
-    computed = {"memory_mb", "time_limit_s"}
+    computed = {"memory_mb", "time_limit_s", "working_dir_given"}
     assert set(TaskSpec.__dataclass_fields__) - computed <= set(TASK_KEYS)
+
+
+# --- the original's files: title, 0.3 keys, keys of newer versions ----------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_document_title_is_kept_and_written_back() -> None:
+    workflow = parse_document({"title": "Parameter sweep", "tasks": [task("a")]})
+    assert workflow.title == "Parameter sweep"
+    assert workflow.to_document()["title"] == "Parameter sweep"
+    assert parse_document([task("a")]).title is None
+    assert "title" not in parse_document([task("a")]).to_document()
+
+
+@pytest.mark.parametrize("bad", ["", 3, "two\nlines"])
+def test_document_title_must_be_one_line_of_text(bad: object) -> None:
+    issue = only_issue({"title": bad, "tasks": [task("a")]})
+    assert (issue.where, issue.field) == ("document", "title")
+
+
+def test_v03_task_keys_become_env_rules_before_the_task_env(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    doc = [
+        task("a", environment="gcc", env_vars={"MODEL": "x"}, env=[{"set": {"B": "2"}}]),
+        task("b", environment="gcc"),
+        task("c", env_vars={"N": 1}),
+    ]
+    with caplog.at_level("WARNING", logger="scripthut.workflow"):
+        workflow = parse_document(doc, source="sflow.json")
+    a, b, c = workflow.tasks
+    assert a.env == (
+        EnvRule(include=["gcc"]),
+        EnvRule(set={"MODEL": "x"}),
+        EnvRule(set={"B": "2"}),
+    )
+    assert b.env == (EnvRule(include=["gcc"]),)
+    assert c.env == (EnvRule(set={"N": "1"}),)
+    assert workflow.to_document()["tasks"][0]["env"] == [
+        {"include": ["gcc"]},
+        {"set": {"MODEL": "x"}},
+        {"set": {"B": "2"}},
+    ]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages  # one per key, not one per task
+    assert "'environment' is deprecated; write env: [{include: [NAME]}]" in messages[0]
+    assert "'env_vars' is deprecated; write env: [{set: {VAR: value}}]" in messages[1]
+    assert all(m.startswith("sflow.json: ") for m in messages)
+
+
+def test_v03_task_keys_are_validated() -> None:
+    issues = issues_of([task("a", environment=3, env_vars={"1BAD": "x"})])
+    assert {(i.where, i.field) for i in issues} == {
+        ("task 'a'", "environment"),
+        ("task 'a'", "env_vars"),
+    }
+    assert any("not a valid environment variable name" in i.message for i in issues)
+
+
+def test_v03_sflow_fixture_reads() -> None:
+    workflow = load_workflow(FIXTURES / "v03" / "sims" / "sweep" / "sflow.json")
+    assert workflow.title == "Parameter sweep"
+    assert [t.id for t in workflow.tasks] == ["prep", "fit", "report"]
+
+
+@pytest.mark.parametrize("key", ["inputs", "outputs"])
+def test_keys_of_newer_versions_are_not_supported(key: str) -> None:
+    issue = only_issue([task("a", **{key: ["x"]})])
+    assert issue.message == f"'{key}' is not supported by this version of ScriptHut"
+
+
+def test_no_suggestion_without_a_real_near_miss() -> None:
+    assert only_issue([task("a", input=1)]).message == "unknown key 'input'"
+    assert "did you mean 'command'" in only_issue([task("a", comand="x")]).message
+    assert "did you mean 'partition'" in only_issue([task("a", partiton="x")]).message
+
+
+def test_working_dir_given_is_known() -> None:
+    a, b, c = parse_document(
+        [task("a"), task("b", working_dir="~"), task("c", working_dir="x")]
+    ).tasks
+    assert (a.working_dir, a.working_dir_given) == ("~", False)
+    assert (b.working_dir, b.working_dir_given) == ("~", True)
+    assert c.working_dir_given

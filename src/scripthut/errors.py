@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -53,3 +54,32 @@ class LeaseHeld(ScriptHutError):
 
 class UnsafePath(ScriptHutError):
     """A file ScriptHut refuses to open: a log path that is a symbolic link."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for a real near-miss of `word` among `choices`, else "".
+
+    A near-miss is very similar (difflib ratio >= 0.7) or one edit away (a typo, a
+    transposition: 'hcp' -> 'hpc'); 'inputs' is not a near-miss of 'cpus'.
+    """
+    for close in difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6):
+        ratio = difflib.SequenceMatcher(None, word, close).ratio()
+        if ratio >= 0.7 or _one_edit(word, close):
+            return f" (did you mean '{close}'?)"
+    return ""
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """One insertion, deletion, substitution or swap of neighbours turns `a` into `b`."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    start = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
+    if start is None:
+        return True
+    i = start
+    return (
+        a[i + 1 :] == b[i + 1 :]
+        or a[i + 1 :] == b[i:]
+        or a[i:] == b[i + 1 :]
+        or (a[i : i + 2] == b[i : i + 2][::-1] and a[i + 2 :] == b[i + 2 :])
+    )

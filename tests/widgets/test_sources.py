@@ -164,3 +164,24 @@ def test_timeline_draws_tasks_once_they_start() -> None:
     assert source.rows["bars"]["r1/b"]["backend"] == "hpc"
     source.apply({"kind": "task", "run": "r1", "task": "b", "state": "pending", "started_at": None})
     assert set(source.rows["bars"]) == {"r1/a"}  # a rerun: drawn again when it starts
+
+
+class AskedFor(Reads):
+    """Reads that remember the job filter they were asked for."""
+
+    def __init__(self) -> None:
+        super().__init__([], [])
+        self.asked: list[dict[str, Any]] = []
+
+    def jobs(self, **filters: Any) -> list[dict[str, Any]]:
+        self.asked.append(filters)
+        return []
+
+
+def test_job_table_asks_for_every_user_only_when_told() -> None:
+    reads = AskedFor()
+    source = JobsSource()
+    source.load(reads)  # type: ignore[arg-type]
+    source.all_users = True
+    source.fetch(reads)  # type: ignore[arg-type]
+    assert reads.asked == [{"all_users": False}, {"all_users": True}]

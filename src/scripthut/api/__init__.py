@@ -54,13 +54,18 @@ def jobs(
     state: str | None = None,
     run: str | Run | None = None,
     client: Client | None = None,
+    user: str | None = None,
+    all_users: bool = False,
 ) -> Table:
     """Jobs on the backends now: ScriptHut's own and the user's other jobs.
 
-    Filters: `backend` name, job `state` (pending, running, ...), `run` (id or `Run`).
+    Filters: `backend` name, job `state` (pending, running, ...), `run` (id or `Run`),
+    `user` (other jobs of that user; default `settings.filter_user`), `all_users=True`
+    (every user's, ignoring `settings.filter_user`).
     """
     run_id = run.id if isinstance(run, Run) else run
-    rows = resolve(client).jobs(backend=backend, state=state, run=run_id)
+    client_ = resolve(client)
+    rows = client_.jobs(backend=backend, state=state, run=run_id, user=user, all_users=all_users)
     return table(rows, JOB_COLUMNS)
 
 

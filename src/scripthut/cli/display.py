@@ -110,7 +110,7 @@ def summary_table(run: RunRecord, tasks: Sequence[TaskRecord]) -> Table:
             f"[{STATE_STYLE[task.state.value]}]{task.state.value}[/]",
             "" if task.exit_code is None else str(task.exit_code),
             duration(task.started_at, task.ended_at),
-            (task.reason or "")[:200],
+            task.reason or "",
         )
     if len(rows) > SUMMARY_ROWS:
         table.caption = f"{len(rows) - SUMMARY_ROWS} more tasks not shown (scripthut show {run.id})"

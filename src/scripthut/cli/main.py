@@ -13,11 +13,13 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from scripthut.cli import display
+from scripthut.cli import display, files
 from scripthut.cli.session import Session, open_session
+from scripthut.engine.create import anchor_working_dirs
 from scripthut.errors import InvalidInput, ScriptHutError
 from scripthut.states import RunState
 from scripthut.store import RunRecord
@@ -63,8 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="run name (default: the file name)")
     run.add_argument("--detach", action="store_true", help="start the run and return at once")
 
-    validate = sub.add_parser("validate", parents=[common], help="check a workflow file")
-    validate.add_argument("file")
+    validate = sub.add_parser(
+        "validate",
+        parents=[common],
+        help="check the config and, if given, a workflow file as `run` would (exit 2 if invalid)",
+    )
+    validate.add_argument("file", nargs="?", help="workflow JSON file")
+    validate.add_argument("--backend", help="backend to check the workflow for (default: first)")
+
+    migrate = sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="rewrite a ScriptHut 0.3 config (.yaml) or workflow (.json) file in the modern form",
+    )
+    migrate.add_argument("file")
+    migrate.add_argument(
+        "--in-place",
+        action="store_true",
+        help="write the result over FILE, keeping the original as FILE.bak "
+        "(default: print it; YAML comments are not kept)",
+    )
 
     runs = sub.add_parser("runs", parents=[common], help="list runs, newest first")
     runs.add_argument("--limit", type=int, default=20)
@@ -113,26 +133,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = COMMANDS[args.command]
     try:
         return handler(args)
-    except InvalidInput as exc:
-        display.err.print(exc.render(), markup=False)
-        return EXIT_INVALID
     except ScriptHutError as exc:
-        display.err.print(f"error: {exc}", markup=False)
-        return EXIT_INVALID
+        return _failed(args, exc)
     except BrokenPipeError:
         return EXIT_OK
+
+
+def _failed(args: argparse.Namespace, exc: ScriptHutError) -> int:
+    """Every problem in full: as text on stderr, or `{"error": {...}}` on stdout with --json."""
+    if args.json:
+        error: dict[str, Any] = {"kind": type(exc).__name__, "message": str(exc)}
+        if isinstance(exc, InvalidInput):
+            error |= {"title": exc.title, "issues": [asdict(issue) for issue in exc.issues]}
+        print(json.dumps({"error": error, "exit_code": EXIT_INVALID}))
+    elif isinstance(exc, InvalidInput):
+        display.err.print(exc.render(), markup=False, soft_wrap=True)
+    else:
+        display.err.print(f"error: {exc}", markup=False, soft_wrap=True)
+    return EXIT_INVALID
 
 
 # -- commands -------------------------------------------------------------------------------
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    workflow = load_workflow(args.file)
-    edges = sum(len(d) for d in workflow.deps.values())
+    report = files.validate(args.config, args.file, args.backend)
     if args.json:
-        print(json.dumps({"valid": True, "tasks": len(workflow.tasks), "edges": edges}))
+        print(json.dumps(report))
+        return EXIT_OK
+    config = report["config"] or "no config file (defaults)"
+    backends = ", ".join(report["backends"])
+    display.out.print(f"{config}: valid, backends {backends}", markup=False, soft_wrap=True)
+    if args.file is not None:
+        display.out.print(
+            f"{args.file}: valid, {report['tasks']} tasks, {report['edges']} dependencies, "
+            f"ready to run on backend '{report['backend']}'",
+            markup=False,
+            soft_wrap=True,
+        )
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    text, changed = files.migrated_text(path)
+    if not args.in_place:
+        sys.stdout.write(text)
+    elif changed:
+        backup = files.write_in_place(path, text)
+        display.err.print(f"rewrote {path} (the original is in {backup})", markup=False)
     else:
-        display.out.print(f"{args.file}: valid, {len(workflow.tasks)} tasks, {edges} dependencies")
+        display.err.print(f"{path} has nothing to migrate; left as it is", markup=False)
+    if changed and path.suffix in files.CONFIG_SUFFIXES:
+        display.err.print("note: YAML comments are not kept by migrate", markup=False)
     return EXIT_OK
 
 
@@ -141,6 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = Path(args.file).resolve()
 
     async def go(session: Session) -> RunRecord:
+        anchor_working_dirs(session.config, workflow, args.backend, path.parent)
         record = session.submit(
             workflow,
             backend=args.backend,
@@ -240,6 +294,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "validate": cmd_validate,
+    "migrate": cmd_migrate,
     "runs": cmd_runs,
     "show": cmd_show,
     "logs": cmd_logs,

@@ -108,7 +108,12 @@ class Client(ABC):
 
     @abstractmethod
     def jobs(
-        self, backend: str | None = None, state: str | None = None, run: str | None = None
+        self,
+        backend: str | None = None,
+        state: str | None = None,
+        run: str | None = None,
+        user: str | None = None,
+        all_users: bool = False,
     ) -> list[dict[str, Any]]: ...
 
     @abstractmethod

@@ -142,9 +142,15 @@ class HTTPClient(Client):
         return reply
 
     def jobs(
-        self, backend: str | None = None, state: str | None = None, run: str | None = None
+        self,
+        backend: str | None = None,
+        state: str | None = None,
+        run: str | None = None,
+        user: str | None = None,
+        all_users: bool = False,
     ) -> list[dict[str, Any]]:
-        query = {"backend": backend, "state": state, "run": run}
+        query = {"backend": backend, "state": state, "run": run, "user": user}
+        query["all"] = "true" if all_users else None
         jobs: list[dict[str, Any]] = self.request("GET", "jobs", query=query)["jobs"]
         return jobs
 

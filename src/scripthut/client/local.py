@@ -134,9 +134,15 @@ class LocalClient(Client):
         return self.run_async(lambda: self.service.rerun(run_id))
 
     def jobs(
-        self, backend: str | None = None, state: str | None = None, run: str | None = None
+        self,
+        backend: str | None = None,
+        state: str | None = None,
+        run: str | None = None,
+        user: str | None = None,
+        all_users: bool = False,
     ) -> list[dict[str, Any]]:
-        reply = self.call(lambda: self.service.jobs(backend=backend, state=state, run=run))
+        filters = {"backend": backend, "state": state, "run": run, "user": user}
+        reply = self.call(lambda: self.service.jobs(**filters, all_users=all_users))
         jobs: list[dict[str, Any]] = reply["jobs"]
         return jobs
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from scripthut.backends.registry import AVAILABLE_TYPES
-from scripthut.config import Config
+from scripthut.config import BackendConfig, Config
 from scripthut.engine.ids import new_run_id
 from scripthut.env_rules import EnvRule
 from scripthut.errors import BackendUnavailable, InvalidInput, Issue, ScriptHutError
@@ -42,17 +43,18 @@ def record_run(
     base_dir: str | None = None,
     workflow_env: Sequence[EnvRule] = (),
 ) -> NewRun:
-    """Validate against the config and write the run with all its tasks (state pending)."""
-    entry = config.backend(backend)
-    if entry.type not in AVAILABLE_TYPES:
-        raise BackendUnavailable(
-            f"backend '{entry.name}' has type '{entry.type}', which is not available yet "
-            f"in this version of ScriptHut (available: {', '.join(AVAILABLE_TYPES)})"
-        )
+    """Validate against the config and write the run with all its tasks (state pending).
+
+    The run's name is `name`, else the document's title, else the file name (`source`).
+    """
     if max_concurrent is not None and max_concurrent < 1:
         raise InvalidInput([Issue("run", "must be at least 1", "max_concurrent")], "invalid run")
     now = time.time()
     run_id = new_run_id(now)
+    run_name = name or workflow.title or _file_stem(source)
+    entry = check_run(
+        config, workflow, backend, workflow_env, run_name=run_name, run_id=run_id, now=now
+    )
     document: dict[str, Any] = {
         "env": [
             r.model_dump(by_alias=True, exclude_defaults=True)
@@ -63,8 +65,8 @@ def record_run(
             for g, rules in workflow.env_groups.items()
         },
     }
-    run_name = name or (os.path.splitext(os.path.basename(source))[0] if source else "workflow")
-    _check_env(config, entry.name, workflow, [*workflow_env, *workflow.env], run_name, run_id, now)
+    if workflow.title:
+        document["title"] = workflow.title
     run = RunRecord(
         id=run_id,
         name=run_name,
@@ -82,6 +84,49 @@ def record_run(
     ]
     store.insert_run(run, tasks)
     return NewRun(run, tasks)
+
+
+def check_run(
+    config: Config,
+    workflow: Workflow,
+    backend: str | None = None,
+    workflow_env: Sequence[EnvRule] = (),
+    *,
+    run_name: str = "workflow",
+    run_id: str = "check",
+    now: float | None = None,
+) -> BackendConfig:
+    """Everything a run checks before it is stored: the backend, and every task's env rules."""
+    entry = config.backend(backend)
+    if entry.type not in AVAILABLE_TYPES:
+        raise BackendUnavailable(
+            f"backend '{entry.name}' has type '{entry.type}', which is not available yet "
+            f"in this version of ScriptHut (available: {', '.join(AVAILABLE_TYPES)})"
+        )
+    when = time.time() if now is None else now
+    rules = [*workflow_env, *workflow.env]
+    _check_env(config, entry.name, workflow, rules, run_name, run_id, when)
+    return entry
+
+
+def anchor_working_dirs(
+    config: Config, workflow: Workflow, backend: str | None, folder: str | Path
+) -> None:
+    """For a workflow run from a file on a backend sharing this file system: tasks with no
+    working_dir run in the file's folder, relative ones start there (as do their
+    output_file, error_file and generates_source). Other backends keep the defaults."""
+    if not config.shares_filesystem(backend):
+        return
+    base = os.path.abspath(folder)
+    for position, task in enumerate(workflow.tasks):
+        wd = task.working_dir if task.working_dir_given else "."
+        if not wd.startswith(("/", "~")):
+            resolved = os.path.normpath(os.path.join(base, wd))
+            workflow.tasks[position] = replace(task, working_dir=resolved, working_dir_given=True)
+
+
+def _file_stem(source: str | None) -> str:
+    return os.path.splitext(os.path.basename(source))[0] if source else "workflow"
 
 
 def new_task_records(

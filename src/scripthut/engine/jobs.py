@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scripthut.backends.base import Backend, JobPaths, JobSpec
-from scripthut.config import BackendConfig, Config
+from scripthut.config import BackendConfig, Config, shares_filesystem
 from scripthut.engine.ids import attempt_tag
 from scripthut.env_rules import EnvRule
 from scripthut.store.records import RunRecord
@@ -83,10 +83,10 @@ class RunContext:
     def working_dir(self, task: TaskSpec) -> str:
         """The task's directory as the backend's host sees it (`~` is the home there).
 
-        Relative working dirs on the local backend are relative to the run's base dir.
+        Relative working dirs on backends sharing this file system start at the base dir.
         """
         wd = task.working_dir
-        if self.backend.kind == "local" and self.run.base_dir and not _is_rooted(wd):
+        if shares_filesystem(self.entry) and self.run.base_dir and not _is_rooted(wd):
             return os.path.normpath(os.path.join(self.run.base_dir, wd))
         return self.backend.host_path(wd)
 

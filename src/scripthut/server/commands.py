@@ -14,7 +14,7 @@ import os
 import signal
 from pathlib import Path
 
-from scripthut.config import BackendConfig, Config, WorkflowConfig
+from scripthut.config import Config, WorkflowConfig, shares_filesystem
 from scripthut.errors import BackendUnavailable, InvalidInput, Issue
 from scripthut.workflow.model import Workflow
 from scripthut.workflow.parse import decode_json, parse_document
@@ -23,18 +23,13 @@ DEFAULT_TIMEOUT = 120.0
 STDERR_SHOWN = 2_000
 
 
-def runs_here(entry: BackendConfig) -> bool:
-    """True when this backend's commands run through the local shell."""
-    return entry.type == "local" or getattr(entry, "transport", None) == "local"
-
-
 async def workflow_tasks(
     config: Config, entry: WorkflowConfig, cwd: Path, timeout: float = DEFAULT_TIMEOUT
 ) -> Workflow:
     """The workflow the command prints; InvalidInput naming what went wrong."""
     backend = config.backend(entry.backend)
     where = f"workflow '{entry.name}'"
-    if not runs_here(backend):
+    if not shares_filesystem(backend):
         raise BackendUnavailable(
             f"{where} runs on backend '{backend.name}' (type {backend.type}, transport "
             f"{getattr(backend, 'transport', 'n/a')}); the server runs workflow commands only "

@@ -132,8 +132,9 @@ class JobsHandler(ScriptHutHandler):
     @web.authenticated
     @authorized
     def get(self) -> None:
-        filters = {k: self.text_arg(k) for k in ("backend", "state", "run")}
-        self.reply(self.service.jobs(**filters))
+        filters = {k: self.text_arg(k) for k in ("backend", "state", "run", "user")}
+        all_users = self.text_arg("all") in ("1", "true", "yes")
+        self.reply(self.service.jobs(**filters, all_users=all_users))
 
 
 class JobCancelHandler(ScriptHutHandler):

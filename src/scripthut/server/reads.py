@@ -114,8 +114,14 @@ def jobs_json(
     backend: str | None = None,
     state: str | None = None,
     run: str | None = None,
+    user: str | None = None,
+    default_user: str | None = None,
 ) -> dict[str, Any]:
-    """ScriptHut's own jobs and the user's other jobs, in one list."""
+    """ScriptHut's own jobs and the user's other jobs, in one list.
+
+    `user` keeps only the other jobs of that scheduler user (ScriptHut's own jobs always
+    stay); `default_user` (settings.filter_user) is echoed so views can offer a toggle.
+    """
     check_job_state(state)
     rows = _engine_jobs(engine) if engine is not None else _stored_jobs(store)
     unknown: list[str] = []
@@ -131,8 +137,14 @@ def jobs_json(
         if (backend is None or row["backend"] == backend)
         and (state is None or row["state"] == state)
         and (run is None or row["run"] == run)
+        and (user is None or row["source"] == "scripthut" or row.get("user") == user)
     ]
-    return {"jobs": rows, "external_unknown": unknown}
+    return {
+        "jobs": rows,
+        "external_unknown": unknown,
+        "user_filter": user,
+        "default_user_filter": default_user,
+    }
 
 
 def _job_row(backend: str, job_id: str, state: str, source: str, **fields: Any) -> dict[str, Any]:

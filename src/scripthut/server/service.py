@@ -22,7 +22,7 @@ from typing import Any
 from scripthut import __version__
 from scripthut.backends.registry import BackendRegistry
 from scripthut.config import Config, load_config
-from scripthut.engine.create import record_run
+from scripthut.engine.create import anchor_working_dirs, record_run
 from scripthut.engine.engine import Engine
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, LeaseHeld
@@ -213,10 +213,27 @@ class ScriptHutService:
         return await reads.backends_json(config, self._registry(), self.engine)
 
     def jobs(
-        self, *, backend: str | None = None, state: str | None = None, run: str | None = None
+        self,
+        *,
+        backend: str | None = None,
+        state: str | None = None,
+        run: str | None = None,
+        user: str | None = None,
+        all_users: bool = False,
     ) -> dict[str, Any]:
-        _, store = self._ready()
-        return reads.jobs_json(self.engine, store, backend=backend, state=state, run=run)
+        """Jobs, by default only `settings.filter_user`'s other jobs; `all_users` shows all."""
+        config, store = self._ready()
+        default = config.settings.filter_user
+        chosen = None if all_users else (user or default)
+        return reads.jobs_json(
+            self.engine,
+            store,
+            backend=backend,
+            state=state,
+            run=run,
+            user=chosen,
+            default_user=default,
+        )
 
     async def cancel_job(self, backend: str, job_id: str) -> dict[str, Any]:
         config, store = self._ready()
@@ -239,8 +256,11 @@ class ScriptHutService:
 
     def submit(self, body: object) -> dict[str, Any]:
         """Start a run from `{"workflow": ...}` or `{"path": ...}`; 400 lists every problem."""
-        self._ready()
-        return self._start(read_run_request(body, self.options.root_dir))
+        config, _ = self._ready()
+        request = read_run_request(body, self.options.root_dir)
+        if request.source is not None and request.base_dir is not None:
+            anchor_working_dirs(config, request.workflow, request.backend, request.base_dir)
+        return self._start(request)
 
     def _start(self, request: RunRequest, workflow_env: Sequence[EnvRule] = ()) -> dict[str, Any]:
         config, store = self._ready()

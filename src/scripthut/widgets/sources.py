@@ -205,9 +205,12 @@ class JobsSource(Source):
     tables: ClassVar[dict[str, str]] = {"jobs": "key"}
     refresh_every = 10.0
 
-    def __init__(self, run: str | None = None, *, history: int = 20_000) -> None:
+    def __init__(
+        self, run: str | None = None, *, history: int = 20_000, all_users: bool = False
+    ) -> None:
         super().__init__()
         self.run = run
+        self.all_users = all_users  # False: only settings.filter_user's other jobs, if set
         self.history = history
         self.backends: _RunBackends | None = None
         self.current: dict[tuple[str, str], str] = {}  # (run, task) -> its job's key
@@ -230,7 +233,7 @@ class JobsSource(Source):
             self.backends.known[str(record["id"])] = backend
             for task in record.get("tasks", []):
                 self._seed_task(str(record["id"]), backend, task)
-        self.merge(client.jobs())
+        self.merge(client.jobs(all_users=self.all_users))
         self._full = True
 
     def _seed_task(self, run_id: str, backend: str, task: Mapping[str, Any]) -> None:
@@ -289,7 +292,7 @@ class JobsSource(Source):
         return True
 
     def fetch(self, client: Client) -> object:
-        return client.jobs()
+        return client.jobs(all_users=self.all_users)
 
     def merge(self, data: object) -> bool:
         if not isinstance(data, list):

@@ -28,6 +28,9 @@ class JobTable(LiveWidget):
     filters = traitlets.Dict(help="Filters shown: backend, state, run and text ('' is any).").tag(
         sync=True
     )
+    all_users = traitlets.Bool(
+        False, help="Every user's other jobs, not only settings.filter_user's (when it is set)."
+    ).tag(sync=True)
 
     def __init__(
         self,
@@ -38,11 +41,19 @@ class JobTable(LiveWidget):
         *,
         refresh: float = 10.0,
         history: int = 20_000,
+        all_users: bool = False,
     ) -> None:
-        source = JobsSource(run=run, history=history)
+        source = JobsSource(run=run, history=history, all_users=all_users)
         source.refresh_every = refresh
         filters = {"backend": backend or "", "state": state or "", "run": run or "", "text": ""}
-        super().__init__(client, source, filters=filters)
+        super().__init__(client, source, filters=filters, all_users=all_users)
+
+    @traitlets.observe("all_users")
+    def _all_users_changed(self, change: dict[str, Any]) -> None:
+        """Applied at the next refresh of the other jobs (every `refresh` seconds)."""
+        source = self.source
+        if isinstance(source, JobsSource):
+            source.all_users = bool(change["new"])
 
     def visible_jobs(self) -> list[Row]:
         """The jobs the current filters let through (text search aside)."""

@@ -40,6 +40,7 @@ class TaskSpec:
     image: str | None = None
     memory_mb: int = 4096
     time_limit_s: int = 3600
+    working_dir_given: bool = field(default=False, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The task in the original JSON shape (fields at their default are omitted)."""
@@ -72,14 +73,15 @@ class Workflow:
     """A validated workflow: tasks in document order and their expanded dependencies.
 
     `deps[task_id]` lists the ids the task waits for (wildcards already expanded,
-    duplicates removed, in first-seen order). `env` and `env_groups` are the
-    document-level rules of the `{"tasks": [...]}` form (empty for a bare array).
+    duplicates removed, in first-seen order). `title`, `env` and `env_groups` are the
+    document-level parts of the `{"tasks": [...]}` form (empty for a bare array).
     """
 
     tasks: list[TaskSpec]
     deps: dict[str, list[str]]
     env: list[EnvRule] = field(default_factory=list)
     env_groups: dict[str, list[EnvRule]] = field(default_factory=dict)
+    title: str | None = None
     _positions: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def task(self, task_id: str) -> TaskSpec:
@@ -103,7 +105,8 @@ class Workflow:
 
     def to_document(self) -> dict[str, Any]:
         """The workflow in the original `{"tasks": [...]}` shape."""
-        doc: dict[str, Any] = {"tasks": [task.to_dict() for task in self.tasks]}
+        doc: dict[str, Any] = {"title": self.title} if self.title else {}
+        doc["tasks"] = [task.to_dict() for task in self.tasks]
         if self.env:
             doc["env"] = [
                 rule.model_dump(by_alias=True, exclude_defaults=True) for rule in self.env

@@ -1,6 +1,8 @@
 """Reading workflow documents: strict validation of every task, then the dependency graph.
 
-A document is a JSON array of tasks or `{"tasks": [...], "env": [...], "env_groups": {...}}`.
+A document is a JSON array of tasks or `{"title": ..., "tasks": [...], "env": [...],
+"env_groups": {...}}`. Task keys of ScriptHut 0.3 (`environment`, `env_vars`) are read as
+their modern `env` rules, with one deprecation warning per key and document.
 Every problem is collected and raised together as one `InvalidInput`, so a user fixes a
 document in one pass. Tasks are checked by hand (only env rules go through pydantic), so
 reading 100,000 tasks stays well under a second.
@@ -10,11 +12,11 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from difflib import get_close_matches
 from fractions import Fraction
 from functools import lru_cache
 from math import ceil
@@ -24,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from scripthut.env_rules import EnvRule
-from scripthut.errors import InvalidInput, Issue, NotFound
+from scripthut.errors import InvalidInput, Issue, NotFound, did_you_mean
 from scripthut.workflow.dag import DepProblem, IdIndex, expand_deps, find_cycle
 from scripthut.workflow.model import TaskSpec, Workflow
 
@@ -33,7 +35,7 @@ MAX_CPUS = 4096
 TIME_FORMS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
 
 DOCUMENT = "document"
-DOCUMENT_KEYS = ("tasks", "env", "env_groups")
+DOCUMENT_KEYS = ("title", "tasks", "env", "env_groups")
 TASK_KEYS = (
     "id",
     "name",
@@ -52,7 +54,10 @@ TASK_KEYS = (
     "gres",
     "image",
 )
-_TASK_KEY_SET = frozenset(TASK_KEYS)
+LEGACY_TASK_KEYS = ("environment", "env_vars")  # ScriptHut 0.3: env include / env set
+NOT_SUPPORTED_TASK_KEYS = frozenset({"inputs", "outputs"})  # newer versions of the original
+_TASK_KEY_SET = frozenset(TASK_KEYS) | frozenset(LEGACY_TASK_KEYS)
+log = logging.getLogger("scripthut.workflow")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _MEMORY = re.compile(r"([0-9]+(?:\.[0-9]+)?) *(?:([KMGT])I?B?)?", re.ASCII | re.IGNORECASE)
 _MB_PER_UNIT = {
@@ -188,8 +193,7 @@ def _type_name(value: object) -> str:
 
 
 def _suggestion(word: str, choices: Iterable[str]) -> str:
-    close = get_close_matches(word, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return did_you_mean(word, choices)
 
 
 # --- the document ------------------------------------------------------------------------
@@ -200,6 +204,7 @@ class _Document:
     tasks: list[object]
     env: list[EnvRule]
     env_groups: dict[str, list[EnvRule]]
+    title: str | None = None
 
 
 def _read_document(data: object, issues: list[Issue], *, allow_empty: bool) -> _Document | None:
@@ -227,6 +232,7 @@ def _read_object(data: dict[Any, Any], issues: list[Issue]) -> _Document | None:
         if key not in DOCUMENT_KEYS:
             hint = _suggestion(str(key), DOCUMENT_KEYS)
             issues.append(Issue(where=DOCUMENT, message=f"unknown key '{key}'{hint}"))
+    title = _read_title(data.get("title"), issues)
     env = _read_rules(data.get("env", []), DOCUMENT, "env", issues)
     groups = _read_groups(data.get("env_groups", {}), issues)
     tasks = data.get("tasks")
@@ -237,7 +243,17 @@ def _read_object(data: dict[Any, Any], issues: list[Issue]) -> _Document | None:
         message = f"must be an array of tasks, not {_type_name(tasks)}"
         issues.append(Issue(where=DOCUMENT, field="tasks", message=message))
         return None
-    return _Document(tasks=tasks, env=env, env_groups=groups)
+    return _Document(tasks=tasks, env=env, env_groups=groups, title=title)
+
+
+def _read_title(value: object, issues: list[Issue]) -> str | None:
+    if value is None:
+        return None
+    try:
+        return _string("title", value)
+    except _Bad as bad:
+        issues.extend(Issue(where=DOCUMENT, field=f, message=m) for f, m in bad.failures)
+        return None
 
 
 def _read_groups(value: object, issues: list[Issue]) -> dict[str, list[EnvRule]]:
@@ -314,6 +330,7 @@ def _read_task(
         issues.extend(Issue(where=where, field=field, message=text) for field, text in failures)
         return None, _patterns_if_valid(raw, values)
     values.setdefault("name", values["id"])
+    _merge_legacy_env(values)
     spec = TaskSpec(**values)
     return spec, spec.deps
 
@@ -334,11 +351,13 @@ def _where(raw_id: object, position: int) -> str:
 
 
 def _unknown_keys(raw: dict[Any, Any]) -> list[tuple[str | None, str]]:
-    return [
-        (None, f"unknown key '{key}'{_suggestion(str(key), TASK_KEYS)}")
-        for key in raw
-        if key not in _TASK_KEY_SET
-    ]
+    return [(None, _unknown_key(str(key))) for key in raw if key not in _TASK_KEY_SET]
+
+
+def _unknown_key(key: str) -> str:
+    if key in NOT_SUPPORTED_TASK_KEYS:
+        return f"'{key}' is not supported by this version of ScriptHut"
+    return f"unknown key '{key}'{_suggestion(key, TASK_KEYS)}"
 
 
 def _missing(raw: dict[Any, Any]) -> list[tuple[str | None, str]]:
@@ -393,6 +412,11 @@ def _read_text(key: str, value: object, values: dict[str, Any]) -> None:
     values[key] = _string(key, value)
 
 
+def _read_working_dir(key: str, value: object, values: dict[str, Any]) -> None:
+    values[key] = _string(key, value)
+    values["working_dir_given"] = True
+
+
 def _read_optional_text(key: str, value: object, values: dict[str, Any]) -> None:
     if value is not None:
         values[key] = _string(key, value)
@@ -442,13 +466,55 @@ def _read_env(key: str, value: object, values: dict[str, Any]) -> None:
     values[key] = tuple(rules)
 
 
+def _read_environment(key: str, value: object, values: dict[str, Any]) -> None:
+    name = _string(key, value)
+    values[key] = EnvRule(include=[name])
+
+
+def _read_env_vars(key: str, value: object, values: dict[str, Any]) -> None:
+    if not isinstance(value, dict):
+        raise _fail(key, f"must be an object of variable names and values, not {_type_name(value)}")
+    try:
+        values[key] = EnvRule.model_validate({"set": value})
+    except ValidationError as err:
+        raise _Bad(*((key, issue.message) for issue in _rule_issues(err, "", key))) from None
+
+
+def _merge_legacy_env(values: dict[str, Any]) -> None:
+    """0.3's `environment` and `env_vars` become env rules placed before the task's `env`."""
+    legacy = [values.pop(key) for key in LEGACY_TASK_KEYS if key in values]
+    if legacy:
+        values["env"] = (*legacy, *values.get("env", ()))
+
+
+_LEGACY_HINTS = {
+    "environment": "write env: [{include: [NAME]}] (NAME an env_groups entry)",
+    "env_vars": "write env: [{set: {VAR: value}}]",
+}
+
+
+def _warn_legacy(raw_tasks: list[object], source: str) -> None:
+    """One deprecation warning per 0.3 task key used in the document."""
+    used = {
+        key for raw in raw_tasks if isinstance(raw, dict) for key in LEGACY_TASK_KEYS if key in raw
+    }
+    for key in LEGACY_TASK_KEYS:
+        if key in used:
+            log.warning(
+                "%s: task key '%s' is deprecated; %s (`scripthut migrate` rewrites the file)",
+                source,
+                key,
+                _LEGACY_HINTS[key],
+            )
+
+
 _READERS: dict[str, Reader] = {
     "id": _read_id,
     "command": _read_command,
     "deps": _read_patterns,
     "dependencies": _read_patterns,
     "name": _read_text,
-    "working_dir": _read_text,
+    "working_dir": _read_working_dir,
     "partition": _read_text,
     "cpus": _read_cpus,
     "memory": _read_memory,
@@ -459,6 +525,8 @@ _READERS: dict[str, Reader] = {
     "generates_source": _read_optional_text,
     "gres": _read_optional_text,
     "image": _read_optional_text,
+    "environment": _read_environment,
+    "env_vars": _read_env_vars,
 }
 
 
@@ -498,7 +566,10 @@ def _parse(data: object, *, source: str, existing: Collection[str], allow_empty:
         issues.append(Issue(where=where, field=graph.deps_key(cycle[0]), message=message))
     if issues:
         raise InvalidInput(issues, title=_title(source))
-    return Workflow(tasks=graph.specs, deps=deps, env=doc.env, env_groups=doc.env_groups)
+    _warn_legacy(doc.tasks, source)
+    workflow = Workflow(tasks=graph.specs, deps=deps, env=doc.env, env_groups=doc.env_groups)
+    workflow.title = doc.title
+    return workflow
 
 
 @contextmanager

@@ -1,0 +1,58 @@
+"""scripthut.yaml: its models (models), cross checks and error places (checks, issues), loading.
+
+Every public name is re-exported here: `from scripthut.config import Config, load_config`.
+"""
+
+from scripthut.config.load import find_config_path, load_config, parse_config
+from scripthut.config.models import (
+    BACKEND_NAME,
+    CONFIG_FILE_NAME,
+    DEFAULT_DATA_DIR,
+    REMOTE_LOG_DIR,
+    AWSBatchConfig,
+    AWSEC2Config,
+    BackendConfig,
+    BatchBackendConfig,
+    Config,
+    EC2BackendConfig,
+    GitSourceConfig,
+    LocalBackendConfig,
+    PathSourceConfig,
+    PBSBackendConfig,
+    PricingConfig,
+    Settings,
+    SlurmBackendConfig,
+    SourceConfig,
+    SSHConfig,
+    WorkflowConfig,
+    WorkflowGitConfig,
+    shares_filesystem,
+)
+
+__all__ = [
+    "BACKEND_NAME",
+    "CONFIG_FILE_NAME",
+    "DEFAULT_DATA_DIR",
+    "REMOTE_LOG_DIR",
+    "AWSBatchConfig",
+    "AWSEC2Config",
+    "BackendConfig",
+    "BatchBackendConfig",
+    "Config",
+    "EC2BackendConfig",
+    "GitSourceConfig",
+    "LocalBackendConfig",
+    "PBSBackendConfig",
+    "PathSourceConfig",
+    "PricingConfig",
+    "SSHConfig",
+    "Settings",
+    "SlurmBackendConfig",
+    "SourceConfig",
+    "WorkflowConfig",
+    "WorkflowGitConfig",
+    "find_config_path",
+    "load_config",
+    "parse_config",
+    "shares_filesystem",
+]
