@@ -186,7 +186,8 @@ class Backend(ABC):
     async def find(self, tags: Sequence[str]) -> dict[str, str] | None:
         """Jobs already on the scheduler for these tags (tag -> job id).
 
-        None means the lookup failed: the engine must not resubmit these tags yet.
+        None means the lookup failed (an exception: the backend could not be reached): the
+        engine must not resubmit these tags yet.
         """
 
     @abstractmethod

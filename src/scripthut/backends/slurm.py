@@ -136,7 +136,8 @@ class SlurmBackend(Backend):
         try:
             await self.host.identify()
         except TransportError as exc:
-            log.warning("backend '%s': %s (will retry on first use)", self.name, exc)
+            # The engine reports reachability once per change; this is detail.
+            log.debug("backend '%s': %s (will retry on first use)", self.name, exc)
 
     async def close(self) -> None:
         await self.host.close()
@@ -396,20 +397,17 @@ class SlurmBackend(Backend):
         """Jobs for these tags: the tag index, then squeue and sacct `--comment`s.
 
         None when squeue fails, or sacct fails for another reason than accounting being
-        disabled: a job accepted by sbatch must never be taken for missing.
+        disabled: a job accepted by sbatch must never be taken for missing. TransportError
+        when the cluster cannot be reached.
         """
         wanted = [tag for tag in dict.fromkeys(tags) if is_safe_name(tag)]
         if not wanted:
             return {}
-        try:
-            _home, user = await self.host.identify()
-            marker = new_marker()
-            sections = await self.host.script(
-                self.find_script(wanted, user, marker), marker, timeout=POLL_TIMEOUT
-            )
-        except TransportError as exc:
-            log.warning("backend '%s': find failed: %s", self.name, exc)
-            return None
+        _home, user = await self.host.identify()  # TransportError: the caller retries
+        marker = new_marker()
+        sections = await self.host.script(
+            self.find_script(wanted, user, marker), marker, timeout=POLL_TIMEOUT
+        )
         return self._read_find(wanted, sections)
 
     def find_script(self, tags: Sequence[str], user: str, marker: str) -> str:

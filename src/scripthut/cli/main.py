@@ -344,8 +344,12 @@ async def follow(session: Session, record: RunRecord, args: argparse.Namespace) 
     try:
         total = len(session.store.tasks(record.id))
         with display.LiveProgress(record, total, enabled=not args.json) as progress:
+            message = record.message
             async for counts, total, current in session.watch(record.id, stop=detach):
                 progress.update(counts, total)
+                if current.message != message and current.message:
+                    display.err.print(f"run {current.id}: {current.message}", markup=False)
+                message = current.message
                 record = current
     finally:
         loop.remove_signal_handler(signal.SIGINT)

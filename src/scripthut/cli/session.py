@@ -86,13 +86,13 @@ class Session:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         subscription = self.engine.events.subscribe() if self.engine else None
-        last: tuple[dict[str, int], str] | None = None
+        last: tuple[dict[str, int], str, str | None] | None = None
         try:
             while True:
                 record = self._current(run_id)
                 counts = self.store.task_counts(run_id)
-                if last != (counts, record.state.value):
-                    last = (counts, record.state.value)
+                if last != (counts, record.state.value, record.message):
+                    last = (counts, record.state.value, record.message)
                     yield counts, sum(counts.values()), record
                 if record.state.is_final or (stop is not None and stop.is_set()):
                     return

@@ -33,7 +33,13 @@ from scripthut.engine.events import EventBus
 from scripthut.engine.graph import Node, RunGraph
 from scripthut.engine.jobs import BuiltJob, RunContext
 from scripthut.env_rules import EnvRule
-from scripthut.errors import InvalidInput, LeaseHeld, NotFound, ScriptHutError
+from scripthut.errors import (
+    BackendUnavailable,
+    InvalidInput,
+    LeaseHeld,
+    NotFound,
+    ScriptHutError,
+)
 from scripthut.states import JobState, RunState, TaskState
 from scripthut.store import AttemptRecord, RunRecord, Store, TaskRecord
 from scripthut.store.store import AttemptKey
@@ -47,6 +53,8 @@ LEASE_RENEW = 5.0
 COMMAND_CHECK = 0.5
 EVENTS_KEPT = 200_000
 GENERATED_SOURCE_LIMIT = 64 << 20
+RETRY_FIRST = 2.0  # seconds before an unreachable backend is tried again; doubles up to
+RETRY_MAX = 60.0
 
 _JOB_TO_TASK = {
     JobState.PENDING: TaskState.SUBMITTED,
@@ -97,6 +105,22 @@ class Intent:
 
 
 @dataclass(slots=True)
+class Zombie:
+    """A job that may exist for a task already final: its run was cancelled while the
+    backend could not be reached. It is looked up (if its submission was never confirmed)
+    and cancelled once the backend answers; its attempt row stays open until then."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    job_id: str | None  # None: the submission was never confirmed
+
+    @property
+    def key(self) -> AttemptKey:
+        return self.run_id, self.task_id, self.attempt
+
+
+@dataclass(slots=True)
 class BackendSlot:
     """Per-backend loop state."""
 
@@ -112,6 +136,11 @@ class BackendSlot:
     started: bool = False
     polls: int = 0
     task: asyncio.Task[None] | None = None
+    zombies: dict[str, Zombie] = field(default_factory=dict)
+    down_since: float | None = None  # wall time of the first failure in a row
+    down_error: str = ""
+    retry_delay: float = RETRY_FIRST
+    retry_at: float = 0.0  # monotonic; no traffic to the backend before this while down
 
     @property
     def active(self) -> int:
@@ -160,6 +189,7 @@ class Engine:
         self.max_poll_interval = float(max(config.settings.poll_interval, min_poll_interval))
         self.runs: dict[str, ActiveRun] = {}
         self.slots: dict[str, BackendSlot] = {}
+        self.stranded: dict[str, str] = {}  # run id -> why no backend can drive it
         self._main: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_command = 0
@@ -233,14 +263,16 @@ class Engine:
         record = self.store.get_run(run_id)
         if run_id not in self.runs and not record.state.is_final:
             self._publish_run_created(record)
-            self._activate(record)
-            self._ensure_loop(self.slots[record.backend])
+            if self._activate(record) is not None:
+                self._ensure_loop(self.slots[record.backend])
         return record
 
     async def cancel(self, run_id: str) -> RunRecord:
         """Cancel pending tasks now and ask backends to cancel running ones."""
         run = self.runs.get(run_id)
         if run is None:
+            if run_id in self.stranded:
+                return self._cancel_stranded(run_id)
             return self.store.get_run(run_id)
         run.record.cancel_requested = True
         self.store.update_run(run_id, cancel_requested=True)
@@ -252,7 +284,10 @@ class Engine:
             )
         self._commit(changes)
         slot = self.slots[run.record.backend]
-        await self._send_cancels(slot)
+        if slot.down_since is not None:
+            self._abandon_cancelled(slot)
+        else:
+            slot.wake.set()  # the backend's loop sends the cancels
         self._finish_runs([run_id])
         return run.record
 
@@ -261,7 +296,10 @@ class Engine:
         run = self.runs.get(run_id)
         if run is None:
             record = self.store.get_run(run_id)
-            run = self._activate(record)
+            activated = self._activate(record)
+            if activated is None:
+                raise BackendUnavailable(self.stranded[run_id])
+            run = activated
         again = run.graph.rerun()
         if not again:
             if run.record.state.is_final:
@@ -331,14 +369,20 @@ class Engine:
         record: RunRecord,
         tasks: list[TaskRecord] | None = None,
         specs: dict[str, TaskSpec] | None = None,
-    ) -> ActiveRun:
+    ) -> ActiveRun | None:
+        """Drive a run; None (the run stranded, with its reason) when its backend is gone."""
+        try:
+            backend = self.registry.get(record.backend)
+        except ScriptHutError as exc:
+            self._strand(record, exc)
+            return None
+        self.stranded.pop(record.id, None)
         if tasks is None:
             tasks = self.store.tasks(record.id)
         if specs is None:
             specs = _parse_specs(record.id, [t.spec for t in tasks])
         nodes = [Node(t.task_id, list(t.deps), t.state, in_flight=t.state.is_active) for t in tasks]
         graph = RunGraph(nodes)
-        backend = self.registry.get(record.backend)
         context = RunContext.for_run(self.config, backend, record)
         run = ActiveRun(
             record=record,
@@ -354,6 +398,8 @@ class Engine:
         if record.id not in slot.runs:
             slot.runs.append(record.id)
         self._cascade_on_load(run)
+        if _is_backend_notice(record.message):
+            self._set_message(record, None)
         return run
 
     def _slot(self, backend: Backend) -> BackendSlot:
@@ -394,6 +440,7 @@ class Engine:
         for attempt in self.store.open_attempts():
             run = self.runs.get(attempt.run_id)
             if run is None:
+                self._adopt_zombie(attempt)
                 continue
             node = run.graph.nodes.get(attempt.task_id)
             if node is None or attempt.attempt < run.attempts.get(attempt.task_id, 0):
@@ -415,6 +462,17 @@ class Engine:
                     TaskState(attempt.state),
                     started_at=attempt.started_at,
                 )
+
+    def _adopt_zombie(self, attempt: AttemptRecord) -> None:
+        """An open attempt of a run that is final (or stranded): its job, if any, is to go."""
+        if attempt.run_id in self.stranded:
+            return
+        try:
+            slot = self._slot(self.registry.get(attempt.backend))
+        except ScriptHutError:
+            return
+        job_id = attempt.job_id if attempt.state != "intent" else None
+        slot.zombies[attempt.tag] = Zombie(attempt.run_id, attempt.task_id, attempt.attempt, job_id)
 
     def _ensure_loop(self, slot: BackendSlot) -> None:
         if self._stopping or self._main is None:
@@ -482,6 +540,8 @@ class Engine:
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
+            except ScriptHutError as exc:
+                self._down(slot, str(exc))
             except Exception:
                 self._log_error(slot.backend.name, f"backend '{slot.backend.name}' step failed")
                 await asyncio.sleep(backoff * (1 + random.random()))
@@ -492,8 +552,12 @@ class Engine:
             await self._wait(slot)
 
     async def _step(self, slot: BackendSlot) -> None:
+        if slot.down_since is not None and time.monotonic() < slot.retry_at:
+            return  # no traffic to an unreachable backend before its retry time
         if slot.needs_find and slot.intents:
             await self._reconcile(slot)
+        if slot.zombies:
+            await self._bury_zombies(slot)
         await self._send_cancels(slot)
         await self._submit_ready(slot)
         backend = slot.backend
@@ -512,7 +576,9 @@ class Engine:
     async def _wait(self, slot: BackendSlot) -> None:
         polling = slot.tracked or slot.external is not None
         timeout = max(0.0, slot.next_poll - time.monotonic()) if polling else None
-        if slot.intents and slot.needs_find:
+        if slot.down_since is not None:
+            timeout = max(0.0, slot.retry_at - time.monotonic())
+        elif (slot.intents and slot.needs_find) or slot.zombies:
             timeout = min(timeout or 2.0, 2.0)
         waiters = [
             asyncio.create_task(slot.wake.wait()),
@@ -581,8 +647,9 @@ class Engine:
             raise
         except Exception as exc:
             slot.needs_find = True
-            self._log_error(slot.backend.name, f"submission to '{slot.backend.name}' failed: {exc}")
+            self._down(slot, f"submission failed: {exc}")
             return
+        self._up(slot)
         if len(outcomes) != len(specs):
             slot.needs_find = True
             log.error(
@@ -646,12 +713,12 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._log_error(
-                slot.backend.name, f"looking up jobs on '{slot.backend.name}' failed: {exc}"
-            )
+            self._down(slot, f"looking up submitted jobs failed: {exc}")
             return
         if found is None:
+            self._down(slot, "looking up submitted jobs failed")
             return
+        self._up(slot)
         slot.needs_find = False
         present = [
             (slot.intents[t].spec, SubmitOutcome(job_id=found[t])) for t in tags if t in found
@@ -675,7 +742,7 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._log_error(slot.backend.name, f"cancel on '{slot.backend.name}' failed: {exc}")
+            self._down(slot, f"cancel failed: {exc}")
             return
         for tracked in pending:
             tracked.cancel_sent = True
@@ -695,11 +762,12 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._log_error(slot.backend.name, f"poll of '{slot.backend.name}' failed: {exc}")
+            self._down(slot, f"poll failed: {exc}")
             return False
         if not result.ok:
-            self._log_error(slot.backend.name, f"poll of '{slot.backend.name}': {result.error}")
+            self._down(slot, f"poll failed: {result.error}")
             return False
+        self._up(slot)
         if result.external is not None:
             slot.external = result.external
         updates: list[tuple[Tracked, JobStatus, TaskState]] = []
@@ -902,11 +970,179 @@ class Engine:
             "total": len(run.graph.nodes),
             "started_at": run.record.started_at,
             "ended_at": run.record.ended_at,
+            "message": run.record.message,
         }
 
     def _publish_run_created(self, record: RunRecord) -> None:
         data = {"state": record.state.value, "name": record.name, "backend": record.backend}
         self.events.publish(self.store.append_events([("run_created", record.id, None, data)]))
+
+    # -- outages: unreachable backends, stranded runs, jobs left to cancel -----------------
+
+    def _down(self, slot: BackendSlot, error: str) -> None:
+        """A call to the backend failed: one log line when it becomes unreachable, then
+        retries with backoff; its runs say why they wait."""
+        name = slot.backend.name
+        if slot.down_since is None:
+            slot.down_since = time.time()
+            slot.retry_delay = RETRY_FIRST
+            slot.down_error = error
+            log.warning("backend '%s' unreachable: %s", name, error)
+            notice = f"backend '{name}' unreachable since {_clock(slot.down_since)}: {error}"
+            for run_id in slot.runs:
+                if run_id in self.runs:
+                    self._set_message(self.runs[run_id].record, notice)
+        else:
+            slot.retry_delay = min(slot.retry_delay * 2, RETRY_MAX)
+            log.debug("backend '%s' still unreachable: %s", name, error)
+        slot.retry_at = time.monotonic() + slot.retry_delay * random.uniform(0.8, 1.0)
+        self._abandon_cancelled(slot)
+
+    def _up(self, slot: BackendSlot) -> None:
+        if slot.down_since is None:
+            return
+        log.info(
+            "backend '%s' reachable again after %.0f s",
+            slot.backend.name,
+            time.time() - slot.down_since,
+        )
+        slot.down_since = None
+        slot.down_error = ""
+        for run_id in slot.runs:
+            run = self.runs.get(run_id)
+            if run is not None and _is_backend_notice(run.record.message):
+                self._set_message(run.record, None)
+
+    def _set_message(self, record: RunRecord, message: str | None) -> None:
+        if record.message == message:
+            return
+        record.message = message
+        self.store.update_run(record.id, message=message)
+        data = {"state": record.state.value, "message": message}
+        self.events.publish(self.store.append_events([("run", record.id, None, data)]))
+
+    def _strand(self, record: RunRecord, exc: ScriptHutError) -> None:
+        """A run whose backend is not configured (or has no driver) waits, saying why."""
+        if isinstance(exc, NotFound):
+            reason = f"backend '{record.backend}' is not configured"
+        else:
+            reason = str(exc)
+        if self.stranded.get(record.id) != reason:
+            log.warning("run %s is not driven: %s", record.id, reason)
+        self.stranded[record.id] = reason
+        self._set_message(record, reason)
+
+    def _cancel_stranded(self, run_id: str) -> RunRecord:
+        """Cancel a run no backend can drive: in the store alone, saying so."""
+        reason = self.stranded.pop(run_id)
+        now = time.time()
+        changes = Changes()
+        for task in self.store.tasks(run_id):
+            if not task.state.is_final:
+                changes.task(
+                    run_id,
+                    task.task_id,
+                    state=TaskState.CANCELLED,
+                    reason=f"run cancelled; {reason}",
+                    ended_at=now,
+                )
+        for attempt in self.store.open_attempts():
+            if attempt.run_id == run_id:
+                changes.attempt(
+                    (run_id, attempt.task_id, attempt.attempt),
+                    state=TaskState.CANCELLED.value,
+                    reason=f"{reason}: its job, if any, was not cancelled",
+                    ended_at=now,
+                )
+        record = self.store.get_run(run_id)
+        record.state, record.ended_at, record.cancel_requested = RunState.CANCELLED, now, True
+        summary = {"state": record.state.value, "ended_at": now, "message": record.message}
+        with self.store.transaction():
+            self.store.update_tasks(sorted(changes.tasks, key=_task_key))
+            self.store.update_attempts(sorted(changes.attempts, key=_attempt_key))
+            self.store.update_run(run_id, state=record.state, ended_at=now, cancel_requested=True)
+            events = self.store.append_events([*changes.events, ("run", run_id, None, summary)])
+        self.events.publish(events)
+        return record
+
+    def _abandon_cancelled(self, slot: BackendSlot) -> None:
+        """Tasks of cancelled runs whose jobs sit on an unreachable backend are cancelled now;
+        their jobs (found first if never confirmed) are cancelled once it answers."""
+        name = slot.backend.name
+        changes = Changes()
+        now = time.time()
+        doomed: list[tuple[str, str, str, int, str | None]] = [
+            (tag, i.run_id, i.task_id, i.spec.attempt, None)
+            for tag, i in slot.intents.items()
+            if self._cancel_requested(i.run_id)
+        ] + [
+            (tag, t.run_id, t.task_id, t.attempt, t.ref.job_id)
+            for tag, t in slot.tracked.items()
+            if self._cancel_requested(t.run_id)
+        ]
+        for tag, run_id, task_id, attempt, job_id in doomed:
+            slot.intents.pop(tag, None)
+            slot.tracked.pop(tag, None)
+            slot.zombies[tag] = Zombie(run_id, task_id, attempt, job_id)
+            what = "its job" if job_id else "a job found for its unconfirmed submission"
+            reason = (
+                f"run cancelled while backend '{name}' was unreachable; "
+                f"{what} is cancelled when the backend answers"
+            )
+            changes.task(run_id, task_id, state=TaskState.CANCELLED, reason=reason, ended_at=now)
+            self.runs[run_id].graph.set_state(task_id, TaskState.CANCELLED)
+        self._commit(changes)
+        self._finish_runs({run_id for _, run_id, _, _, _ in doomed})
+
+    async def _bury_zombies(self, slot: BackendSlot) -> None:
+        """Find the jobs of unconfirmed submissions of cancelled tasks, cancel every one."""
+        unconfirmed = [tag for tag, z in slot.zombies.items() if z.job_id is None]
+        changes = Changes()
+        now = time.time()
+        if unconfirmed:
+            try:
+                found = await slot.backend.find(unconfirmed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._down(slot, f"looking up submitted jobs failed: {exc}")
+                return
+            if found is None:
+                return
+            for tag in unconfirmed:
+                if tag in found:
+                    slot.zombies[tag].job_id = found[tag]
+                    continue
+                zombie = slot.zombies.pop(tag)
+                changes.attempt(
+                    zombie.key,
+                    state=TaskState.CANCELLED.value,
+                    reason="cancelled before its submission was confirmed; no job was found",
+                    ended_at=now,
+                )
+        jobs = {tag: z for tag, z in slot.zombies.items() if z.job_id}
+        if jobs:
+            try:
+                await slot.backend.cancel([z.job_id for z in jobs.values() if z.job_id])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._commit(changes)
+                self._down(slot, f"cancel failed: {exc}")
+                return
+            for tag, zombie in jobs.items():
+                del slot.zombies[tag]
+                log.info(
+                    "cancelled job %s of a cancelled run on '%s'", zombie.job_id, slot.backend.name
+                )
+                changes.attempt(
+                    zombie.key,
+                    state=TaskState.CANCELLED.value,
+                    job_id=zombie.job_id,
+                    reason="cancelled when the backend answered again",
+                    ended_at=now,
+                )
+        self._commit(changes)
 
     def _log_error(self, key: str, message: str) -> None:
         """Log with traceback at most once a minute per key (a dead cluster is not a log flood)."""
@@ -916,6 +1152,19 @@ class Engine:
             log.error(message, exc_info=sys.exc_info()[0] is not None)
         else:
             log.debug(message)
+
+
+def _clock(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+
+
+def _is_backend_notice(message: str | None) -> bool:
+    """A run message the engine set about its backend (cleared when the backend is back)."""
+    return (
+        bool(message)
+        and str(message).startswith("backend '")
+        and (" unreachable since " in str(message) or str(message).endswith(" is not configured"))
+    )
 
 
 def _task_key(change: tuple[str, str, Mapping[str, Any]]) -> tuple[str, str]:

@@ -209,7 +209,7 @@ class SSHTransport(Transport):
     def _forget_lost_connection(self) -> None:
         self._conn = None
         self.stats.connections_lost += 1
-        log.warning("%s: connection lost; reconnecting", self.description)
+        log.info("%s: connection lost; reconnecting", self.description)
 
     def _check_backoff(self) -> None:
         wait = self._retry_at - time.monotonic()
@@ -237,7 +237,7 @@ class SSHTransport(Transport):
         self._last_error = message
         delay = min(self.backoff_cap, self.backoff_base * 2 ** (self._failures - 1))
         self._retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
-        log.warning("%s", message)
+        log.debug("%s", message)  # the engine logs a backend's reachability once per change
 
     async def _open(self) -> Any:
         options = self._options()
