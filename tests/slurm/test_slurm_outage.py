@@ -72,15 +72,13 @@ def relay_config(rig: SlurmRig, relay: Relay, tmp_path: Path) -> Any:
     return parse_config(data, source="test")
 
 
+SBATCH = ["sbatch", "--parsable", "-p", "debug", "-o", "/dev/null"]
+
+
 def sbatch_for_tag(rig: SlurmRig, tag: str) -> str:
     """The job an unconfirmed submission may have created: carrying the attempt's tag."""
     done = subprocess.run(
-        rig.ssh_argv(
-            shlex.join(
-                ["sbatch", "--parsable", "-p", "debug", f"--comment={tag}", "-o", "/dev/null"]
-                + ["--wrap", "sleep 300"]
-            )
-        ),
+        rig.ssh_argv(shlex.join([*SBATCH, f"--comment={tag}", "--wrap", "sleep 300"])),
         capture_output=True,
         text=True,
         timeout=60,
