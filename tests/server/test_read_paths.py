@@ -62,7 +62,7 @@ def sh_config_text(tmp_path: Path, gate: Path) -> str:
     return CONFIG + (
         f"  - name: secretive\n    backend: local\n    command: cat {document}\n"
         "  - name: slow\n    backend: local\n    command: |-\n"
-        f"      while [ ! -e {gate} ]; do sleep 0.05; done; echo '[{{\"id\": \"x\", "
+        f'      while [ ! -e {gate} ]; do sleep 0.05; done; echo \'[{{"id": "x", '
         '"command": "true"}]\'\n'
     )
 

@@ -470,7 +470,7 @@ class Store:
             "secrets": "masked",
             "run": run.to_json(),
             "workflow": mask_document(workflow, masker),
-            "tasks": [t.to_json() for t in tasks],
+            "tasks": [_masked_task(t.to_json(), masker) for t in tasks],
             "attempts": [
                 {**a.to_json(), "script": masker.script(a.script), "env": mask_env(a.env, masker)}
                 for a in attempts
@@ -527,3 +527,12 @@ def _lease_is_stale(row: Sequence[Any], now: float, host: str) -> bool:
     if expires_at < now:
         return True
     return bool(lease_host == host and not pid_alive(int(pid)))
+
+
+def _masked_task(task: dict[str, Any], masker: SecretMasker) -> dict[str, Any]:
+    reason = task.get("reason")
+    return {
+        **task,
+        "name": masker.text(str(task["name"])),
+        "reason": reason if reason is None else masker.text(str(reason)),
+    }
