@@ -112,6 +112,12 @@ async def test_texts_have_documented_length_limits(api: Api, jp_fetch: Fetch) ->
         assert field in fields(reply), reply
         text = json.dumps(reply)
         assert "too long" in text or "at most" in text or "not a valid id" in text, reply
+    huge = "x" * 100_000  # refused, and not echoed back (the body limit here is 0.25 MiB)
+    for body in ({"workflow": [task(id=huge, name=huge)]}, {"workflow": [task()], huge: 1}):
+        response = await jp_fetch(
+            "scripthut", "api", "runs", method="POST", body=json.dumps(body), raise_error=False
+        )
+        assert response.code == 400 and len(response.body) < 5_000
     at_limit = {"workflow": [task(name="n" * MAX_NAME, command="#" + "x" * 50_000)]}
     code, reply = await send(jp_fetch, "POST", "runs", json.dumps(at_limit).encode())
     assert code == 201, reply

@@ -128,7 +128,9 @@ def _object(body: object) -> Mapping[str, Any]:
 def _unknown_keys(data: Mapping[str, Any], allowed: frozenset[str]) -> list[Issue]:
     known = ", ".join(sorted(allowed))
     return [
-        Issue(BODY, f"unknown key (known: {known})", str(key)) for key in data if key not in allowed
+        Issue(BODY, f"unknown key (known: {known})", str(key)[:MAX_NAME])
+        for key in data
+        if key not in allowed
     ]
 
 

@@ -260,7 +260,15 @@ def _type_name(value: object) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+def _shown(value: object, limit: int = 60) -> str:
+    """A value as messages quote it: repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]}"
+
+
 def _suggestion(word: str, choices: Iterable[str]) -> str:
+    if len(word) > 100:
+        return ""
     close = get_close_matches(word, list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -299,7 +307,7 @@ def _read_object(data: dict[Any, Any], issues: list[Issue]) -> _Document | None:
     for key in data:
         if key not in DOCUMENT_KEYS:
             hint = _suggestion(str(key), DOCUMENT_KEYS)
-            issues.append(Issue(where=DOCUMENT, message=f"unknown key '{key}'{hint}"))
+            issues.append(Issue(where=DOCUMENT, message=f"unknown key {_shown(key)}{hint}"))
     env = _read_rules(data.get("env", []), DOCUMENT, "env", issues)
     groups = _read_groups(data.get("env_groups", {}), issues)
     tasks = data.get("tasks")
@@ -321,7 +329,9 @@ def _read_groups(value: object, issues: list[Issue]) -> dict[str, list[EnvRule]]
     groups: dict[str, list[EnvRule]] = {}
     for name, rules in value.items():
         if not isinstance(name, str) or not name or _CONTROL.search(name):
-            message = f"group name {name!r} must be a non-empty string without control characters"
+            message = (
+                f"group name {_shown(name)} must be a non-empty string without control characters"
+            )
             issues.append(Issue(where=DOCUMENT, field="env_groups", message=message))
             continue
         if len(name) > MAX_GROUP_NAME:
@@ -432,7 +442,7 @@ def _where(raw_id: object, position: int) -> str:
 
 def _unknown_keys(raw: dict[Any, Any]) -> list[tuple[str | None, str]]:
     return [
-        (None, f"unknown key '{key}'{_suggestion(str(key), TASK_KEYS)}")
+        (None, f"unknown key {_shown(key)}{_suggestion(str(key), TASK_KEYS)}")
         for key in raw
         if key not in _TASK_KEY_SET
     ]
@@ -459,7 +469,7 @@ def _read_id(key: str, value: object, values: dict[str, Any]) -> None:
     if SAFE_ID.fullmatch(value) is None:
         raise _fail(
             key,
-            f"{value!r} is not a valid id: 1 to 200 of letters, digits, '_', '.' and '-', "
+            f"{_shown(value)} is not a valid id: 1 to 200 of letters, digits, '_', '.' and '-', "
             "not starting with '.' or '-'",
         )
     values[key] = value
@@ -486,7 +496,7 @@ def _string(key: str, value: object, limit: int = MAX_TEXT) -> str:
     if len(value) > limit:
         raise _fail(key, _too_long(value, limit))
     if _CONTROL.search(value):
-        raise _fail(key, f"{value!r} holds a control character (newline, tab, NUL...)")
+        raise _fail(key, f"{_shown(value)} holds a control character (newline, tab, NUL...)")
     return value
 
 
