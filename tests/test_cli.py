@@ -231,3 +231,10 @@ def test_show_and_export_mask_secrets(tmp_path: Path, env: dict[str, str]) -> No
     scripts = {a["task"]: a["script"] for a in doc["attempts"]}
     assert "export API_TOKEN='***'" in scripts["a"]
     assert doc["attempts"][0]["env"]["values"]["API_TOKEN"]["value"] == "***"
+
+
+def test_a_run_name_has_the_api_s_length_limit(tmp_path: Path, env: dict[str, str]) -> None:
+    wf = write(tmp_path / "wf.json", [{"id": "a", "command": "true"}])
+    result = hut("run", wf, "--name", "n" * 201, "--json", env=env)
+    assert result.returncode == 2
+    assert "at most 200 characters" in result.stderr

@@ -22,6 +22,7 @@ from scripthut.states import RunState, TaskState
 from scripthut.store import RunRecord, Store, TaskRecord
 from scripthut.workflow.env import build_seed, resolve_env
 from scripthut.workflow.model import Workflow
+from scripthut.workflow.parse import MAX_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,9 @@ def record_run(
         },
     }
     run_name = name or (os.path.splitext(os.path.basename(source))[0] if source else "workflow")
+    if len(run_name) > MAX_NAME or not run_name.isprintable():
+        message = f"must be printable and at most {MAX_NAME} characters"
+        raise InvalidInput([Issue("run", message, "name")], "invalid run")
     _check_env(config, entry.name, workflow, [*workflow_env, *workflow.env], run_name, run_id, now)
     run = RunRecord(
         id=run_id,
