@@ -18,6 +18,7 @@ import scripthut as hut
 from scripthut import api
 from scripthut.client.local import LocalClient
 from scripthut.errors import InvalidInput, NotFound
+from tests.helpers import SECRET_WORKFLOW, assert_no_secret
 
 CONFIG = """\
 backends:
@@ -287,3 +288,16 @@ def test_a_server_of_another_data_dir_is_not_used(
             mine.close()
         server.shutdown()
         server.server_close()
+
+
+def test_the_python_api_never_returns_a_secret(client: LocalClient) -> None:
+    run = hut.run(SECRET_WORKFLOW, name="secretive")
+    assert run.wait(60) == "completed"
+    env = run.env("a")
+    assert env["values"]["API_TOKEN"] == {**env["values"]["API_TOKEN"], "value": "***"}
+    script = client.script(run.id, "a")
+    assert "export API_TOKEN='***'" in script
+    task = client.task(run.id, "a")
+    assert task["spec"]["env"][0]["set"]["COPY"] == "prefix-***"
+    for shown in (json.dumps(env), script, json.dumps(task), run.summary()):
+        assert_no_secret(shown)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import SECRET_HOOK, SECRET_WORKFLOW, assert_no_secret
+
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
@@ -376,3 +378,37 @@ def test_failure_reasons_are_never_cut(tmp_path: Path, env: dict[str, str]) -> N
     assert result.returncode == 1
     for i in range(12):
         assert f"task 'bad{i}': unknown key 'colour'" in result.stdout, result.stdout
+
+
+def test_show_and_export_mask_secrets(tmp_path: Path, env: dict[str, str]) -> None:
+    doc = json.loads(json.dumps(SECRET_WORKFLOW))
+    hook = f"https://hooks.slack.com/services/T1/B2/{SECRET_HOOK}"
+    doc["tasks"].append({"id": "notify", "name": f"notify {hook}", "command": "true"})
+    run_id = json.loads(hut("run", write(tmp_path / "wf.json", doc), "--json", env=env).stdout)[
+        "run"
+    ]
+
+    shown = hut("show", run_id, "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    names = {t["id"]: t["name"] for t in json.loads(shown.stdout)["tasks"]}
+    assert names["notify"] == "notify https://hooks.slack.com/***"
+    table = hut("show", run_id, env=env)
+    for text in (shown.stdout, table.stdout, table.stderr):
+        assert_no_secret(text)
+
+    exported = hut("export", run_id, env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert_no_secret(exported.stdout)
+    doc = json.loads(exported.stdout)
+    assert doc["secrets"] == "masked"
+    assert doc["workflow"]["env"][0]["set"]["API_TOKEN"] == "***"
+    scripts = {a["task"]: a["script"] for a in doc["attempts"]}
+    assert "export API_TOKEN='***'" in scripts["a"]
+    assert doc["attempts"][0]["env"]["values"]["API_TOKEN"]["value"] == "***"
+
+
+def test_a_run_name_has_the_api_s_length_limit(tmp_path: Path, env: dict[str, str]) -> None:
+    wf = write(tmp_path / "wf.json", [{"id": "a", "command": "true"}])
+    result = hut("run", wf, "--name", "n" * 201, "--json", env=env)
+    assert result.returncode == 2
+    assert "at most 200 characters" in result.stderr

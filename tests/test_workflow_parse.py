@@ -13,6 +13,10 @@ from scripthut.errors import InvalidInput, Issue, NotFound
 from scripthut.workflow.dag import IdIndex
 from scripthut.workflow.model import TaskSpec
 from scripthut.workflow.parse import (
+    MAX_COMMAND,
+    MAX_ENV_VALUE,
+    MAX_NAME,
+    MAX_TEXT,
     TASK_KEYS,
     load_workflow,
     parse_document,
@@ -714,3 +718,51 @@ def test_working_dir_given_is_known() -> None:
     assert (a.working_dir, a.working_dir_given) == ("~", False)
     assert (b.working_dir, b.working_dir_given) == ("~", True)
     assert c.working_dir_given
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        ('[{"id": "a", "command": "echo \\ud800"}]', "[0].command", "lone surrogate"),
+        ('[{"id": "a", "command": "x", "cpus": 1e400}]', "[0].cpus", "out of range"),
+        ('[{"id": "a", "command": "x", "cpus": 99999999999999999999999}]', "[0].cpus", "64 bits"),
+        ('[{"id": "a", "command": "x", "cpus": NaN}]', "[0].cpus", "NaN"),
+        ("[" * 50_000 + "]" * 50_000, None, "nested too deeply"),
+    ],
+)
+def test_json_a_store_cannot_keep_is_refused_with_its_path(
+    tmp_path: Path, text: str, field: str | None, words: str
+) -> None:
+    path = tmp_path / "wf.json"
+    path.write_text(text)
+    with pytest.raises(InvalidInput) as caught:
+        load_workflow(path)
+    (issue,) = caught.value.issues
+    assert (issue.where, issue.field) == (str(path), field)
+    assert words in issue.message
+
+
+def test_an_escaped_pair_and_big_but_valid_numbers_are_fine(tmp_path: Path) -> None:
+    path = tmp_path / "wf.json"
+    path.write_text('[{"id": "a", "command": "echo \\ud83d\\ude00 1234567890123456789"}]')
+    assert load_workflow(path).tasks[0].command == "echo \U0001f600 1234567890123456789"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "limit"),
+    [
+        ({"name": "n" * (MAX_NAME + 1)}, "name", MAX_NAME),
+        ({"command": "c" * (MAX_COMMAND + 1)}, "command", MAX_COMMAND),
+        ({"working_dir": "w" * (MAX_TEXT + 1)}, "working_dir", MAX_TEXT),
+        ({"deps": ["d" * (MAX_TEXT + 1)]}, "deps", MAX_TEXT),
+        ({"env": [{"set": {"V": "v" * (MAX_ENV_VALUE + 1)}}]}, "env[0].set.V", MAX_ENV_VALUE),
+        ({"env": [{"init": "i" * (MAX_ENV_VALUE + 1)}]}, "env[0].init", MAX_ENV_VALUE),
+    ],
+)
+def test_texts_longer_than_their_limit_are_named(
+    fields: dict[str, Any], field: str, limit: int
+) -> None:
+    (issue,) = issues_of([task("a", **fields)])
+    assert (issue.where, issue.field) == ("task 'a'", field)
+    assert f"at most {limit:,}" in issue.message
+    assert parse_document([task("a", name="n" * MAX_NAME)]).tasks[0].name == "n" * MAX_NAME

@@ -70,7 +70,7 @@ async def test_a_backend_type_without_a_driver_is_explained(api: Api) -> None:
     code, reply = await api.call("POST", "runs", body)
     assert code == 503
     assert reply["reason"] == "backend_unavailable"
-    dry = await api.get("workflows/on-hpc/dry-run")  # its commands run through the local shell
+    dry = await api.post("workflows/on-hpc/dry-run")  # its commands run through the local shell
     assert dry["tasks"] == 1
     code, reply = await api.call("POST", "workflows/on-hpc/run", {})
     assert code == 503
@@ -306,7 +306,7 @@ async def test_configured_workflows_dry_run_and_run(api: Api) -> None:
     assert set(listed) == {"demo", "broken", "on-hpc", "on-remote"}
     assert listed["demo"]["addressable"] is True
 
-    dry = await api.get("workflows/demo/dry-run")
+    dry = await api.post("workflows/demo/dry-run")
     assert (dry["tasks"], dry["edges"]) == (2, 1)
     assert [t["id"] for t in dry["document"]["tasks"]] == ["one", "two"]
     assert (await api.get("runs"))["total"] == 0  # a dry run starts nothing
@@ -318,14 +318,14 @@ async def test_configured_workflows_dry_run_and_run(api: Api) -> None:
     out = await api.get(f"runs/{run['id']}/tasks/two/logs/output")
     assert out["text"] == "two\n"
 
-    code, reply = await api.call("GET", "workflows/broken/dry-run")
+    code, reply = await api.call("POST", "workflows/broken/dry-run")
     assert code == 400
     assert "exited with status 3" in reply["errors"][0]["message"]
-    code, reply = await api.call("GET", "workflows/on-remote/dry-run")  # needs ssh: not here
+    code, reply = await api.call("POST", "workflows/on-remote/dry-run")  # needs ssh: not here
     assert code == 503
     assert reply["reason"] == "backend_unavailable"
     assert "local shell" in reply["message"]
-    code, _ = await api.call("GET", "workflows/nope/dry-run")
+    code, _ = await api.call("POST", "workflows/nope/dry-run")
     assert code == 404
     code, reply = await api.call("POST", "workflows/demo/run", {"colour": 1})
     assert code == 400

@@ -286,7 +286,7 @@ async def test_ids_with_dots_slashes_or_encodings_get_404(
         ("GET", "scripthut/api/runs/%2e%2e/tasks/a/logs/output"),
         ("POST", "scripthut/api/jobs/local/..%2f..%2fx/cancel"),
         ("POST", "scripthut/api/jobs/..%2flocal/1/cancel"),
-        ("GET", "scripthut/api/workflows/..%2fdemo/dry-run"),
+        ("POST", "scripthut/api/workflows/..%2fdemo/dry-run"),
         ("POST", "scripthut/api/workflows/de..mo/run"),
     ]
     for method, path in attempts:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import pytest
+
+from scripthut.client.local import LocalClient
+from scripthut.widgets import RunView
 from scripthut.widgets.sources import JobsSource, RunSource, TimelineSource
+from tests.helpers import SECRET_TOKEN, SECRET_WORKFLOW, assert_no_secret
+from tests.widgets.conftest import front_end, wait_for
+from tests.widgets.test_feed import comm_of
 
 
 class Reads:
@@ -185,3 +193,35 @@ def test_job_table_asks_for_every_user_only_when_told() -> None:
     source.all_users = True
     source.fetch(reads)  # type: ignore[arg-type]
     assert reads.asked == [{"all_users": False}, {"all_users": True}]
+
+
+@pytest.mark.usefixtures("recording_comm")
+def test_the_script_env_and_task_tabs_get_masked_data(client: LocalClient) -> None:
+    """What the RunView drawer's Script, Env and Task tabs receive from the kernel (the
+    JupyterLab panel reads the same service over REST, see tests/server/test_read_paths)."""
+    run = client.submit(SECRET_WORKFLOW)
+    client.wait(run["id"], timeout=60)
+    store = client.service.store
+    assert store is not None
+    record = client.call(lambda: store.attempt(run["id"], "a"))
+    assert SECRET_TOKEN in record.script  # the job had the clear value
+    view = RunView(run["id"], client=client)
+    try:
+        for ask, op in enumerate(("script", "env", "task"), start=1):
+            args = {"run": run["id"], "task": "a"}
+            front_end(view, {"type": "request", "id": ask, "op": op, "args": args})
+        replies = wait_for(
+            lambda: (
+                (r := {m["id"]: m for m in comm_of(view).customs() if m["type"] == "reply"})
+                and len(r) == 3
+                and r
+            ),
+            what="the drawer's replies",
+        )
+        assert all(reply["ok"] for reply in replies.values()), replies
+        assert "export API_TOKEN='***'" in replies[1]["data"]
+        for reply in replies.values():
+            data = reply["data"]
+            assert_no_secret(data if isinstance(data, str) else json.dumps(data))
+    finally:
+        view.close()

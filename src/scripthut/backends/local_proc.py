@@ -210,8 +210,10 @@ def read_chunk(path: str, offset: int, limit: int) -> LogChunk:
     with file:
         size = os.fstat(file.fileno()).st_size
         start = max(0, size + offset) if offset < 0 else offset
-        file.seek(start)
-        data = file.read(max(0, limit)) if start < size else b""
+        data = b""
+        if start < size:  # never seek past the end: a huge offset is EINVAL on some filesystems
+            file.seek(start)
+            data = file.read(max(0, limit))
     return LogChunk(data, start, size)
 
 

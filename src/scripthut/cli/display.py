@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from scripthut.secrets import SecretMasker, document_pairs, spec_pairs
 from scripthut.states import TaskState
 from scripthut.store import RunRecord, TaskRecord
 
@@ -88,6 +90,24 @@ class LiveProgress:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.__exit__(None, None, None)
+
+
+def masked(run: RunRecord, tasks: Sequence[TaskRecord]) -> tuple[RunRecord, list[TaskRecord]]:
+    """The run and tasks with secret values (scripthut.secrets) masked in shown text."""
+    masker = SecretMasker(
+        [*document_pairs(run.document), *(p for t in tasks for p in spec_pairs(t.spec))]
+    )
+    shown = replace(run, name=masker.text(run.name), message=_text(masker, run.message))
+    out = []
+    for task in tasks:
+        name = task.spec.get("name")
+        spec = {**task.spec, "name": masker.text(name)} if isinstance(name, str) else task.spec
+        out.append(replace(task, spec=spec, reason=_text(masker, task.reason)))
+    return shown, out
+
+
+def _text(masker: SecretMasker, text: str | None) -> str | None:
+    return None if text is None else masker.text(text)
 
 
 def summary_table(run: RunRecord, tasks: Sequence[TaskRecord]) -> Table:

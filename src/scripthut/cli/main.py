@@ -257,6 +257,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         run = session.store.get_run(session.resolve(args.run))
         tasks = session.store.tasks(run.id)
         counts = session.store.task_counts(run.id)
+    run, tasks = display.masked(run, tasks)
     if args.json:
         doc = {**run.to_json(), "counts": counts, "tasks": [t.to_json() for t in tasks]}
         print(json.dumps(doc, indent=2))

@@ -23,6 +23,7 @@ from scripthut.states import RunState, TaskState
 from scripthut.store import RunRecord, Store, TaskRecord
 from scripthut.workflow.env import build_seed, resolve_env
 from scripthut.workflow.model import Workflow
+from scripthut.workflow.parse import MAX_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,9 @@ def record_run(
     now = time.time()
     run_id = new_run_id(now)
     run_name = name or workflow.title or _file_stem(source)
+    if len(run_name) > MAX_NAME or not run_name.isprintable():
+        message = f"must be printable and at most {MAX_NAME} characters"
+        raise InvalidInput([Issue("run", message, "name")], "invalid run")
     entry = check_run(
         config, workflow, backend, workflow_env, run_name=run_name, run_id=run_id, now=now
     )

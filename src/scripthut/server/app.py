@@ -20,7 +20,9 @@ from traitlets import Float, Int, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
 from scripthut.client.discovery import ENV_URL, ServerInfo, write_runtime_file
+from scripthut.server.commands import DEFAULT_MAX_COMMANDS
 from scripthut.server.handlers import BATCH_DELAY, HEARTBEAT_INTERVAL, routes
+from scripthut.server.requests import DEFAULT_MAX_BODY
 from scripthut.server.service import ScriptHutService, ServiceOptions
 from scripthut.server.stream import DEFAULT_BUFFER
 
@@ -70,6 +72,25 @@ class ScriptHut(Configurable):
         120.0, help="Seconds a configured workflow's command may take to print its tasks."
     ).tag(config=True)
 
+    max_body_mb = Float(
+        DEFAULT_MAX_BODY / 2**20,
+        help="""Largest request body the API accepts, in MiB (a larger one gets 413 before
+        it is parsed). The default fits a workflow of 100,000 tasks with room to spare.""",
+    ).tag(config=True)
+
+    max_workflow_commands = Int(
+        DEFAULT_MAX_COMMANDS,
+        help="""Configured workflow commands (dry-run, run) this server runs at once; a
+        request beyond that gets 429 with Retry-After rather than waiting.""",
+    ).tag(config=True)
+
+    @validate("max_body_mb", "max_workflow_commands")
+    def _positive(self, proposal: dict[str, Any]) -> float:
+        value: float = proposal["value"]
+        if value <= 0:
+            raise TraitError(f"ScriptHut.{proposal['trait'].name} must be positive")
+        return value
+
     @validate("poll_interval")
     def _poll_at_least_one(self, proposal: dict[str, Any]) -> int | None:
         value: int | None = proposal["value"]
@@ -101,6 +122,8 @@ class ScriptHutApp(ExtensionApp):
             poll_interval=s.poll_interval,
             root_dir=root,
             command_timeout=s.command_timeout,
+            max_commands=s.max_workflow_commands,
+            max_body=int(s.max_body_mb * 2**20),
             stream_buffer=s.stream_buffer,
         )
         self.service = ScriptHutService(options)

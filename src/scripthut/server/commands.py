@@ -3,7 +3,10 @@
 The command is trusted config text (it comes from scripthut.yaml, never from a request).
 It runs with the local shell, from the server's root directory, with no stdin, in its own
 process group, and is killed when it takes too long. Only backends whose commands run on
-this machine can do this: `local`, and `slurm`/`pbs` with `transport: local`.
+this machine can do this: `local`, and `slurm`/`pbs` with `transport: local`. At most
+`CommandSlots.limit` commands run at once per server; a request beyond that is refused at
+once with 429 (it is not queued: a page or script that floods the server gets a clear
+answer rather than a growing backlog of processes).
 """
 
 from __future__ import annotations
@@ -12,15 +15,41 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 from scripthut.config import Config, WorkflowConfig, shares_filesystem
 from scripthut.errors import BackendUnavailable, InvalidInput, Issue
+from scripthut.server.errors import TooManyRequests
 from scripthut.workflow.model import Workflow
 from scripthut.workflow.parse import decode_json, parse_document
 
 DEFAULT_TIMEOUT = 120.0
+DEFAULT_MAX_COMMANDS = 2
 STDERR_SHOWN = 2_000
+
+
+class CommandSlots:
+    """At most `limit` workflow commands at once (one event loop: no lock needed)."""
+
+    def __init__(self, limit: int = DEFAULT_MAX_COMMANDS) -> None:
+        self.limit = limit
+        self.running = 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a slot while a command runs; TooManyRequests (429) when none is free."""
+        if self.running >= self.limit:
+            raise TooManyRequests(
+                f"{self.running} workflow commands are running already, the most this server "
+                f"runs at once (ScriptHut.max_workflow_commands = {self.limit}); retry when one "
+                "has finished"
+            )
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
 
 
 async def workflow_tasks(

@@ -31,12 +31,22 @@ class ServiceUnavailable(ScriptHutError):
         self.issues = list(issues or [])
 
 
+class PayloadTooLarge(ScriptHutError):
+    """The request body is larger than `ScriptHut.max_body_mb` allows."""
+
+
+class TooManyRequests(ScriptHutError):
+    """Too many workflow commands are running already; the request may be retried later."""
+
+
 # (exception type, HTTP status, reason); the first matching row wins.
 STATUS_TABLE: tuple[tuple[type[ScriptHutError], int, str], ...] = (
     (InvalidInput, 400, "invalid_input"),
     (NotFound, 404, "not_found"),
     (UnsafePath, 403, "unsafe_path"),
     (Conflict, 409, "conflict"),
+    (PayloadTooLarge, 413, "payload_too_large"),
+    (TooManyRequests, 429, "too_many_requests"),
     (ServiceUnavailable, 503, "service_unavailable"),
     (BackendUnavailable, 503, "backend_unavailable"),
     (LeaseHeld, 503, "lease_held"),

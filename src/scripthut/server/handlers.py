@@ -19,17 +19,20 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from scripthut.errors import InvalidInput, Issue, NotFound, ScriptHutError
+from scripthut.errors import NotFound, ScriptHutError
 from scripthut.server import ids
 from scripthut.server.errors import error_reply
 from scripthut.server.logs import DEFAULT_LIMIT, MAX_LIMIT
+from scripthut.server.requests import decode_body, parse_int
 from scripthut.server.service import ScriptHutService
 from scripthut.server.stream import HEARTBEAT, Listener
+from scripthut.workflow.parse import INT64
 
 API = "scripthut/api"
 HEARTBEAT_INTERVAL = 15.0
 BATCH_DELAY = 0.05
 MAX_PAGE = 500
+RETRY_AFTER = 5  # seconds, on a 429
 
 
 class ScriptHutHandler(APIHandler):
@@ -48,6 +51,8 @@ class ScriptHutHandler(APIHandler):
             return
         status, body = error_reply(exc)
         self.set_status(status)
+        if status == 429:
+            self.set_header("Retry-After", str(RETRY_AFTER))
         self.finish(json.dumps(body))
 
     def log_exception(
@@ -65,37 +70,21 @@ class ScriptHutHandler(APIHandler):
         self.set_status(status)
         self.finish(json.dumps(data))
 
-    def int_arg(self, name: str, default: int, *, low: int | None = None) -> int:
+    def int_arg(self, name: str, default: int, *, low: int = INT64[0]) -> int:
         value = self.opt_int_arg(name, low=low)
         return default if value is None else value
 
-    def opt_int_arg(
-        self, name: str, *, low: int | None = None, high: int | None = None
-    ) -> int | None:
+    def opt_int_arg(self, name: str, *, low: int = INT64[0], high: int = INT64[1]) -> int | None:
         text = self.get_query_argument(name, None)
-        if not text:
-            return None
-        try:
-            value = int(text)
-        except ValueError:
-            raise InvalidInput([Issue("query", "must be an integer", name)]) from None
-        if low is not None and value < low:
-            raise InvalidInput([Issue("query", f"must be at least {low}", name)])
-        if high is not None and value > high:
-            raise InvalidInput([Issue("query", f"must be at most {high}", name)])
-        return value
+        return None if not text else parse_int(text, "query", name, low=low, high=high)
 
     def text_arg(self, name: str) -> str | None:
         value = self.get_query_argument(name, None)
         return value or None
 
     def body(self) -> object:
-        if not self.request.body:
-            return None
-        try:
-            return json.loads(self.request.body)
-        except ValueError as exc:
-            raise InvalidInput([Issue("request body", f"not valid JSON: {exc}")]) from None
+        """The request's JSON body: size checked first (413), then `requests.decode_body`."""
+        return decode_body(self.request.body, self.service.options.max_body)
 
 
 class HealthHandler(ScriptHutHandler):
@@ -269,11 +258,14 @@ class WorkflowRunHandler(ScriptHutHandler):
 
 
 class WorkflowDryRunHandler(ScriptHutHandler):
+    """POST only: it runs the workflow's command, so it needs what starting a run needs
+    (write on scripthut:workflows) and the XSRF check a cookie-authenticated POST gets."""
+
     auth_resource = "scripthut:workflows"
 
     @web.authenticated
     @authorized
-    async def get(self, name: str) -> None:
+    async def post(self, name: str) -> None:
         self.reply(await self.service.dry_run(name))
 
 
@@ -327,12 +319,7 @@ class EventsHandler(ScriptHutHandler):
     def _after(self) -> int | None:
         header = self.request.headers.get("Last-Event-ID")
         if header:
-            try:
-                return max(0, int(header))
-            except ValueError:
-                raise InvalidInput(
-                    [Issue("header", "must be an event id", "Last-Event-ID")]
-                ) from None
+            return max(0, parse_int(header, "header", "Last-Event-ID", low=INT64[0], high=INT64[1]))
         return self.opt_int_arg("after", low=0)
 
 

@@ -12,13 +12,24 @@ from typing import Any
 
 from scripthut.backends.base import BackendInfo, JobStatus
 from scripthut.backends.registry import AVAILABLE_TYPES, BackendRegistry
-from scripthut.config import BackendConfig, Config
+from scripthut.config import BackendConfig, Config, WorkflowConfig
 from scripthut.engine.engine import Engine
 from scripthut.engine.jobs import RunContext
 from scripthut.errors import InvalidInput, Issue, NotFound, ScriptHutError
+from scripthut.secrets import (
+    SecretMasker,
+    document_pairs,
+    env_pairs,
+    mask_document,
+    mask_spec,
+    mask_urls,
+    rule_pairs,
+    spec_pairs,
+)
 from scripthut.states import JobState, TaskState
-from scripthut.store import RunRecord, Store
+from scripthut.store import AttemptRecord, RunRecord, Store, TaskRecord
 from scripthut.workflow.env import EnvOp, EnvValue, ResolvedEnv, inherited_layer
+from scripthut.workflow.model import Workflow
 from scripthut.workflow.parse import parse_document
 
 INFO_TIMEOUT = 10.0
@@ -45,9 +56,29 @@ def runs_page(store: Store, limit: int, offset: int) -> dict[str, Any]:
 
 
 def task_detail(store: Store, run_id: str, task_id: str) -> dict[str, Any]:
+    """A task with its spec (secret values masked) and every attempt."""
     task = store.task(run_id, task_id)
-    attempts = [a.to_json() for a in store.attempts(run_id, task_id)]
-    return {**task.to_json(), "spec": task.spec, "attempts": attempts}
+    records = store.attempts(run_id, task_id)
+    masker = task_masker(store.get_run(run_id), task, records)
+    attempts = [a.to_json() for a in records]
+    return {**task.to_json(), "spec": mask_spec(task.spec, masker), "attempts": attempts}
+
+
+def task_script(store: Store, run_id: str, task_id: str, attempt: int | None) -> str:
+    """The script an attempt ran, its secret values masked (the file itself keeps them)."""
+    task = store.task(run_id, task_id)
+    record = store.attempt(run_id, task_id, attempt)
+    return task_masker(store.get_run(run_id), task, [record]).script(record.script)
+
+
+def task_masker(
+    run: RunRecord, task: TaskRecord, attempts: Iterable[AttemptRecord]
+) -> SecretMasker:
+    """Everything secret a task's views could show: its rules, its run's, its attempts' env."""
+    pairs = [*document_pairs(run.document), *spec_pairs(task.spec)]
+    for record in attempts:
+        pairs.extend(env_pairs(record.env))
+    return SecretMasker(pairs)
 
 
 def task_env(
@@ -276,6 +307,7 @@ def _info_json(info: BackendInfo) -> dict[str, Any]:
 
 
 def workflows_json(config: Config, addressable: Iterable[str]) -> dict[str, Any]:
+    """The configured workflows; secrets in their commands (webhooks, URL passwords) masked."""
     names = set(addressable)
     return {
         "workflows": [
@@ -284,10 +316,30 @@ def workflows_json(config: Config, addressable: Iterable[str]) -> dict[str, Any]
                 "backend": w.backend,
                 "description": w.description,
                 "max_concurrent": w.max_concurrent,
-                "command": w.command,
-                "git": w.git.repo if w.git else None,
+                "command": workflow_masker(w).text(w.command),
+                "git": mask_urls(w.git.repo) if w.git else None,
                 "addressable": w.name in names,
             }
             for w in config.workflows
         ]
+    }
+
+
+def workflow_masker(entry: WorkflowConfig, document: object = None) -> SecretMasker:
+    """The secrets of a configured workflow's env rules and of the document it printed."""
+    rules = [r.model_dump(by_alias=True, exclude_defaults=True) for r in entry.env]
+    for group in entry.env_groups.values():
+        rules.extend(r.model_dump(by_alias=True, exclude_defaults=True) for r in group)
+    return SecretMasker([*rule_pairs(rules), *document_pairs(document)])
+
+
+def dry_run_json(entry: WorkflowConfig, workflow: Workflow) -> dict[str, Any]:
+    """What a dry run shows: counts and the task document, secret values masked."""
+    document = workflow.to_document()
+    return {
+        "workflow": entry.name,
+        "backend": entry.backend,
+        "tasks": len(workflow.tasks),
+        "edges": sum(len(d) for d in workflow.deps.values()),
+        "document": mask_document(document, workflow_masker(entry, document)),
     }

@@ -1,26 +1,55 @@
 """Checking request bodies: every problem is collected and reported at once.
 
-A run request is `{"workflow": <task document>}` or `{"path": <file>}`, plus optional
-`backend`, `name` and `max_concurrent`. A path must resolve (symlinks followed) inside
+Every body goes through `decode_body` first: its size is checked before anything is
+parsed (413), then it must be UTF-8 and JSON a store can keep (`parse.decode_json`:
+repeated keys, integers beyond 64 bits, lone surrogates, too deep nesting are 400s
+naming the field). A run request is `{"workflow": <task document>}` or `{"path": <file>}`,
+plus optional `backend`, `name` and `max_concurrent`. A path must resolve (symlinks followed) inside
 the allowed root directory, so the API never reads a file outside it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scripthut.errors import InvalidInput, Issue, NotFound
+from scripthut.server.errors import PayloadTooLarge
 from scripthut.workflow.model import Workflow
-from scripthut.workflow.parse import load_workflow, parse_document
+from scripthut.workflow.parse import (
+    INT64,
+    MAX_NAME,
+    MAX_TEXT,
+    decode_json,
+    load_workflow,
+    parse_document,
+)
 
 BODY = "request body"
 RUN_KEYS = frozenset({"workflow", "path", "backend", "name", "max_concurrent"})
 WORKFLOW_RUN_KEYS = frozenset({"name", "max_concurrent"})
-MAX_NAME = 200
+DEFAULT_MAX_BODY = 64 * 1024 * 1024  # bytes; a 100,000-task workflow is about 10-30 MB
+
+
+def decode_body(raw: bytes, limit: int = DEFAULT_MAX_BODY) -> object:
+    """The JSON value of a request body (None when empty); 413 or 400 naming the problem."""
+    if len(raw) > limit:
+        raise PayloadTooLarge(
+            f"the request body is {len(raw):,} bytes; this server accepts at most {limit:,} "
+            "(ScriptHut.max_body_mb)"
+        )
+    if not raw:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        message = f"not UTF-8 text ({err.reason} at byte {err.start})"
+        raise InvalidInput([Issue(BODY, message)], "invalid request body") from None
+    return decode_json(text, source=BODY, title="invalid request body")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +68,21 @@ class RunRequest:
 class RunOptions:
     name: str | None = None
     max_concurrent: int | None = None
+
+
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
+def parse_int(text: str, where: str, name: str, *, low: int, high: int) -> int:
+    """A decimal integer from a query argument or header, within [low, high] (64 bits)."""
+    if not _INTEGER.fullmatch(text):
+        raise InvalidInput([Issue(where, "must be a decimal integer (64 bits)", name)])
+    value = int(text)
+    if value < low:
+        raise InvalidInput([Issue(where, f"must be at least {low}", name)])
+    if value > high:
+        raise InvalidInput([Issue(where, f"must be at most {high}", name)])
+    return value
 
 
 def read_run_request(body: object, root_dir: Path | None) -> RunRequest:
@@ -84,15 +128,19 @@ def _object(body: object) -> Mapping[str, Any]:
 def _unknown_keys(data: Mapping[str, Any], allowed: frozenset[str]) -> list[Issue]:
     known = ", ".join(sorted(allowed))
     return [
-        Issue(BODY, f"unknown key (known: {known})", str(key)) for key in data if key not in allowed
+        Issue(BODY, f"unknown key (known: {known})", str(key)[:MAX_NAME])
+        for key in data
+        if key not in allowed
     ]
 
 
 def _options(data: Mapping[str, Any], issues: list[Issue]) -> RunOptions:
     name = _optional_text(data, "name", issues)
     limit = data.get("max_concurrent")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        issues.append(Issue(BODY, "must be an integer of at least 1", "max_concurrent"))
+    if limit is not None and (
+        not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= INT64[1]
+    ):
+        issues.append(Issue(BODY, f"must be an integer from 1 to {INT64[1]}", "max_concurrent"))
         limit = None
     return RunOptions(name, limit)
 
@@ -111,8 +159,8 @@ def _optional_text(data: Mapping[str, Any], key: str, issues: list[Issue]) -> st
 
 
 def _workflow_path(value: object, root_dir: Path | None, issues: list[Issue]) -> Path | None:
-    if not isinstance(value, str) or not value or "\0" in value:
-        issues.append(Issue(BODY, "must be a non-empty string", "path"))
+    if not isinstance(value, str) or not value or "\0" in value or len(value) > MAX_TEXT:
+        issues.append(Issue(BODY, f"must be a non-empty string of at most {MAX_TEXT}", "path"))
         return None
     base = root_dir if root_dir is not None else Path.cwd()
     file = Path(os.path.expanduser(value) if root_dir is None else value)

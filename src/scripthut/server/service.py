@@ -21,19 +21,30 @@ from typing import Any
 
 from scripthut import __version__
 from scripthut.backends.registry import BackendRegistry
-from scripthut.config import Config, load_config
+from scripthut.config import Config, WorkflowConfig, load_config
 from scripthut.engine.create import anchor_working_dirs, record_run
 from scripthut.engine.engine import Engine
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, LeaseHeld
 from scripthut.server import reads
-from scripthut.server.commands import DEFAULT_TIMEOUT, workflow_tasks
+from scripthut.server.commands import (
+    DEFAULT_MAX_COMMANDS,
+    DEFAULT_TIMEOUT,
+    CommandSlots,
+    workflow_tasks,
+)
 from scripthut.server.errors import Conflict, ServiceUnavailable, issues_json
 from scripthut.server.ids import addressable_workflow
 from scripthut.server.logs import DEFAULT_LIMIT, read_log
-from scripthut.server.requests import RunRequest, read_run_options, read_run_request
+from scripthut.server.requests import (
+    DEFAULT_MAX_BODY,
+    RunRequest,
+    read_run_options,
+    read_run_request,
+)
 from scripthut.server.stream import DEFAULT_BUFFER, Broadcaster, Listener
 from scripthut.store import Store
+from scripthut.workflow.model import Workflow
 
 log = logging.getLogger("scripthut.server")
 
@@ -59,6 +70,8 @@ class ServiceOptions:
     root_dir: Path | None = None  # request paths must stay inside it (None: anywhere)
     min_poll_interval: float = 1.0
     command_timeout: float = DEFAULT_TIMEOUT
+    max_commands: int = DEFAULT_MAX_COMMANDS  # workflow commands running at once (more: 429)
+    max_body: int = DEFAULT_MAX_BODY  # bytes of a request body (more: 413)
     stream_buffer: int = DEFAULT_BUFFER
     takeover_check: float = TAKEOVER_CHECK
 
@@ -83,6 +96,7 @@ class ScriptHutService:
         self.engine: Engine | None = None
         self.registry: BackendRegistry | None = None
         self.events = Broadcaster(buffer_size=options.stream_buffer)
+        self.commands = CommandSlots(options.max_commands)
         self._watch: asyncio.Task[None] | None = None
         try:
             self.config = load_settings(options)
@@ -317,9 +331,7 @@ class ScriptHutService:
 
     def script(self, run_id: str, task_id: str, attempt: int | None = None) -> str:
         _, store = self._ready()
-        run_id = store.resolve_run_id(run_id)
-        store.task(run_id, task_id)
-        return store.attempt(run_id, task_id, attempt).script
+        return reads.task_script(store, store.resolve_run_id(run_id), task_id, attempt)
 
     def env(self, run_id: str, task_id: str, attempt: int | None = None) -> dict[str, Any]:
         config, store = self._ready()
@@ -364,20 +376,13 @@ class ScriptHutService:
     async def dry_run(self, name: str) -> dict[str, Any]:
         config, _ = self._ready()
         entry = config.workflow(name)
-        workflow = await workflow_tasks(config, entry, self._cwd(), self.options.command_timeout)
-        return {
-            "workflow": entry.name,
-            "backend": entry.backend,
-            "tasks": len(workflow.tasks),
-            "edges": sum(len(d) for d in workflow.deps.values()),
-            "document": workflow.to_document(),
-        }
+        return reads.dry_run_json(entry, await self._command(config, entry))
 
     async def run_workflow(self, name: str, body: object) -> dict[str, Any]:
         config, _ = self._ready()
         entry = config.workflow(name)
         options = read_run_options(body)
-        workflow = await workflow_tasks(config, entry, self._cwd(), self.options.command_timeout)
+        workflow = await self._command(config, entry)
         workflow.env_groups = {**entry.env_groups, **workflow.env_groups}
         request = RunRequest(
             workflow,
@@ -388,6 +393,11 @@ class ScriptHutService:
             base_dir=str(self._cwd()),
         )
         return self._start(request, workflow_env=entry.env)
+
+    async def _command(self, config: Config, entry: WorkflowConfig) -> Workflow:
+        """The tasks a workflow's command prints, within the server's command slots."""
+        with self.commands.slot():
+            return await workflow_tasks(config, entry, self._cwd(), self.options.command_timeout)
 
     def _cwd(self) -> Path:
         return self.options.root_dir or Path.cwd()

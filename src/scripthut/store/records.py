@@ -1,10 +1,15 @@
-"""Plain records read from and written to the store."""
+"""Plain records read from and written to the store.
+
+Their `to_json` is what every view shows, so URL credentials and webhook paths in names,
+messages and reasons are masked there (scripthut.secrets); the records keep them as given.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from scripthut.secrets import mask_urls
 from scripthut.states import RunState, TaskState
 
 
@@ -27,7 +32,7 @@ class RunRecord:
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "name": self.name,
+            "name": mask_urls(self.name),
             "backend": self.backend,
             "state": self.state.value,
             "created_at": self.created_at,
@@ -36,7 +41,7 @@ class RunRecord:
             "max_concurrent": self.max_concurrent,
             "source": self.source,
             "cancel_requested": self.cancel_requested,
-            "message": self.message,
+            "message": None if self.message is None else mask_urls(self.message),
         }
 
 
@@ -61,13 +66,13 @@ class TaskRecord:
         return {
             "run": self.run_id,
             "id": self.task_id,
-            "name": self.spec.get("name", self.task_id),
+            "name": mask_urls(self.spec.get("name", self.task_id)),
             "state": self.state.value,
             "deps": self.deps,
             "attempt": self.attempt,
             "job_id": self.job_id,
             "exit_code": self.exit_code,
-            "reason": self.reason,
+            "reason": None if self.reason is None else mask_urls(self.reason),
             "submitted_at": self.submitted_at,
             "started_at": self.started_at,
             "ended_at": self.ended_at,

@@ -20,6 +20,7 @@ from typing import Any
 
 from scripthut.errors import NotFound
 from scripthut.processes import pid_alive
+from scripthut.secrets import SecretMasker, document_pairs, env_pairs, mask_document, mask_env
 from scripthut.states import RunState, TaskState
 from scripthut.store.privacy import open_private, secure_data_dir
 from scripthut.store.records import AttemptRecord, EventRecord, RunRecord, TaskRecord
@@ -456,16 +457,27 @@ class Store:
     # -- export -------------------------------------------------------------------------
 
     def export_run(self, run_id: str) -> dict[str, Any]:
-        """A run with its workflow, tasks and attempts, as one JSON-able document."""
+        """A run with its workflow, tasks and attempts, as one JSON-able document.
+
+        Secret values (scripthut.secrets) are masked: an export is for sharing and
+        archiving, while the store keeps the clear values the jobs need.
+        """
         run = self.get_run(run_id)
         tasks = self.tasks(run_id)
+        attempts = self.attempts(run_id)
+        workflow = {**run.document, "tasks": [t.spec for t in tasks]}
+        masker = SecretMasker(
+            [*document_pairs(workflow), *(p for a in attempts for p in env_pairs(a.env))]
+        )
         return {
             "format": "scripthut-run/1",
+            "secrets": "masked",
             "run": run.to_json(),
-            "workflow": {**run.document, "tasks": [t.spec for t in tasks]},
-            "tasks": [t.to_json() for t in tasks],
+            "workflow": mask_document(workflow, masker),
+            "tasks": [_masked_task(t.to_json(), masker) for t in tasks],
             "attempts": [
-                {**a.to_json(), "script": a.script, "env": a.env} for a in self.attempts(run_id)
+                {**a.to_json(), "script": masker.script(a.script), "env": mask_env(a.env, masker)}
+                for a in attempts
             ],
         }
 
@@ -519,3 +531,12 @@ def _lease_is_stale(row: Sequence[Any], now: float, host: str) -> bool:
     if expires_at < now:
         return True
     return bool(lease_host == host and not pid_alive(int(pid)))
+
+
+def _masked_task(task: dict[str, Any], masker: SecretMasker) -> dict[str, Any]:
+    reason = task.get("reason")
+    return {
+        **task,
+        "name": masker.text(str(task["name"])),
+        "reason": reason if reason is None else masker.text(str(reason)),
+    }

@@ -16,20 +16,17 @@ from typing import Any
 
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, Issue
+from scripthut.secrets import MASK as MASK
+from scripthut.secrets import SecretMasker
+from scripthut.secrets import looks_secret as looks_secret
 from scripthut.task_env import inherited, withheld
 
 SEED_LAYER = "seed"
 INHERITED_LAYER = "inherited"
 SEED_RULE = -1
-MASK = "***"
-MIN_SECRET_LENGTH = 4  # shorter secret values are not hunted for inside other values
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SHELL_SYNTAX = re.compile(r"\$[A-Za-z_{(]|`")
-_SECRET_NAME = re.compile(
-    r"TOKEN(?!IZ)|SECRET|PASSWORD|PASSWD|PASSPHRASE|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY"
-    r"|CREDENTIAL|COOKIE|(?:^|_)KEY$|_PWD$|(?:^|_)PASS(?:_|$)"
-)
 
 Guard = Mapping[str, str | list[str]]
 
@@ -107,45 +104,27 @@ class ResolvedEnv:
         }
 
 
-class _Masker:
-    """Hides the values of secret-looking variables, wherever they appear."""
+class _Masker(SecretMasker):
+    """Hides the values of secret-looking variables, wherever they appear (scripthut.secrets)."""
 
     def __init__(self, values: Mapping[str, EnvValue], *, enabled: bool = True) -> None:
-        written = {
-            op.value for name, value in values.items() if looks_secret(name) for op in value.ops
-        }
-        written |= {value.value for name, value in values.items() if looks_secret(name)}
-        found = {secret for secret in written if len(secret) >= MIN_SECRET_LENGTH}
-        self.secrets = sorted(found, key=len, reverse=True)
-        self.enabled = enabled
+        pairs = [
+            (name, text)
+            for name, value in values.items()
+            for text in (value.value, *(op.value for op in value.ops))
+        ]
+        super().__init__(pairs, enabled=enabled)
 
     def is_secret(self, name: str, value: EnvValue) -> bool:
-        return looks_secret(name) or any(secret in value.value for secret in self.secrets)
-
-    def text(self, text: str) -> str:
-        if not self.enabled:
-            return text
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return self.holds_secret(name, value.value)
 
     def value_json(self, name: str, value: EnvValue) -> dict[str, Any]:
-        whole = looks_secret(name)
         return {
-            "value": self.shown(value.value, whole),
+            "value": self.value(name, value.value),
             "from_runtime": value.from_runtime,
             "secret": self.is_secret(name, value),
-            "ops": [{**op.to_json(), "value": self.shown(op.value, whole)} for op in value.ops],
+            "ops": [{**op.to_json(), "value": self.value(name, op.value)} for op in value.ops],
         }
-
-    def shown(self, text: str, whole: bool) -> str:
-        """`text` as a view may show it: all masked for a secret name, else its secrets."""
-        return MASK if whole and self.enabled else self.text(text)
-
-
-def looks_secret(name: str) -> bool:
-    """True when a variable's name suggests a credential (TOKEN, PASSWORD, API_KEY...)."""
-    return _SECRET_NAME.search(name.upper()) is not None
 
 
 def inherited_layer(environ: Mapping[str, str] | None, where: str) -> dict[str, Any]:

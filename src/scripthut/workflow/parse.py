@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,8 +31,16 @@ from scripthut.errors import InvalidInput, Issue, NotFound, did_you_mean
 from scripthut.workflow.dag import DepProblem, IdIndex, expand_deps, find_cycle
 from scripthut.workflow.model import TaskSpec, Workflow
 
-SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
+MAX_ID = 200
+SAFE_ID = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{MAX_ID - 1}}}")
 MAX_CPUS = 4096
+# Length limits (characters), the same for workflow files, REST bodies and the Python API.
+MAX_NAME = 200  # a task's or a run's name
+MAX_TEXT = 4096  # paths, partition, gres, image, memory, time limit, dependency patterns
+MAX_COMMAND = 131_072  # a task's command (Linux's limit on one argument string)
+MAX_ENV_VALUE = 32_768  # one value of an env rule's set/append/if, and its init text
+MAX_GROUP_NAME = 200  # an env_groups name
+INT64 = (-(2**63), 2**63 - 1)
 TIME_FORMS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
 
 DOCUMENT = "document"
@@ -58,6 +67,11 @@ LEGACY_TASK_KEYS = ("environment", "env_vars")  # ScriptHut 0.3: env include / e
 NOT_SUPPORTED_TASK_KEYS = frozenset({"inputs", "outputs"})  # newer versions of the original
 _TASK_KEY_SET = frozenset(TASK_KEYS) | frozenset(LEGACY_TASK_KEYS)
 log = logging.getLogger("scripthut.workflow")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATES = "holds a lone surrogate (such as \\ud800): not valid Unicode text"
+# What the text of a value json_problems reports must contain: a surrogate escape, 19+
+# digits in a row (an integer near or past 64 bits), a 3-digit exponent (1e400 is inf).
+_SUSPECT = re.compile(r"\\u[dD][89a-fA-F]|[0-9]{19}|[eE][+-]?[0-9]{3}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _MEMORY = re.compile(r"([0-9]+(?:\.[0-9]+)?) *(?:([KMGT])I?B?)?", re.ASCII | re.IGNORECASE)
 _MB_PER_UNIT = {
@@ -107,9 +121,16 @@ def load_workflow(path: str | Path) -> Workflow:
     return parse_document(decode_json(text, source=source), source=source)
 
 
-def decode_json(text: str, *, source: str) -> object:
-    """Decode JSON, reporting syntax errors by line and column and repeated keys."""
+def decode_json(text: str, *, source: str, title: str | None = None) -> object:
+    """Decode JSON that ScriptHut can store: every problem located, never a crash later.
+
+    Syntax errors are reported by line and column; repeated keys, integers beyond 64
+    bits, NaN/Infinity and lone surrogates ("\\ud800", which no UTF-8 store accepts) by
+    the path of the value; nesting deeper than the parser handles as such.
+    """
     repeated: list[Issue] = []
+    constants: list[str] = []
+    heading = title or _title(source)
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         obj = dict(items)
@@ -117,15 +138,67 @@ def decode_json(text: str, *, source: str) -> object:
             repeated.extend(_repeated_keys(items, source))
         return obj
 
+    def constant(name: str) -> float:
+        constants.append(name)
+        return math.nan
+
     try:
         with _gc_paused():
-            data = json.loads(text, object_pairs_hook=pairs)
+            data = json.loads(
+                text, object_pairs_hook=pairs, parse_int=_parse_int, parse_constant=constant
+            )
     except json.JSONDecodeError as err:
         message = f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
-        raise InvalidInput([Issue(where=source, message=message)], title=_title(source)) from err
+        raise InvalidInput([Issue(where=source, message=message)], title=heading) from err
+    except RecursionError:
+        message = "nested too deeply: more levels of arrays and objects than can be read"
+        raise InvalidInput([Issue(where=source, message=message)], title=heading) from None
     if repeated:
-        raise InvalidInput(repeated, title=_title(source))
+        raise InvalidInput(repeated, title=heading)
+    if constants or _SUSPECT.search(text):  # the exact walk only when the text calls for it
+        problems = json_problems(data, source)
+        if problems:
+            raise InvalidInput(problems, title=heading)
     return data
+
+
+def _parse_int(text: str) -> int | float:
+    """An integer literal; one too long for 64 bits becomes inf, reported by json_problems."""
+    return int(text) if len(text) <= 20 else math.inf
+
+
+def json_problems(data: object, where: str, limit: int = 20) -> list[Issue]:
+    """Values of decoded JSON no store can keep, each named by its path (at most `limit`)."""
+    issues: list[Issue] = []
+    stack: list[tuple[object, str]] = [(data, "")]
+    while stack and len(issues) < limit:
+        value, path = stack.pop()
+        problem = _value_problem(value)
+        if problem is not None:
+            issues.append(Issue(where=where, field=path or None, message=problem))
+        elif isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                if _value_problem(key) is not None:
+                    issues.append(Issue(where=where, field=path or None, message=_SURROGATES))
+                stack.append((item, f"{path}.{key}" if path else str(key)))
+        elif isinstance(value, list):
+            for index in range(len(value) - 1, -1, -1):
+                stack.append((value[index], f"{path}[{index}]"))
+    return issues
+
+
+def _value_problem(value: object) -> str | None:
+    if isinstance(value, str):
+        return _SURROGATES if not value.isascii() and _SURROGATE.search(value) else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        return "integer out of range: it must fit in 64 bits (-2^63 to 2^63-1)"
+    if isinstance(value, float) and math.isinf(value):
+        return "number out of range: integers must fit in 64 bits, numbers must be finite"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN is not a JSON number"
+    return None
 
 
 def _repeated_keys(items: list[tuple[str, Any]], source: str) -> list[Issue]:
@@ -192,7 +265,15 @@ def _type_name(value: object) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+def _shown(value: object, limit: int = 60) -> str:
+    """A value as messages quote it: repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]}"
+
+
 def _suggestion(word: str, choices: Iterable[str]) -> str:
+    if len(word) > 100:
+        return ""
     return did_you_mean(word, choices)
 
 
@@ -231,7 +312,7 @@ def _read_object(data: dict[Any, Any], issues: list[Issue]) -> _Document | None:
     for key in data:
         if key not in DOCUMENT_KEYS:
             hint = _suggestion(str(key), DOCUMENT_KEYS)
-            issues.append(Issue(where=DOCUMENT, message=f"unknown key '{key}'{hint}"))
+            issues.append(Issue(where=DOCUMENT, message=f"unknown key {_shown(key)}{hint}"))
     title = _read_title(data.get("title"), issues)
     env = _read_rules(data.get("env", []), DOCUMENT, "env", issues)
     groups = _read_groups(data.get("env_groups", {}), issues)
@@ -264,7 +345,13 @@ def _read_groups(value: object, issues: list[Issue]) -> dict[str, list[EnvRule]]
     groups: dict[str, list[EnvRule]] = {}
     for name, rules in value.items():
         if not isinstance(name, str) or not name or _CONTROL.search(name):
-            message = f"group name {name!r} must be a non-empty string without control characters"
+            message = (
+                f"group name {_shown(name)} must be a non-empty string without control characters"
+            )
+            issues.append(Issue(where=DOCUMENT, field="env_groups", message=message))
+            continue
+        if len(name) > MAX_GROUP_NAME:
+            message = f"a group name is {_too_long(name, MAX_GROUP_NAME)}"
             issues.append(Issue(where=DOCUMENT, field="env_groups", message=message))
             continue
         groups[name] = _read_rules(rules, DOCUMENT, f"env_groups.{name}", issues)
@@ -280,10 +367,30 @@ def _read_rules(value: object, where: str, field: str, issues: list[Issue]) -> l
     rules: list[EnvRule] = []
     for position, raw in enumerate(value):
         try:
-            rules.append(EnvRule.model_validate(raw))
+            rule = EnvRule.model_validate(raw)
         except ValidationError as err:
             issues.extend(_rule_issues(err, where, f"{field}[{position}]"))
+            continue
+        long = _long_rule_values(rule, f"{field}[{position}]")
+        issues.extend(Issue(where=where, field=f, message=m) for f, m in long)
+        if not long:
+            rules.append(rule)
     return rules
+
+
+def _long_rule_values(rule: EnvRule, field: str) -> list[tuple[str, str]]:
+    """(field, message) for each value of a rule longer than MAX_ENV_VALUE."""
+    found = [
+        (f"{field}.{kind}.{name}", value)
+        for kind, block in (("set", rule.set), ("append", rule.append))
+        for name, value in block.items()
+    ]
+    for name, guard in (rule.if_ or {}).items():
+        found.extend(
+            (f"{field}.if.{name}", v) for v in ([guard] if isinstance(guard, str) else guard)
+        )
+    found.append((f"{field}.init", rule.init))
+    return [(f, _too_long(v, MAX_ENV_VALUE)) for f, v in found if len(v) > MAX_ENV_VALUE]
 
 
 def _rule_issues(err: ValidationError, where: str, field: str) -> list[Issue]:
@@ -351,13 +458,13 @@ def _where(raw_id: object, position: int) -> str:
 
 
 def _unknown_keys(raw: dict[Any, Any]) -> list[tuple[str | None, str]]:
-    return [(None, _unknown_key(str(key))) for key in raw if key not in _TASK_KEY_SET]
+    return [(None, _unknown_key(key)) for key in raw if key not in _TASK_KEY_SET]
 
 
-def _unknown_key(key: str) -> str:
+def _unknown_key(key: object) -> str:
     if key in NOT_SUPPORTED_TASK_KEYS:
         return f"'{key}' is not supported by this version of ScriptHut"
-    return f"unknown key '{key}'{_suggestion(key, TASK_KEYS)}"
+    return f"unknown key {_shown(key)}{_suggestion(str(key), TASK_KEYS)}"
 
 
 def _missing(raw: dict[Any, Any]) -> list[tuple[str | None, str]]:
@@ -381,7 +488,7 @@ def _read_id(key: str, value: object, values: dict[str, Any]) -> None:
     if SAFE_ID.fullmatch(value) is None:
         raise _fail(
             key,
-            f"{value!r} is not a valid id: 1 to 200 of letters, digits, '_', '.' and '-', "
+            f"{_shown(value)} is not a valid id: 1 to 200 of letters, digits, '_', '.' and '-', "
             "not starting with '.' or '-'",
         )
     values[key] = value
@@ -394,18 +501,26 @@ def _read_patterns(key: str, value: object, values: dict[str, Any]) -> None:
         if not isinstance(pattern, str) or not pattern:
             shown = "an empty string" if pattern == "" else _type_name(pattern)
             raise _fail(key, f"each entry must be a task id or pattern, not {shown}")
+        if len(pattern) > MAX_TEXT:
+            raise _fail(key, f"an entry is {_too_long(pattern, MAX_TEXT)}")
     values["deps"] = tuple(value)
 
 
-def _string(key: str, value: object) -> str:
-    """The value if it is a non-empty string without control characters."""
+def _string(key: str, value: object, limit: int = MAX_TEXT) -> str:
+    """The value if it is a non-empty string without control characters, at most `limit` long."""
     if not isinstance(value, str):
         raise _fail(key, f"must be a string, not {_type_name(value)}")
     if not value:
         raise _fail(key, "must not be empty")
+    if len(value) > limit:
+        raise _fail(key, _too_long(value, limit))
     if _CONTROL.search(value):
-        raise _fail(key, f"{value!r} holds a control character (newline, tab, NUL...)")
+        raise _fail(key, f"{_shown(value)} holds a control character (newline, tab, NUL...)")
     return value
+
+
+def _too_long(value: str, limit: int) -> str:
+    return f"too long: {len(value):,} characters, at most {limit:,}"
 
 
 def _read_text(key: str, value: object, values: dict[str, Any]) -> None:
@@ -415,6 +530,10 @@ def _read_text(key: str, value: object, values: dict[str, Any]) -> None:
 def _read_working_dir(key: str, value: object, values: dict[str, Any]) -> None:
     values[key] = _string(key, value)
     values["working_dir_given"] = True
+
+
+def _read_name(key: str, value: object, values: dict[str, Any]) -> None:
+    values[key] = _string(key, value, MAX_NAME)
 
 
 def _read_optional_text(key: str, value: object, values: dict[str, Any]) -> None:
@@ -427,6 +546,8 @@ def _read_command(key: str, value: object, values: dict[str, Any]) -> None:
         raise _fail(key, f"must be a string, not {_type_name(value)}")
     if not value.strip():
         raise _fail(key, "must not be empty")
+    if len(value) > MAX_COMMAND:
+        raise _fail(key, _too_long(value, MAX_COMMAND))
     if "\0" in value:
         raise _fail(key, "holds a NUL character")
     values[key] = value
@@ -513,7 +634,7 @@ _READERS: dict[str, Reader] = {
     "command": _read_command,
     "deps": _read_patterns,
     "dependencies": _read_patterns,
-    "name": _read_text,
+    "name": _read_name,
     "working_dir": _read_working_dir,
     "partition": _read_text,
     "cpus": _read_cpus,
