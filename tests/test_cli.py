@@ -32,7 +32,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 def hut(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "scripthut.cli.main", *args],
+        [sys.executable, "-m", "scripthut.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -194,7 +194,7 @@ def test_follow_prints_log_while_task_runs(tmp_path: Path, env: dict[str, str]) 
     wf = write(tmp_path / "wf.json", [{"id": "a", "command": "echo one; sleep 1; echo two"}])
     run_id = json.loads(hut("run", wf, "--detach", "--json", env=env).stdout)["run"]
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "scripthut.cli.main", "watch", run_id, "--json"],
+        [sys.executable, "-m", "scripthut.cli", "watch", run_id, "--json"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -349,7 +349,7 @@ def test_a_run_from_a_file_works_in_the_file_folder_and_is_titled(
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "scripthut.cli.main", "run", wf, "--json"],
+        [sys.executable, "-m", "scripthut.cli", "run", wf, "--json"],
         env=env,
         cwd=elsewhere,
         capture_output=True,
@@ -411,4 +411,4 @@ def test_a_run_name_has_the_api_s_length_limit(tmp_path: Path, env: dict[str, st
     wf = write(tmp_path / "wf.json", [{"id": "a", "command": "true"}])
     result = hut("run", wf, "--name", "n" * 201, "--json", env=env)
     assert result.returncode == 2
-    assert "at most 200 characters" in result.stderr
+    assert "at most 200 characters" in json.loads(result.stdout)["error"]["issues"][0]["message"]

@@ -22,7 +22,7 @@ TASKS = 300
 
 def scripthut(*args: str, env: dict[str, str], **kwargs: object) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "scripthut.cli.main", *args],
+        [sys.executable, "-m", "scripthut.cli", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -70,7 +70,7 @@ def test_sigkill_mid_run_loses_nothing_and_runs_nothing_twice(tmp_path: Path) ->
     first.wait()
 
     listing = subprocess.run(
-        [sys.executable, "-m", "scripthut.cli.main", "runs", "--json"],
+        [sys.executable, "-m", "scripthut.cli", "runs", "--json"],
         env=env,
         capture_output=True,
         text=True,

@@ -206,7 +206,7 @@ def cli_env(shared: Path) -> dict[str, str]:
 
 
 def hut(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "scripthut.cli.main", *args]
+    argv = [sys.executable, "-m", "scripthut.cli", *args]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
 
 

@@ -162,7 +162,7 @@ def test_one_ctrl_c_ends_scripthut_run(tmp_path: Path) -> None:
     workflow.write_text(__import__("json").dumps(CHAIN))
     env = {**os.environ, "SCRIPTHUT_CONFIG": str(config_file)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scripthut.cli.main", "run", str(workflow), "--backend", "x"],
+        [sys.executable, "-m", "scripthut.cli", "run", str(workflow), "--backend", "x"],
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

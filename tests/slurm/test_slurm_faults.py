@@ -226,7 +226,7 @@ TASKS = 300
 
 def scripthut(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "scripthut.cli.main", *args],
+        [sys.executable, "-m", "scripthut.cli", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -277,7 +277,7 @@ def test_engine_killed_while_submitting_300_tasks(
     assert submitted_before_kill < TASKS, "the kill came after the whole submission"
 
     listing = subprocess.run(
-        [sys.executable, "-m", "scripthut.cli.main", "runs", "--json"],
+        [sys.executable, "-m", "scripthut.cli", "runs", "--json"],
         env=env,
         capture_output=True,
         text=True,
