@@ -18,6 +18,7 @@ interface Model {
   _snapshot: SnapshotMessage;
   api_base: string;
   filters: JobFilters;
+  all_users: boolean;
   selected_task: string;
   run_id: string;
 }
@@ -123,11 +124,20 @@ const render: Render<Model> = ({ model, el }) => {
         model.set("filters", filters);
         model.save_changes();
       },
+      // The kernel reads the jobs again when the trait changes.
+      allUsers: model.get("all_users"),
+      onAllUsersChange: (allUsers) => {
+        model.set("all_users", allUsers);
+        model.save_changes();
+      },
     });
     const fromPython = () => view.setFilters(model.get("filters"));
+    const allUsersFromPython = () => view.setAllUsers(model.get("all_users"));
     model.on("change:filters", fromPython);
+    model.on("change:all_users", allUsersFromPython);
     destroy = () => {
       model.off("change:filters", fromPython);
+      model.off("change:all_users", allUsersFromPython);
       view.destroy();
     };
   } else if (kind === "runview") {

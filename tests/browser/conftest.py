@@ -43,6 +43,7 @@ backends:
     cpus: 4
 settings:
   poll_interval: 2
+  filter_user: tester
 """
 
 

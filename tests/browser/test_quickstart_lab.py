@@ -1,5 +1,6 @@
 """The widgets in a real JupyterLab, in Chromium: a run moves to completed while the kernel
-is busy, a task's log opens on a click (and follows it while it runs), the jobs are listed.
+is busy, a task's log opens on a click (and follows it while it runs), the jobs are listed
+and the user filter toggle (settings.filter_user) reaches the kernel.
 """
 
 from __future__ import annotations
@@ -125,6 +126,16 @@ def run_the_quickstart(page: Any, artifacts: Path) -> None:
         assert task in text
     assert "completed" in text and "nap" not in text
     page.screenshot(path=str(artifacts / "jobtable.png"), full_page=True)
+
+    # settings.filter_user is set: the toggle says whose other jobs are listed; a click
+    # sets the all_users trait and the kernel reads every user's jobs (meta user_filter).
+    users = table.locator('button[data-filter="users"]')
+    assert users.inner_text() == "only tester's jobs"
+    assert table.get_attribute("data-user-filter") == "tester"
+    users.click()
+    poll(lambda: table.get_attribute("data-user-filter") == "", 30, "every user's jobs read")
+    assert users.inner_text() == "all users"
+    assert users.get_attribute("aria-pressed") == "true"
 
     # After the run: its timeline and its cost.
     timeline = page.locator(".sh-timeline")

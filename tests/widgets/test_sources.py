@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scripthut.client.local import LocalClient
-from scripthut.widgets import RunView
-from scripthut.widgets.sources import JobsSource, RunSource, TimelineSource
+from scripthut.widgets import JobTable, RunView
+from scripthut.widgets.sources import JobsListing, JobsSource, RunSource, TimelineSource
 from tests.helpers import SECRET_TOKEN, SECRET_WORKFLOW, assert_no_secret
-from tests.widgets.conftest import front_end, wait_for
+from tests.widgets.conftest import CONFIG, apply, front_end, wait_for
 from tests.widgets.test_feed import comm_of
 
 
@@ -193,6 +194,66 @@ def test_job_table_asks_for_every_user_only_when_told() -> None:
     source.all_users = True
     source.fetch(reads)  # type: ignore[arg-type]
     assert reads.asked == [{"all_users": False}, {"all_users": True}]
+
+
+def listing(all_users: bool, jobs: list[dict[str, Any]], user: str | None) -> JobsListing:
+    reply = {"jobs": jobs, "user_filter": user, "default_user_filter": "alice"}
+    return JobsListing(all_users, reply)
+
+
+def test_the_user_filter_is_meta_and_a_listing_for_the_other_toggle_is_dropped() -> None:
+    source = JobsSource()
+    source.load(Reads([], []))  # type: ignore[arg-type]
+    assert source.current_meta() == {"user_filter": None, "default_user_filter": None}
+    alices = {**external("900"), "user": "alice"}
+    assert source.merge(listing(False, [alices], "alice"))
+    assert source.current_meta() == {"user_filter": "alice", "default_user_filter": "alice"}
+    source.all_users = True  # the toggle: a read still under way answers the old question
+    assert not source.merge(listing(False, [], "alice"))
+    assert set(source.rows["jobs"]) == {"hpc/900"}
+    assert source.merge(listing(True, [alices, external("901")], None))
+    assert set(source.rows["jobs"]) == {"hpc/900", "hpc/901"}
+    assert source.current_meta()["user_filter"] is None
+    source.all_users = False
+    assert source.merge(listing(False, [alices], "alice"))
+    assert set(source.rows["jobs"]) == {"hpc/900"}  # bob's job is no longer listed
+
+
+@pytest.mark.usefixtures("recording_comm")
+def test_the_toggle_reads_the_jobs_again_at_once(tmp_path: Path, client: LocalClient) -> None:
+    """With settings.filter_user, the front end's toggle (the `all_users` trait) makes the
+    kernel ask for every user's jobs now, not at the next refresh (an hour away here)."""
+    config = tmp_path / "filtered.yaml"
+    config.write_text(CONFIG.replace("settings:\n", "settings:\n  filter_user: alice\n", 1))
+    filtered = LocalClient(config_file=str(config), data_dir=str(tmp_path / "filtered"))
+    table = JobTable(client=filtered, refresh=3600)
+    try:
+        assert table._snapshot["meta"] == {"user_filter": "alice", "default_user_filter": "alice"}
+        baseline = table._snapshot
+        front_end(table, {"type": "ready", "seq": baseline["seq"]})
+        table._handle_msg(
+            {
+                "content": {"data": {"method": "update", "state": {"all_users": True}}},
+                "buffers": [],
+            }
+        )
+        assert table.all_users is True
+        held = wait_for(
+            lambda: (
+                (h := apply(baseline, comm_of(table).customs()))["meta"]["user_filter"] is None
+                and h
+            ),
+            what="the jobs read again for every user",
+        )
+        assert held["meta"]["default_user_filter"] == "alice"
+        table.all_users = False  # from Python: the same
+        wait_for(
+            lambda: apply(baseline, comm_of(table).customs())["meta"]["user_filter"] == "alice",
+            what="the jobs read again for alice",
+        )
+    finally:
+        table.close()
+        filtered.close()
 
 
 @pytest.mark.usefixtures("recording_comm")

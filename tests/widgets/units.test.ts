@@ -1,11 +1,14 @@
 // Unit tests of the front end's pure parts, run by test_js_units.py under `node --test`
-// (bundled by esbuild first): DAG grouping, the store's patch protocol, lane packing.
+// (bundled by esbuild first): DAG grouping, the store's patch protocol, lane packing, the
+// user filter toggle and the panel's job list.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { DagGroups, DagTask, aggregateState, buildUnits, recount } from "../../js/widgets/components/dag";
 import { DataStore, PatchMessage, SnapshotMessage } from "../../js/widgets/components/store";
+import { userToggle } from "../../js/widgets/components/format";
 import { packLanes } from "../../js/widgets/components/timeline";
+import { JobsFeed } from "../../js/lab/src/jobs";
 
 function sims(n: number): string[] {
   return Array.from({ length: n }, (_, i) => `sim.a.${i + 1}`);
@@ -122,4 +125,33 @@ test("lanes: concurrent bars stack, sequential ones share a lane", () => {
     { start: 1, end: 2 },
   ]);
   assert.deepEqual(lanes, [0, 1, 0, 1, 1]); // the short bar at 1-2 frees lane 1 for 5-15
+});
+
+test("the user filter toggle shows only when the server has a default user", () => {
+  assert.equal(userToggle(null, false).shown, false);
+  assert.equal(userToggle("", true).shown, false);
+  const only = userToggle("alice", false);
+  assert.equal(only.shown, true);
+  assert.equal(only.label, "only alice's jobs");
+  assert.match(only.title, /every user's/);
+  assert.equal(userToggle("alice", true).label, "all users");
+});
+
+test("the panel's job list keeps whose jobs it holds, and drops the others when filtered again", () => {
+  const feed = new JobsFeed(() => "hpc");
+  const job = (id: string, user: string) => ({ backend: "hpc", job_id: id, state: "running", source: "external" as const, user });
+  const changes: Array<Set<string>> = [];
+  feed.store.subscribe((change) => changes.push(change.meta));
+  feed.merge([job("1", "alice")], false, { user_filter: "alice", default_user_filter: "alice" });
+  assert.deepEqual(feed.store.meta, { user_filter: "alice", default_user_filter: "alice" });
+  feed.merge([job("1", "alice"), job("2", "bob")], false, { user_filter: null, default_user_filter: "alice" });
+  assert.equal(feed.store.meta.user_filter, null);
+  assert.deepEqual(feed.rows.map((r) => r.key).sort(), ["hpc/1", "hpc/2"]);
+  assert.deepEqual(Array.from(changes[1]), ["user_filter"]); // a patch carries what changed
+  feed.merge([job("1", "alice")], false, { user_filter: "alice", default_user_filter: "alice" });
+  assert.deepEqual(feed.rows.map((r) => r.key), ["hpc/1"]);
+  assert.equal(feed.store.meta.user_filter, "alice");
+  const before = changes.length;
+  feed.merge([job("1", "alice")], false, { user_filter: "alice", default_user_filter: "alice" });
+  assert.equal(changes.length, before); // nothing changed: no patch
 });

@@ -67,6 +67,10 @@ export interface Job extends Row {
 export interface Jobs {
   jobs: Job[];
   external_unknown?: string[];
+  /** Whose other jobs are listed (null: every user's). */
+  user_filter?: string | null;
+  /** settings.filter_user of scripthut.yaml (null: not set). */
+  default_user_filter?: string | null;
 }
 
 export interface Run extends Row {
@@ -182,8 +186,12 @@ export class ScriptHutClient implements ScriptHutApi {
     return this.call('GET', 'backends');
   }
 
-  jobs(filters: { backend?: string; state?: string; run?: string } = {}): Promise<Jobs> {
-    return this.call('GET', 'jobs', filters);
+  /** `all`: every user's other jobs, not only settings.filter_user's. */
+  jobs(
+    filters: { backend?: string; state?: string; run?: string; all?: boolean } = {}
+  ): Promise<Jobs> {
+    const { all, ...rest } = filters;
+    return this.call('GET', 'jobs', { ...rest, all: all ? 'true' : undefined });
   }
 
   runs(limit = 50, offset = 0): Promise<Runs> {

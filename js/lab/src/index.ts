@@ -45,6 +45,7 @@ interface Settings {
   runsShown: number;
   jobsShown: number;
   jobsHistory: number;
+  allUsers: boolean;
 }
 
 const DEFAULTS: Settings = {
@@ -94,6 +95,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const model = new ScriptHutModel(client);
     let settings: Settings = { ...DEFAULTS };
     let settingsHandle: ISettingRegistry.ISettings | null = null;
+    /** The user filter toggle (panel and job table): kept in the settings when there are any. */
+    const setAllUsers = (all: boolean): void => {
+      if (settingsHandle) {
+        void settingsHandle.set('allUsers', all);
+      } else {
+        apply({ ...settings, allUsers: all });
+      }
+    };
 
     const panel = new ScriptHutPanel(
       model,
@@ -111,10 +120,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
           } else {
             apply({ ...settings, showExternalJobs: show });
           }
-        }
+        },
+        setAllUsers
       },
       {
         showExternalJobs: settings.showExternalJobs,
+        allUsers: settings.allUsers,
         jobsShown: settings.jobsShown,
         refreshInterval: settings.refreshInterval
       }
@@ -129,10 +140,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
         refreshInterval: next.refreshInterval,
         maxRefreshInterval: next.maxRefreshInterval,
         runsShown: next.runsShown,
-        jobsHistory: next.jobsHistory
+        jobsHistory: next.jobsHistory,
+        allUsers: next.allUsers
       });
       panel.configure({
         showExternalJobs: next.showExternalJobs,
+        allUsers: next.allUsers,
         jobsShown: next.jobsShown,
         refreshInterval: next.refreshInterval
       });
@@ -224,7 +237,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           app.shell.activateById(existing.id);
           return existing;
         }
-        const widget = new MainAreaWidget({ content: new JobsPanel(model) });
+        const widget = new MainAreaWidget({ content: new JobsPanel(model, setAllUsers) });
         widget.id = 'scripthut-jobs-main';
         widget.title.label = 'ScriptHut jobs';
         widget.title.icon = scripthutIcon;

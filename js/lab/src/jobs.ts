@@ -4,7 +4,9 @@
 //
 // ScriptHut's jobs come and change by events (a task event carries the job id and its
 // state) and stay listed once they end, up to `history` of them; the user's other jobs
-// come only from `GET jobs` (`merge`), which the model calls when it refreshes.
+// come only from `GET jobs` (`merge`), which the model calls when it refreshes. The store's
+// meta says whose other jobs the last read listed (`user_filter`, null: every user's) and
+// the configured default (`default_user_filter`, settings.filter_user).
 
 import { DataStore, Row } from '../../widgets/components/store';
 import type { Job } from './api';
@@ -52,7 +54,7 @@ export class JobsFeed {
     return this.store.rows('jobs');
   }
 
-  private commit(set: Row[], del: string[] = [], snapshot = false): void {
+  private commit(set: Row[], del: string[] = [], snapshot = false, meta: Row = {}): void {
     if (snapshot || !this.store.loaded) {
       const rows = new Map(this.store.table('jobs').rows);
       for (const key of del) {
@@ -64,15 +66,17 @@ export class JobsFeed {
       this.store.loadSnapshot({
         type: 'snapshot',
         seq: this.store.seq + 1,
-        meta: {},
+        meta: { ...this.store.meta, ...meta },
         tables: { jobs: { key: 'key', rows: Array.from(rows.values()) } }
       });
       return;
     }
-    if (set.length || del.length) {
+    const changed = Object.entries(meta).filter(([k, v]) => this.store.meta[k] !== v);
+    if (set.length || del.length || changed.length) {
       this.store.applyPatch({
         type: 'patch',
         seq: this.store.seq + 1,
+        meta: changed.length ? Object.fromEntries(changed) : undefined,
         tables: { jobs: { set, del } }
       });
     }
@@ -83,8 +87,9 @@ export class JobsFeed {
    * `complete`: the list is the only source (no event stream), so ScriptHut's jobs that
    * were active and are no longer listed have ended: they are dropped too (with the
    * stream up, their final state comes as an event and they stay listed).
+   * `meta`: what the read says about itself (the user filter), kept in the store's meta.
    */
-  merge(jobs: Job[], complete = false): void {
+  merge(jobs: Job[], complete = false, meta: Row = {}): void {
     const table = this.store.table('jobs').rows;
     const fresh = new Map<string, Job>();
     for (const job of jobs) {
@@ -126,7 +131,7 @@ export class JobsFeed {
       .filter(gone)
       .map(r => String(r.key));
     del.push(...this.overflow(set.length));
-    this.commit(set, del, !this.store.loaded);
+    this.commit(set, del, !this.store.loaded, meta);
   }
 
   /** Take one event: a task's job appears, changes state, ends. */

@@ -37,13 +37,16 @@ export interface ModelSettings {
   runsShown: number;
   /** Finished ScriptHut jobs kept in the job list. */
   jobsHistory: number;
+  /** Every user's other jobs, not only those of settings.filter_user (`GET jobs?all=true`). */
+  allUsers: boolean;
 }
 
 export const DEFAULT_SETTINGS: ModelSettings = {
   refreshInterval: 10,
   maxRefreshInterval: 120,
   runsShown: 20,
-  jobsHistory: 500
+  jobsHistory: 500,
+  allUsers: false
 };
 
 /** Quiet period after activity before the external parts are re-read, and their minimum gap. */
@@ -145,9 +148,32 @@ export class ScriptHutModel {
     return this.interest.size > 0 && !document.hidden && !this.disposed;
   }
 
+  /** The job list asks for every user's other jobs (see `ModelSettings.allUsers`). */
+  get allUsers(): boolean {
+    return this.settings.allUsers;
+  }
+
+  /** Whose other jobs the job list holds, as its last read said (null: every user's). */
+  get userFilter(): string | null {
+    return (this.jobs.store.meta.user_filter as string | null | undefined) ?? null;
+  }
+
+  /** settings.filter_user of the server's scripthut.yaml (null: none, no toggle). */
+  get defaultUserFilter(): string | null {
+    return (this.jobs.store.meta.default_user_filter as string | null | undefined) ?? null;
+  }
+
   configure(settings: Partial<ModelSettings>): void {
-    this.settings = { ...this.settings, ...settings };
+    const before = this.settings;
+    this.settings = { ...before, ...settings };
     this.jobs.history = this.settings.jobsHistory;
+    if (this.settings.allUsers !== before.allUsers) {
+      this.reloadJobs();
+      const keys = Object.keys(this.settings) as (keyof ModelSettings)[];
+      if (keys.every(k => k === 'allUsers' || this.settings[k] === before[k])) {
+        return; // the toggle alone: no need to restart the poll
+      }
+    }
     void this.poll.stop().then(() => {
       this.poll.frequency = this.frequency();
       this.wake();
@@ -294,10 +320,28 @@ export class ScriptHutModel {
   }
 
   private async loadJobs(complete: boolean): Promise<void> {
-    const answer = await this.client.jobs();
+    const all = this.settings.allUsers;
+    const answer = await this.client.jobs({ all });
+    if (all !== this.settings.allUsers) {
+      return; // the toggle changed meanwhile: the read it started replaces this one
+    }
     this.lastJobs = Date.now();
-    this.jobs.merge(answer.jobs, complete);
+    this.jobs.merge(answer.jobs, complete, {
+      user_filter: answer.user_filter ?? null,
+      default_user_filter: answer.default_user_filter ?? null
+    });
     this.externalUnknown = answer.external_unknown ?? [];
+  }
+
+  /** Read the job list again now (the user filter toggle); else the next refresh does. */
+  private reloadJobs(): void {
+    this._changed.emit();
+    if (!this.active || this.status !== 'ok') {
+      return;
+    }
+    this.loadJobs(!this.live)
+      .then(() => this._changed.emit())
+      .catch(() => undefined); // the next refresh reports it
   }
 
   /** Backends that could not list the user's other jobs. */

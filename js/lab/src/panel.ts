@@ -2,7 +2,7 @@
 // and the live job list. It renders the model; actions are commands (the palette and
 // keyboard shortcuts reach them too), passed in as callbacks.
 
-import { h, statePill } from '../../widgets/components/format';
+import { h, statePill, userToggle } from '../../widgets/components/format';
 import { createProgress } from '../../widgets/components/progress';
 import { frameThrottle } from '../../widgets/components/store';
 import type { Backend, Run } from './api';
@@ -17,10 +17,12 @@ export interface PanelActions {
   openJobs(): void;
   refresh(): void;
   setShowExternal(show: boolean): void;
+  setAllUsers(all: boolean): void;
 }
 
 export interface PanelOptions {
   showExternalJobs: boolean;
+  allUsers: boolean;
   jobsShown: number;
   refreshInterval: number;
 }
@@ -86,6 +88,11 @@ export class ScriptHutPanel extends ModelView {
     'data-filter': 'backend'
   });
   private readonly externalToggle = h('input', { type: 'checkbox', 'data-filter': 'external' });
+  /** "only <user>'s jobs" / "all users": shown when scripthut.yaml sets settings.filter_user. */
+  private readonly usersToggle = button('', 'toggle-users', '', {
+    'data-filter': 'users',
+    hidden: ''
+  });
   private readonly jobsSection: ReturnType<typeof section>;
   private readonly schedule = frameThrottle(() => this.render());
   private filters = { state: '', backend: '' };
@@ -120,6 +127,7 @@ export class ScriptHutPanel extends ModelView {
         this.externalToggle,
         'external'
       ),
+      this.usersToggle,
       button('table', 'open-jobs', 'Open the job table in the main area')
     );
     this.jobsSection = section('jobs', 'Jobs', toolbar);
@@ -175,6 +183,8 @@ export class ScriptHutPanel extends ModelView {
       this.actions.refresh();
     } else if (action === 'open-jobs') {
       this.actions.openJobs();
+    } else if (action === 'toggle-users') {
+      this.actions.setAllUsers(!this.options.allUsers);
     } else if (action === 'open' && runId) {
       this.actions.openRun(runId);
     } else if (action === 'cancel' && runId) {
@@ -437,7 +447,18 @@ export class ScriptHutPanel extends ModelView {
     );
   }
 
+  private renderUsersToggle(): void {
+    const toggle = userToggle(this.model.defaultUserFilter, this.options.allUsers);
+    this.usersToggle.hidden = !toggle.shown;
+    this.usersToggle.textContent = toggle.label;
+    this.usersToggle.title = toggle.title;
+    this.usersToggle.setAttribute('aria-pressed', String(this.options.allUsers));
+    // What the list holds now (empty: every user's), as its last read said.
+    this.jobsSection.el.dataset.userFilter = this.model.userFilter ?? '';
+  }
+
   private renderJobs(): void {
+    this.renderUsersToggle();
     const all = this.model.jobs.rows;
     const showExternal = this.options.showExternalJobs;
     const rows = all.filter(r => showExternal || r.source !== 'external');

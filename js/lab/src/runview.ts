@@ -127,18 +127,30 @@ export class RunPanel extends ModelView {
 export class JobsPanel extends ModelView {
   private readonly table: JobTableView;
 
-  constructor(model: ScriptHutModel) {
+  /** `setAllUsers`: the user filter toggle's choice, kept in the panel's settings. */
+  constructor(model: ScriptHutModel, setAllUsers: (all: boolean) => void) {
     super(model);
     this.addClass('jp-ScriptHut-jobspanel');
     this.id = 'scripthut-jobs';
     this.title.label = 'ScriptHut jobs';
     const root = h('div', { class: 'sh-root' });
     this.node.append(root);
-    this.table = createJobTable(root, model.jobs.store, { api: model.client, height: 600 });
+    this.table = createJobTable(root, model.jobs.store, {
+      api: model.client,
+      height: 600,
+      allUsers: model.allUsers,
+      onAllUsersChange: setAllUsers
+    });
+    model.changed.connect(this.onModelChanged, this);
+  }
+
+  private onModelChanged(): void {
+    this.table.setAllUsers(this.model.allUsers);
   }
 
   dispose(): void {
     if (!this.isDisposed) {
+      this.model.changed.disconnect(this.onModelChanged, this);
       this.table.destroy();
     }
     super.dispose();

@@ -113,3 +113,28 @@ export function countsText(counts: Record<string, number>): string {
 export function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+export interface UserToggle {
+  shown: boolean; // the server has a default user filter (settings.filter_user)
+  label: string; // what is listed now
+  title: string;
+}
+
+// The job views' "only <user>'s jobs" / "all users" toggle. ScriptHut's own jobs are
+// listed either way; the filter applies to the other jobs the schedulers report.
+export function userToggle(defaultUser: unknown, allUsers: boolean): UserToggle {
+  const user = typeof defaultUser === "string" ? defaultUser : "";
+  if (!user) return { shown: false, label: "", title: "" };
+  if (allUsers) {
+    return {
+      shown: true,
+      label: "all users",
+      title: `Every user's jobs are listed. Click to list only ${user}'s (and ScriptHut's).`,
+    };
+  }
+  return {
+    shown: true,
+    label: `only ${user}'s jobs`,
+    title: `ScriptHut's jobs and ${user}'s other jobs are listed (settings.filter_user). Click to list every user's.`,
+  };
+}

@@ -1,7 +1,7 @@
 // The job list: ScriptHut's jobs and the user's others, filterable, sortable, cancellable.
 
 import type { ScriptHutApi } from "./api";
-import { clock, duration, elapsed, errorText, h, statePill, thousands } from "./format";
+import { clock, duration, elapsed, errorText, h, statePill, thousands, userToggle } from "./format";
 import { DataStore, Row, StoreChange, frameThrottle } from "./store";
 import { VirtualTable } from "./vtable";
 
@@ -16,6 +16,11 @@ export interface JobTableOptions {
   api: Pick<ScriptHutApi, "cancelJob"> & Partial<Pick<ScriptHutApi, "via">>;
   filters?: Partial<JobFilters>;
   onFiltersChange?: (filters: JobFilters) => void;
+  // Every user's other jobs, not only those of the server's default user filter (the
+  // store's meta `default_user_filter`). The toggle shows only with `onAllUsersChange`;
+  // the owner reads the jobs again and calls `setAllUsers` with what it now lists.
+  allUsers?: boolean;
+  onAllUsersChange?: (allUsers: boolean) => void;
   height?: number;
   table?: string; // the store's table of jobs ("jobs")
 }
@@ -23,6 +28,7 @@ export interface JobTableOptions {
 export interface JobTableView {
   readonly table: VirtualTable<Row>;
   setFilters(filters: Partial<JobFilters>): void;
+  setAllUsers(allUsers: boolean): void;
   destroy(): void;
 }
 
@@ -60,7 +66,9 @@ export function createJobTable(el: HTMLElement, store: DataStore, options: JobTa
   });
   search.value = filters.text;
   const count = h("span", { class: "sh-count" });
-  const toolbar = h("div", { class: "sh-toolbar" }, stateSelect, backendSelect, runSelect, search, count);
+  let allUsers = Boolean(options.allUsers);
+  const usersButton = h("button", { class: "sh-button sh-users", type: "button", "data-filter": "users", hidden: true });
+  const toolbar = h("div", { class: "sh-toolbar" }, stateSelect, backendSelect, runSelect, usersButton, search, count);
 
   const cancelCell = (row: Row, cell: HTMLElement) => {
     const key = String(row.key);
@@ -173,9 +181,20 @@ export function createJobTable(el: HTMLElement, store: DataStore, options: JobTa
     setOptions(runSelect, "any run", Array.from(runs).sort(), filters.run);
   };
 
+  const renderUsers = () => {
+    const toggle = userToggle(store.meta.default_user_filter, allUsers);
+    usersButton.hidden = !toggle.shown || !options.onAllUsersChange;
+    usersButton.textContent = toggle.label;
+    usersButton.title = toggle.title;
+    usersButton.setAttribute("aria-pressed", String(allUsers));
+    // What the list holds now (null: every user's), as the last read said.
+    root.dataset.userFilter = String(store.meta.user_filter ?? "");
+  };
+
   let optionsStale = true;
   const render = () => {
     const rows = store.rows(tableName);
+    renderUsers();
     if (optionsStale) {
       refreshOptions(rows);
       optionsStale = false;
@@ -192,7 +211,7 @@ export function createJobTable(el: HTMLElement, store: DataStore, options: JobTa
   const onChange = (change: StoreChange) => {
     const entry = change.tables.get(tableName);
     if (change.snapshot || entry?.structural || entry?.keys.size) optionsStale = true;
-    if (change.snapshot || entry) update();
+    if (change.snapshot || entry || change.meta.size) update();
   };
   const unsubscribe = store.subscribe(onChange);
 
@@ -211,6 +230,11 @@ export function createJobTable(el: HTMLElement, store: DataStore, options: JobTa
   runSelect.addEventListener("change", () => {
     filters.run = runSelect.value;
     filtersChanged();
+  });
+  usersButton.addEventListener("click", () => {
+    allUsers = !allUsers;
+    renderUsers();
+    options.onAllUsersChange?.(allUsers);
   });
   let typing = 0;
   search.addEventListener("input", () => {
@@ -270,6 +294,10 @@ export function createJobTable(el: HTMLElement, store: DataStore, options: JobTa
       search.value = filters.text;
       optionsStale = true;
       update();
+    },
+    setAllUsers(next: boolean) {
+      allUsers = next;
+      renderUsers();
     },
     destroy() {
       unsubscribe();

@@ -51,6 +51,20 @@ def cancel_job(client: Client, backend: str, job_id: str) -> dict[str, Any]:
     raise _unsupported(client, "job cancellation")
 
 
+def jobs_listing(client: Client, *, all_users: bool = False) -> dict[str, Any]:
+    """`GET jobs` whole: `jobs`, and the user filter applied (`user_filter`) and configured
+    (`default_user_filter`, settings.filter_user); a client that gives only the list of
+    jobs reports no filter."""
+    if (http := _http(client)) is not None:
+        query = {"all": "true" if all_users else None}
+        reply: dict[str, Any] = http.request("GET", "jobs", query=query)
+        return reply
+    if (local := _local(client)) is not None:
+        return local.call(lambda: local.service.jobs(all_users=all_users))
+    jobs = client.jobs(all_users=all_users)
+    return {"jobs": jobs, "user_filter": None, "default_user_filter": None}
+
+
 def task_partitions(client: Client, run_id: str, task_ids: Iterable[str]) -> dict[str, str]:
     """The partition each task asked for (the default one when its spec names none)."""
     wanted = list(task_ids)

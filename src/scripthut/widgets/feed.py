@@ -187,6 +187,7 @@ class LiveFeed:
         self._unsubscribe: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
         self._dirty = False
+        self._refresh_asked = threading.Event()
         self._last_snapshot = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -230,6 +231,11 @@ class LiveFeed:
         with self.lock:
             self.front_end_ready = True
 
+    def refresh_soon(self) -> None:
+        """Re-read what events do not carry now, not at the next `refresh_every`."""
+        self._refresh_asked.set()
+        self._queue.put(None)  # wakes the thread
+
     def resync(self) -> None:
         with self.lock:
             self._publish_snapshot(self._snapshot_locked())
@@ -260,7 +266,8 @@ class LiveFeed:
                 with self.lock:
                     for event in events:
                         self._dirty |= self._apply(event)
-            if time.monotonic() >= next_refresh:
+            if self._refresh_asked.is_set() or time.monotonic() >= next_refresh:
+                self._refresh_asked.clear()
                 self._refresh()
                 next_refresh = time.monotonic() + (every or 0.0)
             if self._dirty and time.monotonic() - last_flush >= self.interval:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from scripthut.client.base import Client
@@ -199,8 +200,20 @@ class _RunBackends:
             self.known[str(event["run"])] = str(event["backend"])
 
 
+@dataclass(frozen=True, slots=True)
+class JobsListing:
+    """One read of `GET jobs` and whether it asked for every user's other jobs."""
+
+    all_users: bool
+    reply: Mapping[str, Any]
+
+
 class JobsSource(Source):
-    """ScriptHut's jobs and the user's other jobs; ScriptHut's stay once they end."""
+    """ScriptHut's jobs and the user's other jobs; ScriptHut's stay once they end.
+
+    Meta: `user_filter` (whose other jobs are listed; None: everyone's) and
+    `default_user_filter` (settings.filter_user), so a view can offer the toggle.
+    """
 
     tables: ClassVar[dict[str, str]] = {"jobs": "key"}
     refresh_every = 10.0
@@ -233,7 +246,7 @@ class JobsSource(Source):
             self.backends.known[str(record["id"])] = backend
             for task in record.get("tasks", []):
                 self._seed_task(str(record["id"]), backend, task)
-        self.merge(client.jobs(all_users=self.all_users))
+        self.merge(self.fetch(client))
         self._full = True
 
     def _seed_task(self, run_id: str, backend: str, task: Mapping[str, Any]) -> None:
@@ -292,9 +305,20 @@ class JobsSource(Source):
         return True
 
     def fetch(self, client: Client) -> object:
-        return client.jobs(all_users=self.all_users)
+        wanted = self.all_users
+        return JobsListing(wanted, api.jobs_listing(client, all_users=wanted))
 
     def merge(self, data: object) -> bool:
+        """Take a `JobsListing` (or a bare list of jobs); a listing asked for with the
+        other setting of `all_users` is dropped (the toggle has asked for a new one)."""
+        if isinstance(data, JobsListing):
+            if data.all_users != self.all_users:
+                return False
+            self.meta = {
+                "user_filter": data.reply.get("user_filter"),
+                "default_user_filter": data.reply.get("default_user_filter"),
+            }
+            data = data.reply.get("jobs")
         if not isinstance(data, list):
             return False
         fresh: dict[str, Mapping[str, Any]] = {

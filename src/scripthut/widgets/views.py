@@ -21,7 +21,9 @@ class JobTable(LiveWidget):
 
     `backend`, `state` and `run` are the filters it opens with (the user can change
     them; `filters` holds the current ones). With `run`, that run's finished jobs are
-    listed too. Other users' jobs are re-read every `refresh` seconds.
+    listed too. Other users' jobs are re-read every `refresh` seconds, and at once when
+    `all_users` changes (the table's "only NAME's jobs" / "all users" toggle, shown when
+    settings.filter_user is set).
     """
 
     kind: ClassVar[str] = "jobtable"
@@ -50,10 +52,13 @@ class JobTable(LiveWidget):
 
     @traitlets.observe("all_users")
     def _all_users_changed(self, change: dict[str, Any]) -> None:
-        """Applied at the next refresh of the other jobs (every `refresh` seconds)."""
+        """The front end's toggle (or Python) changed it: the other jobs are read again now."""
         source = self.source
-        if isinstance(source, JobsSource):
-            source.all_users = bool(change["new"])
+        wanted = bool(change["new"])
+        if isinstance(source, JobsSource) and source.all_users != wanted:
+            with self._feed.lock:
+                source.all_users = wanted
+            self._feed.refresh_soon()
 
     def visible_jobs(self) -> list[Row]:
         """The jobs the current filters let through (text search aside)."""
