@@ -35,7 +35,7 @@ from scripthut.engine.jobs import BuiltJob, RunContext, join_path
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, LeaseHeld, NotFound, ScriptHutError
 from scripthut.states import JobState, RunState, TaskState
-from scripthut.store import AttemptRecord, RunRecord, Store, TaskRecord
+from scripthut.store import AttemptRecord, RunRecord, Store, StoreWorker, TaskRecord
 from scripthut.store.store import AttemptKey
 from scripthut.workflow.model import TaskSpec, Workflow
 from scripthut.workflow.parse import parse_document, parse_generated
@@ -47,6 +47,7 @@ LEASE_RENEW = 5.0
 COMMAND_CHECK = 0.5
 EVENTS_KEPT = 200_000
 GENERATED_SOURCE_LIMIT = 64 << 20
+CANCEL_CHUNK = 250  # tasks cancelled per transaction; the loop runs between chunks
 
 _JOB_TO_TASK = {
     JobState.PENDING: TaskState.SUBMITTED,
@@ -164,6 +165,7 @@ class Engine:
         self._stopping = False
         self._last_command = 0
         self._errors_logged: dict[str, float] = {}
+        self.reader = StoreWorker(store.path, "scripthut-engine-store")  # reads off the loop
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -177,7 +179,7 @@ class Engine:
             )
         self._last_command = -1  # requests left by processes while no engine ran are taken too
         for record in self.store.unfinished_runs():
-            self._activate(record)
+            self._activate(record, loaded=await self._load_off_loop(record))
         self._adopt_open_attempts()
         self._watch_configured_backends()
         self._main = asyncio.create_task(self._main_loop(), name="scripthut-engine")
@@ -196,6 +198,7 @@ class Engine:
             await asyncio.wait_for(self.registry.close(), timeout)
         except TimeoutError:
             log.warning("backends did not close within %.0f s", timeout)
+        await asyncio.to_thread(self.reader.close)
         self.store.release_lease(self.owner)
 
     # -- public operations ----------------------------------------------------------------
@@ -228,13 +231,19 @@ class Engine:
         self._ensure_loop(self.slots[new.run.backend])
         return new.run
 
-    def load(self, run_id: str) -> RunRecord:
-        """Start driving a run another process recorded."""
+    async def load(self, run_id: str) -> RunRecord:
+        """Start driving a run recorded in the store (by another process or a worker thread).
+
+        Its tasks are read and parsed off the loop; only adopting them happens here."""
         record = self.store.get_run(run_id)
-        if run_id not in self.runs and not record.state.is_final:
-            self._publish_run_created(record)
-            self._activate(record)
-            self._ensure_loop(self.slots[record.backend])
+        if run_id in self.runs or record.state.is_final:
+            return record
+        loaded = await self._load_off_loop(record)
+        if run_id in self.runs or self._stopping:
+            return record
+        self._publish_run_created(record)
+        self._activate(record, loaded=loaded)
+        self._ensure_loop(self.slots[record.backend])
         return record
 
     async def cancel(self, run_id: str) -> RunRecord:
@@ -244,13 +253,19 @@ class Engine:
             return self.store.get_run(run_id)
         run.record.cancel_requested = True
         self.store.update_run(run_id, cancel_requested=True)
-        changes = Changes()
-        now = time.time()
-        for task_id in run.graph.cancel_pending():
-            changes.task(
-                run_id, task_id, state=TaskState.CANCELLED, reason="run cancelled", ended_at=now
-            )
-        self._commit(changes)
+        pending = [n.task_id for n in run.graph.nodes.values() if n.state == TaskState.PENDING]
+        for first in range(0, len(pending), CANCEL_CHUNK):
+            if first:
+                await asyncio.sleep(0)  # a large run is cancelled in steps; the loop runs between
+                if self.runs.get(run_id) is not run or not run.record.cancel_requested:
+                    break
+            changes = Changes()
+            now = time.time()
+            for task_id in run.graph.cancel_pending(pending[first : first + CANCEL_CHUNK]):
+                changes.task(
+                    run_id, task_id, state=TaskState.CANCELLED, reason="run cancelled", ended_at=now
+                )
+            self._commit(changes)
         slot = self.slots[run.record.backend]
         await self._send_cancels(slot)
         self._finish_runs([run_id])
@@ -261,7 +276,8 @@ class Engine:
         run = self.runs.get(run_id)
         if run is None:
             record = self.store.get_run(run_id)
-            run = self._activate(record)
+            loaded = await self._load_off_loop(record)
+            run = self.runs.get(run_id) or self._activate(record, loaded=loaded)
         again = run.graph.rerun()
         if not again:
             if run.record.state.is_final:
@@ -331,23 +347,20 @@ class Engine:
         record: RunRecord,
         tasks: list[TaskRecord] | None = None,
         specs: dict[str, TaskSpec] | None = None,
+        loaded: LoadedRun | None = None,
     ) -> ActiveRun:
-        if tasks is None:
-            tasks = self.store.tasks(record.id)
-        if specs is None:
-            specs = _parse_specs(record.id, [t.spec for t in tasks])
-        nodes = [Node(t.task_id, list(t.deps), t.state, in_flight=t.state.is_active) for t in tasks]
-        graph = RunGraph(nodes)
+        if loaded is None:
+            loaded = load_run(self.store, record.id, tasks, specs)
         backend = self.registry.get(record.backend)
         context = RunContext.for_run(self.config, backend, record)
         run = ActiveRun(
             record=record,
-            graph=graph,
-            specs=specs,
-            seqs={t.task_id: t.seq for t in tasks},
-            attempts={t.task_id: t.attempt for t in tasks},
+            graph=loaded.graph,
+            specs=loaded.specs,
+            seqs=loaded.seqs,
+            attempts=loaded.attempts,
             context=context,
-            next_seq=max((t.seq for t in tasks), default=-1) + 1,
+            next_seq=loaded.next_seq,
         )
         self.runs[record.id] = run
         slot = self._slot(backend)
@@ -355,6 +368,10 @@ class Engine:
             slot.runs.append(record.id)
         self._cascade_on_load(run)
         return run
+
+    async def _load_off_loop(self, record: RunRecord) -> LoadedRun:
+        """Read a run's tasks, parse their specs and build its DAG in the reader thread."""
+        return await self.reader.call(lambda store: load_run(store, record.id))
 
     def _slot(self, backend: Backend) -> BackendSlot:
         slot = self.slots.get(backend.name)
@@ -460,7 +477,7 @@ class Engine:
 
     async def _command(self, kind: str, run_id: str | None, data: dict[str, Any]) -> None:
         if kind == "load" and run_id:
-            self.load(run_id)
+            await self.load(run_id)
         elif kind == "cancel" and run_id:
             await self.cancel(run_id)
         elif kind == "rerun" and run_id:
@@ -936,6 +953,38 @@ def _parse_specs(run_id: str, specs: list[dict[str, Any]]) -> dict[str, TaskSpec
         [{k: v for k, v in s.items() if k != "deps"} for s in specs], source=f"run {run_id}"
     )
     return {task.id: task for task in workflow.tasks}
+
+
+@dataclass(slots=True)
+class LoadedRun:
+    """A run's tasks read, specs parsed and DAG built: nothing the engine shares yet, so it
+    can be prepared in a worker thread and adopted on the loop."""
+
+    graph: RunGraph
+    specs: dict[str, TaskSpec]
+    seqs: dict[str, int]
+    attempts: dict[str, int]
+    next_seq: int
+
+
+def load_run(
+    store: Store,
+    run_id: str,
+    tasks: list[TaskRecord] | None = None,
+    specs: dict[str, TaskSpec] | None = None,
+) -> LoadedRun:
+    if tasks is None:
+        tasks = store.tasks(run_id)
+    if specs is None:
+        specs = _parse_specs(run_id, [t.spec for t in tasks])
+    nodes = [Node(t.task_id, list(t.deps), t.state, in_flight=t.state.is_active) for t in tasks]
+    return LoadedRun(
+        graph=RunGraph(nodes),
+        specs=specs,
+        seqs={t.task_id: t.seq for t in tasks},
+        attempts={t.task_id: t.attempt for t in tasks},
+        next_seq=max((t.seq for t in tasks), default=-1) + 1,
+    )
 
 
 def _attempt_record(job: BuiltJob, backend: str, now: float) -> AttemptRecord:

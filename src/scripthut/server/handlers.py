@@ -9,6 +9,7 @@ on it. POST and DELETE go through jupyter_server's XSRF check (a token header or
 
 from __future__ import annotations
 
+import asyncio
 import json
 from importlib import resources
 from types import TracebackType
@@ -64,6 +65,12 @@ class ScriptHutHandler(APIHandler):
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.finish(json.dumps(data))
+
+    async def reply_off_loop(self, data: Any, status: int = 200) -> None:
+        """A large reply (a run with all its tasks), encoded in a thread."""
+        text = await asyncio.to_thread(json.dumps, data)
+        self.set_status(status)
+        self.finish(text)
 
     def int_arg(self, name: str, default: int, *, low: int | None = None) -> int:
         value = self.opt_int_arg(name, low=low)
@@ -157,8 +164,8 @@ class RunsHandler(ScriptHutHandler):
 
     @web.authenticated
     @authorized
-    def post(self) -> None:
-        run = self.service.submit(self.body())
+    async def post(self) -> None:
+        run = await self.service.submit(self.body)  # decoded and checked off the loop
         self.set_header("Location", f"{self.base_url}{API}/runs/{run['id']}")
         self.reply(run, 201)
 
@@ -168,9 +175,9 @@ class RunHandler(ScriptHutHandler):
 
     @web.authenticated
     @authorized
-    def get(self, run_id: str) -> None:
+    async def get(self, run_id: str) -> None:
         tasks = self.get_query_argument("tasks", "1") not in ("0", "false", "no")
-        self.reply(self.service.run(run_id, tasks=tasks))
+        await self.reply_off_loop(await self.service.run(run_id, tasks=tasks))
 
     @web.authenticated
     @authorized

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -33,7 +33,7 @@ from scripthut.server.ids import addressable_workflow
 from scripthut.server.logs import DEFAULT_LIMIT, read_log
 from scripthut.server.requests import RunRequest, read_run_options, read_run_request
 from scripthut.server.stream import DEFAULT_BUFFER, Broadcaster, Listener
-from scripthut.store import Store
+from scripthut.store import RunRecord, Store, StoreWorker
 
 log = logging.getLogger("scripthut.server")
 
@@ -82,6 +82,7 @@ class ScriptHutService:
         self.store: Store | None = None
         self.engine: Engine | None = None
         self.registry: BackendRegistry | None = None
+        self.worker: StoreWorker | None = None  # heavy store work, off the event loop
         self.events = Broadcaster(buffer_size=options.stream_buffer)
         self._watch: asyncio.Task[None] | None = None
         try:
@@ -101,6 +102,7 @@ class ScriptHutService:
         except (OSError, sqlite3.Error) as exc:
             self._fail(f"cannot open the store in {self.config.data_dir}: {exc}")
             return
+        self.worker = StoreWorker(self.store.path, "scripthut-requests")
         if not await self._host_engine() and self.mode == Mode.CLIENT:
             self._watch = asyncio.create_task(self._watch_lease(), name="scripthut-lease")
 
@@ -117,6 +119,9 @@ class ScriptHutService:
         if self.registry is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.registry.close(), timeout)
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.close)
+            self.worker = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -166,6 +171,12 @@ class ScriptHutService:
         if self.config is None or self.store is None:
             raise ServiceUnavailable(f"ScriptHut is {self.mode.value}")
         return self.config, self.store
+
+    def _worker(self) -> StoreWorker:
+        self._ready()
+        if self.worker is None:
+            raise ServiceUnavailable(f"ScriptHut is {self.mode.value}")
+        return self.worker
 
     def _registry(self) -> BackendRegistry:
         registry = self.engine.registry if self.engine is not None else self.registry
@@ -233,29 +244,48 @@ class ScriptHutService:
         _, store = self._ready()
         return reads.runs_page(store, limit, offset)
 
-    def run(self, run_id: str, *, tasks: bool = True) -> dict[str, Any]:
+    async def run(self, run_id: str, *, tasks: bool = True) -> dict[str, Any]:
+        """A run; with its tasks, read and turned into JSON in the worker thread."""
         _, store = self._ready()
-        return reads.run_json(store, store.get_run(store.resolve_run_id(run_id)), tasks=tasks)
+        record = store.get_run(store.resolve_run_id(run_id))
+        if not tasks:
+            return reads.run_json(store, record)
+        return await self._worker().call(lambda reader: reads.run_json(reader, record, tasks=True))
 
-    def submit(self, body: object) -> dict[str, Any]:
-        """Start a run from `{"workflow": ...}` or `{"path": ...}`; 400 lists every problem."""
-        self._ready()
-        return self._start(read_run_request(body, self.options.root_dir))
+    async def submit(self, body: Callable[[], object]) -> dict[str, Any]:
+        """Start a run from `{"workflow": ...}` or `{"path": ...}`; 400 lists every problem.
 
-    def _start(self, request: RunRequest, workflow_env: Sequence[EnvRule] = ()) -> dict[str, Any]:
+        `body()` gives the request body; it is called in the worker thread, so decoding a
+        large document happens there too."""
+        root = self.options.root_dir
+        return await self._start(lambda: read_run_request(body(), root))
+
+    async def _start(
+        self, read: Callable[[], RunRequest], workflow_env: Sequence[EnvRule] = ()
+    ) -> dict[str, Any]:
+        """Read, validate and record the run in the worker thread (its own connection, one
+        transaction), then have the engine adopt it, or queue it for the lease holder.
+        Nothing is recorded when anything is wrong."""
         config, store = self._ready()
-        options: dict[str, Any] = {
-            "backend": request.backend,
-            "name": request.name,
-            "max_concurrent": request.max_concurrent,
-            "source": request.source,
-            "base_dir": request.base_dir,
-            "workflow_env": workflow_env,
-        }
+
+        def write(writer: Store) -> RunRecord:
+            request = read()
+            return record_run(
+                writer,
+                config,
+                request.workflow,
+                backend=request.backend,
+                name=request.name,
+                max_concurrent=request.max_concurrent,
+                source=request.source,
+                base_dir=request.base_dir,
+                workflow_env=workflow_env,
+            ).run  # only the run comes back: the tasks are freed in the worker thread
+
+        record = await self._worker().call(write)
         if self.engine is not None:
-            record = self.engine.submit(request.workflow, **options)
+            record = await self.engine.load(record.id)
         else:
-            record = record_run(store, config, request.workflow, **options).run
             store.enqueue_command("load", record.id, {})
         return reads.run_json(store, record)
 
@@ -367,7 +397,7 @@ class ScriptHutService:
             source=f"workflow '{entry.name}' in {self._config_file() or 'the config'}",
             base_dir=str(self._cwd()),
         )
-        return self._start(request, workflow_env=entry.env)
+        return await self._start(lambda: request, workflow_env=entry.env)
 
     def _cwd(self) -> Path:
         return self.options.root_dir or Path.cwd()

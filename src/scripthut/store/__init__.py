@@ -2,5 +2,6 @@
 
 from scripthut.store.records import AttemptRecord, EventRecord, RunRecord, TaskRecord
 from scripthut.store.store import Store
+from scripthut.store.worker import StoreWorker
 
-__all__ = ["AttemptRecord", "EventRecord", "RunRecord", "Store", "TaskRecord"]
+__all__ = ["AttemptRecord", "EventRecord", "RunRecord", "Store", "StoreWorker", "TaskRecord"]

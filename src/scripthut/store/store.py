@@ -235,10 +235,10 @@ class Store:
 
     def add_tasks(self, tasks: Sequence[TaskRecord]) -> None:
         placeholders = ", ".join("?" * len(_TASK_COLUMNS))
+        rows = [self._task_values(task) for task in tasks]  # encoded before the write lock
         with self.transaction():
             self._conn.executemany(
-                f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({placeholders})",
-                (self._task_values(task) for task in tasks),
+                f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({placeholders})", rows
             )
 
     def tasks(self, run_id: str) -> list[TaskRecord]:
@@ -258,8 +258,9 @@ class Store:
         return self._task(row)
 
     def task_counts(self, run_id: str) -> dict[str, int]:
+        """Tasks per state, kept by triggers on every task write (no scan of the tasks)."""
         rows = self._conn.execute(
-            "SELECT state, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY state", (run_id,)
+            "SELECT state, n FROM run_counts WHERE run_id = ? AND n > 0 ORDER BY state", (run_id,)
         )
         return {str(state): int(n) for state, n in rows}
 
