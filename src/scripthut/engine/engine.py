@@ -166,6 +166,7 @@ class Engine:
         self._last_command = 0
         self._errors_logged: dict[str, float] = {}
         self.reader = StoreWorker(store.path, "scripthut-engine-store")  # reads off the loop
+        self._cancelling: set[str] = set()  # runs whose pending tasks are being cancelled
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -253,19 +254,27 @@ class Engine:
             return self.store.get_run(run_id)
         run.record.cancel_requested = True
         self.store.update_run(run_id, cancel_requested=True)
-        pending = [n.task_id for n in run.graph.nodes.values() if n.state == TaskState.PENDING]
-        for first in range(0, len(pending), CANCEL_CHUNK):
-            if first:
-                await asyncio.sleep(0)  # a large run is cancelled in steps; the loop runs between
-                if self.runs.get(run_id) is not run or not run.record.cancel_requested:
-                    break
-            changes = Changes()
-            now = time.time()
-            for task_id in run.graph.cancel_pending(pending[first : first + CANCEL_CHUNK]):
-                changes.task(
-                    run_id, task_id, state=TaskState.CANCELLED, reason="run cancelled", ended_at=now
-                )
-            self._commit(changes)
+        pending = list(run.graph.nodes)  # cancel_pending keeps those pending and not in flight
+        self._cancelling.add(run_id)  # its running jobs are cancelled once nothing is pending
+        try:
+            for first in range(0, len(pending), CANCEL_CHUNK):
+                if first:
+                    await asyncio.sleep(0)  # a large run is cancelled in steps, the loop free
+                    if self.runs.get(run_id) is not run or not run.record.cancel_requested:
+                        break
+                changes = Changes()
+                now = time.time()
+                for task_id in run.graph.cancel_pending(pending[first : first + CANCEL_CHUNK]):
+                    changes.task(
+                        run_id,
+                        task_id,
+                        state=TaskState.CANCELLED,
+                        reason="run cancelled",
+                        ended_at=now,
+                    )
+                self._commit(changes)
+        finally:
+            self._cancelling.discard(run_id)
         slot = self.slots[run.record.backend]
         await self._send_cancels(slot)
         self._finish_runs([run_id])
@@ -366,7 +375,7 @@ class Engine:
         slot = self._slot(backend)
         if record.id not in slot.runs:
             slot.runs.append(record.id)
-        self._cascade_on_load(run)
+        self._cascade_on_load(run, loaded.doomed)
         return run
 
     async def _load_off_loop(self, record: RunRecord) -> LoadedRun:
@@ -393,18 +402,17 @@ class Engine:
             if slot.external is None:
                 slot.external = []
 
-    def _cascade_on_load(self, run: ActiveRun) -> None:
-        """A pending task whose dependency failed while no engine ran becomes dep_failed."""
+    def _cascade_on_load(self, run: ActiveRun, doomed: list[tuple[str, str]]) -> None:
+        """A pending task whose dependency failed while no engine ran becomes dep_failed
+        (found by `load_run`; committed here, as the run is adopted)."""
         changes = Changes()
-        for node in list(run.graph.nodes.values()):
-            if node.state in (TaskState.FAILED, TaskState.CANCELLED, TaskState.DEP_FAILED):
-                for task_id in run.graph._cascade_from(node.task_id, include_root=False):
-                    changes.task(
-                        run.record.id,
-                        task_id,
-                        state=TaskState.DEP_FAILED,
-                        reason=f"dependency '{node.task_id}' did not complete",
-                    )
+        for task_id, root in doomed:
+            changes.task(
+                run.record.id,
+                task_id,
+                state=TaskState.DEP_FAILED,
+                reason=f"dependency '{root}' did not complete",
+            )
         self._commit(changes)
 
     def _adopt_open_attempts(self) -> None:
@@ -683,7 +691,9 @@ class Engine:
         pending = [
             t
             for t in slot.tracked.values()
-            if not t.cancel_sent and self._cancel_requested(t.run_id)
+            if not t.cancel_sent
+            and self._cancel_requested(t.run_id)
+            and t.run_id not in self._cancelling
         ]
         if not pending:
             return
@@ -965,6 +975,7 @@ class LoadedRun:
     seqs: dict[str, int]
     attempts: dict[str, int]
     next_seq: int
+    doomed: list[tuple[str, str]]  # (task, failed dependency): to commit as dep_failed
 
 
 def load_run(
@@ -978,12 +989,21 @@ def load_run(
     if specs is None:
         specs = _parse_specs(run_id, [t.spec for t in tasks])
     nodes = [Node(t.task_id, list(t.deps), t.state, in_flight=t.state.is_active) for t in tasks]
+    graph = RunGraph(nodes)
+    failed = (TaskState.FAILED, TaskState.CANCELLED, TaskState.DEP_FAILED)
+    doomed = [
+        (task_id, node.task_id)
+        for node in nodes
+        if node.state in failed
+        for task_id in graph._cascade_from(node.task_id, include_root=False)
+    ]
     return LoadedRun(
-        graph=RunGraph(nodes),
+        graph=graph,
         specs=specs,
         seqs={t.task_id: t.seq for t in tasks},
         attempts={t.task_id: t.attempt for t in tasks},
         next_seq=max((t.seq for t in tasks), default=-1) + 1,
+        doomed=doomed,
     )
 
 

@@ -38,6 +38,7 @@ from scripthut.store import RunRecord, Store, StoreWorker
 log = logging.getLogger("scripthut.server")
 
 TAKEOVER_CHECK = 5.0
+CHECKPOINT_INTERVAL = 1.0
 
 
 class Mode(StrEnum):
@@ -85,6 +86,7 @@ class ScriptHutService:
         self.worker: StoreWorker | None = None  # heavy store work, off the event loop
         self.events = Broadcaster(buffer_size=options.stream_buffer)
         self._watch: asyncio.Task[None] | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
         try:
             self.config = load_settings(options)
         except InvalidInput as exc:
@@ -103,15 +105,18 @@ class ScriptHutService:
             self._fail(f"cannot open the store in {self.config.data_dir}: {exc}")
             return
         self.worker = StoreWorker(self.store.path, "scripthut-requests")
+        self.store.defer_checkpoints()  # the loop's commits stay short; the worker copies
+        self._checkpoints = asyncio.create_task(self._checkpoint(), name="scripthut-checkpoint")
         if not await self._host_engine() and self.mode == Mode.CLIENT:
             self._watch = asyncio.create_task(self._watch_lease(), name="scripthut-lease")
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop the stream and the engine (jobs keep running) and close the store."""
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        for task in (self._watch, self._checkpoints):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.events.close()
         if self.engine is not None:
             await self.engine.stop(timeout)
@@ -159,6 +164,16 @@ class ScriptHutService:
             await asyncio.sleep(self.options.takeover_check)
             if self.store.lease_holder() is None and await self._host_engine():
                 log.info("the engine lease was free: ScriptHut now hosts the engine")
+
+    async def _checkpoint(self) -> None:
+        """The WAL is copied into the database file in the worker thread, never on a commit
+        of the loop's connection."""
+        while self.worker is not None:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            try:
+                await self.worker.call(Store.checkpoint)
+            except (sqlite3.Error, RuntimeError) as exc:
+                log.debug("checkpoint skipped: %s", exc)
 
     def _fail(self, message: str) -> None:
         self.problem = ServiceUnavailable(message)

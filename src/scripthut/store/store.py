@@ -153,6 +153,15 @@ class Store:
         finally:
             self._depth = 0
 
+    def defer_checkpoints(self) -> None:
+        """Commits on this connection no longer copy the WAL back into the database file
+        (which can take tens of milliseconds); the owner calls `checkpoint` elsewhere."""
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, waiting for no reader or writer."""
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     # -- runs ---------------------------------------------------------------------------
 
     def insert_run(self, run: RunRecord, tasks: Sequence[TaskRecord]) -> None:
@@ -242,11 +251,15 @@ class Store:
             )
 
     def tasks(self, run_id: str) -> list[TaskRecord]:
+        return list(self.iter_tasks(run_id))
+
+    def iter_tasks(self, run_id: str) -> Iterator[TaskRecord]:
+        """The run's tasks in order, one at a time (a large run is never all in memory)."""
         rows = self._conn.execute(
             f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks WHERE run_id = ? ORDER BY seq",
             (run_id,),
         )
-        return [self._task(row) for row in rows]
+        return (self._task(row) for row in rows)
 
     def task(self, run_id: str, task_id: str) -> TaskRecord:
         row = self._conn.execute(
