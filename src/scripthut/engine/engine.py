@@ -35,7 +35,7 @@ from scripthut.engine.jobs import BuiltJob, RunContext, join_path
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, LeaseHeld, NotFound, ScriptHutError
 from scripthut.states import JobState, RunState, TaskState
-from scripthut.store import AttemptRecord, RunRecord, Store, StoreWorker, TaskRecord
+from scripthut.store import AttemptRecord, RunRecord, Store, StoreWorker, TaskRecord, release
 from scripthut.store.store import AttemptKey
 from scripthut.workflow.model import TaskSpec, Workflow
 from scripthut.workflow.parse import parse_document, parse_generated
@@ -984,6 +984,7 @@ def load_run(
     tasks: list[TaskRecord] | None = None,
     specs: dict[str, TaskSpec] | None = None,
 ) -> LoadedRun:
+    read = tasks is None
     if tasks is None:
         tasks = store.tasks(run_id)
     if specs is None:
@@ -997,7 +998,7 @@ def load_run(
         if node.state in failed
         for task_id in graph._cascade_from(node.task_id, include_root=False)
     ]
-    return LoadedRun(
+    loaded = LoadedRun(
         graph=graph,
         specs=specs,
         seqs={t.task_id: t.seq for t in tasks},
@@ -1005,6 +1006,9 @@ def load_run(
         next_seq=max((t.seq for t in tasks), default=-1) + 1,
         doomed=doomed,
     )
+    if read:
+        release(tasks)  # in pieces: this runs in the reader thread, beside the loop
+    return loaded
 
 
 def _attempt_record(job: BuiltJob, backend: str, now: float) -> AttemptRecord:

@@ -33,7 +33,7 @@ from scripthut.server.ids import addressable_workflow
 from scripthut.server.logs import DEFAULT_LIMIT, read_log
 from scripthut.server.requests import RunRequest, read_run_options, read_run_request
 from scripthut.server.stream import DEFAULT_BUFFER, Broadcaster, Listener
-from scripthut.store import RunRecord, Store, StoreWorker
+from scripthut.store import RunRecord, Store, StoreWorker, release
 
 log = logging.getLogger("scripthut.server")
 
@@ -273,7 +273,16 @@ class ScriptHutService:
         `body()` gives the request body; it is called in the worker thread, so decoding a
         large document happens there too."""
         root = self.options.root_dir
-        return await self._start(lambda: read_run_request(body(), root))
+
+        def read() -> RunRequest:
+            document = body()
+            try:
+                return read_run_request(document, root)
+            finally:
+                if isinstance(document, dict) and isinstance(document.get("workflow"), list):
+                    release(document["workflow"])
+
+        return await self._start(read)
 
     async def _start(
         self, read: Callable[[], RunRequest], workflow_env: Sequence[EnvRule] = ()
@@ -285,7 +294,7 @@ class ScriptHutService:
 
         def write(writer: Store) -> RunRecord:
             request = read()
-            return record_run(
+            new = record_run(
                 writer,
                 config,
                 request.workflow,
@@ -295,7 +304,10 @@ class ScriptHutService:
                 source=request.source,
                 base_dir=request.base_dir,
                 workflow_env=workflow_env,
-            ).run  # only the run comes back: the tasks are freed in the worker thread
+            )
+            release(new.tasks)  # only the run goes back to the loop: the rest is freed here
+            release(request.workflow.tasks)
+            return new.run
 
         record = await self._worker().call(write)
         if self.engine is not None:

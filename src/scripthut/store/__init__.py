@@ -2,6 +2,14 @@
 
 from scripthut.store.records import AttemptRecord, EventRecord, RunRecord, TaskRecord
 from scripthut.store.store import Store
-from scripthut.store.worker import StoreWorker
+from scripthut.store.worker import StoreWorker, release
 
-__all__ = ["AttemptRecord", "EventRecord", "RunRecord", "Store", "StoreWorker", "TaskRecord"]
+__all__ = [
+    "AttemptRecord",
+    "EventRecord",
+    "RunRecord",
+    "Store",
+    "StoreWorker",
+    "TaskRecord",
+    "release",
+]

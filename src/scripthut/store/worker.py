@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from scripthut.store.store import Store
 
 T = TypeVar("T")
+RELEASE_PAGE = 1_000
 
 
 class StoreWorker:
@@ -65,6 +66,13 @@ class StoreWorker:
         if store is not None:
             store.close()
             self._local.store = None
+
+
+def release(items: list[Any]) -> None:
+    """Empty a large list a page at a time: freeing 100,000 records in one go is one C call
+    that holds the interpreter (and so the event loop) for tens of milliseconds."""
+    while items:
+        del items[-RELEASE_PAGE:]
 
 
 _pause_lock = threading.Lock()
