@@ -10,8 +10,8 @@ interpreter) and talk to the server over loopback HTTP:
   (a) `--clients` event-stream clients replay `--events` stored events from `after=0` over
       the real SSE endpoint, concurrently, each checking it got every event in order;
   (b) a `--tasks`-task run is created (POST runs), fetched with its tasks (GET run) and
-      cancelled (POST cancel) through the REST handlers. Its tasks wait on one gate task
-      (`sleep`), so nothing but the gate runs on the machine.
+      cancelled (POST cancel) through the REST handlers, then rerun and cancelled again.
+      Its tasks wait on one gate task (`sleep`), so nothing but the gate runs.
 
 Also measured in the same run: the latency of `GET runs` with an empty store and with the
 large run in history (median of `--repeat` calls each); the target is a ratio <= 2.
@@ -162,6 +162,21 @@ def client_cancel(target: Target, run_id: str) -> dict[str, Any]:
     return {"state": run["state"], "counts": run["counts"]}
 
 
+def client_rerun(target: Target, run_id: str) -> dict[str, Any]:
+    run = target.json("POST", f"runs/{run_id}/rerun")
+    return {"state": run["state"], "counts": run["counts"]}
+
+
+def client_wait(target: Target, run_id: str, timeout: float) -> dict[str, Any]:
+    """Until the run is final (its gate job cancelled and reaped)."""
+    deadline = time.monotonic() + min(timeout, 60.0)
+    while True:
+        run = target.json("GET", f"runs/{run_id}?tasks=0")
+        if run["state"] in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
+            return {"state": run["state"], "counts": run["counts"]}
+        time.sleep(0.25)
+
+
 def client_main(args: argparse.Namespace) -> int:
     target = Target(args.port, args.token)
     if args.client == "replay":
@@ -172,6 +187,10 @@ def client_main(args: argparse.Namespace) -> int:
         result = client_create(target, args.tasks)
     elif args.client == "fetch":
         result = client_fetch(target, args.run)
+    elif args.client == "rerun":
+        result = client_rerun(target, args.run)
+    elif args.client == "wait":
+        result = client_wait(target, args.run, args.timeout)
     else:
         result = client_cancel(target, args.run)
     print(json.dumps(result))
@@ -345,11 +364,18 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         fetched = await run_client(args, port, token, "fetch", "--run", run_id)
         probe.phase = "cancel"
         cancelled = await run_client(args, port, token, "cancel", "--run", run_id)
+        probe.phase = "end"
+        await run_client(args, port, token, "wait", "--run", run_id)
+        probe.phase = "rerun"
+        await run_client(args, port, token, "rerun", "--run", run_id)
+        probe.phase = "cancel-again"
+        await run_client(args, port, token, "cancel", "--run", run_id)
         probe.phase = "settle"
-        await asyncio.sleep(2.0)
+        final = await run_client(args, port, token, "wait", "--run", run_id)
         probe.phase = "idle-after"
         out["runs_full"] = await run_client(args, port, token, "runs", *repeat)
         out.update(replay=replay, created=created, fetched=fetched, cancelled=cancelled)
+        out["final"] = final
     finally:
         probe.running = False
         await probing
@@ -368,7 +394,10 @@ def report(args: argparse.Namespace, out: dict[str, Any]) -> bool:
         "create": f"(b) create a {args.tasks:,}-task run",
         "fetch": "(b) GET the run with its tasks",
         "cancel": "(b) cancel it",
-        "settle": "    2 s after the cancel",
+        "end": "    until it ends (gate reaped)",
+        "rerun": "    rerun it",
+        "cancel-again": "    cancel it again",
+        "settle": "    until it ends again",
     }
     for phase, label in labels.items():
         worst, p99, n = out["probe"].get(phase, (0.0, 0.0, 0))
@@ -387,8 +416,9 @@ def report(args: argparse.Namespace, out: dict[str, Any]) -> bool:
         f"{full * 1000:.1f} ms (median of {args.repeat}) -> ratio {ratio:.2f}x "
         f"(target <= {TARGET_RUNS_RATIO:.0f}x): {'OK' if good else 'ABOVE TARGET'}"
     )
-    print(f"cancelled run: {out['cancelled']['state']}, counts {out['cancelled']['counts']}")
-    return ok
+    final = out["final"]
+    print(f"the run at the end: {final['state']}, counts {final['counts']}")
+    return ok and final["state"] == "cancelled"
 
 
 def main() -> int:
@@ -398,7 +428,9 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=30, help="GET runs calls per measurement")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per client step")
-    parser.add_argument("--client", choices=["replay", "runs", "create", "fetch", "cancel"])
+    parser.add_argument(
+        "--client", choices=["replay", "runs", "create", "fetch", "cancel", "rerun", "wait"]
+    )
     parser.add_argument("--port", type=int)
     parser.add_argument("--token")
     parser.add_argument("--until", type=int)

@@ -246,3 +246,17 @@ def test_a_burst_from_the_engine_arrives_whole_and_in_order(tmp_path: Path) -> N
         await broadcaster.close()
 
     run(tmp_path, body)
+
+
+def test_closing_ends_a_stream_still_replaying(tmp_path: Path) -> None:
+    async def body(store: Store, bus: EventBus) -> None:
+        commit(store, bus, stream.REPLAY_PAGE * 3)
+        broadcaster = Broadcaster()
+        broadcaster.attach(store, bus)
+        listener = broadcaster.listen(after=0)
+        first = await listener.next_batch(1.0)
+        assert first is not None and event_ids(first)[0] == 1
+        await broadcaster.close()
+        assert await listener.next_batch(1.0) is None
+
+    run(tmp_path, body)

@@ -47,7 +47,7 @@ LEASE_RENEW = 5.0
 COMMAND_CHECK = 0.5
 EVENTS_KEPT = 200_000
 GENERATED_SOURCE_LIMIT = 64 << 20
-CANCEL_CHUNK = 250  # tasks cancelled per transaction; the loop runs between chunks
+CANCEL_CHUNK = 250  # tasks cancelled (or rerun) per transaction; the loop runs between
 
 _JOB_TO_TASK = {
     JobState.PENDING: TaskState.SUBMITTED,
@@ -166,7 +166,7 @@ class Engine:
         self._last_command = 0
         self._errors_logged: dict[str, float] = {}
         self.reader = StoreWorker(store.path, "scripthut-engine-store")  # reads off the loop
-        self._cancelling: set[str] = set()  # runs whose pending tasks are being cancelled
+        self._in_steps: set[str] = set()  # runs changed in steps: no job picked or cancelled
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -254,17 +254,17 @@ class Engine:
             return self.store.get_run(run_id)
         run.record.cancel_requested = True
         self.store.update_run(run_id, cancel_requested=True)
-        pending = list(run.graph.nodes)  # cancel_pending keeps those pending and not in flight
-        self._cancelling.add(run_id)  # its running jobs are cancelled once nothing is pending
+        task_ids = list(run.graph.nodes)  # cancel_pending keeps the pending, not in flight
+        self._in_steps.add(run_id)  # its running jobs are cancelled once nothing is pending
         try:
-            for first in range(0, len(pending), CANCEL_CHUNK):
+            for first in range(0, len(task_ids), CANCEL_CHUNK):
                 if first:
                     await asyncio.sleep(0)  # a large run is cancelled in steps, the loop free
                     if self.runs.get(run_id) is not run or not run.record.cancel_requested:
                         break
                 changes = Changes()
                 now = time.time()
-                for task_id in run.graph.cancel_pending(pending[first : first + CANCEL_CHUNK]):
+                for task_id in run.graph.cancel_pending(task_ids[first : first + CANCEL_CHUNK]):
                     changes.task(
                         run_id,
                         task_id,
@@ -274,7 +274,7 @@ class Engine:
                     )
                 self._commit(changes)
         finally:
-            self._cancelling.discard(run_id)
+            self._in_steps.discard(run_id)
         slot = self.slots[run.record.backend]
         await self._send_cancels(slot)
         self._finish_runs([run_id])
@@ -283,11 +283,15 @@ class Engine:
     async def rerun(self, run_id: str) -> RunRecord:
         """Failed, cancelled and dep_failed tasks run again as new attempts."""
         run = self.runs.get(run_id)
+        again: list[str] | None = None
         if run is None:
             record = self.store.get_run(run_id)
-            loaded = await self._load_off_loop(record)
-            run = self.runs.get(run_id) or self._activate(record, loaded=loaded)
-        again = run.graph.rerun()
+            loaded = await self.reader.call(lambda store: load_run(store, run_id, rerun=True))
+            run = self.runs.get(run_id)
+            if run is None:  # the DAG was reset for the rerun in the reader thread too
+                run, again = self._activate(record, loaded=loaded), loaded.again
+        if again is None:
+            again = run.graph.rerun()
         if not again:
             if run.record.state.is_final:
                 del self.runs[run_id]
@@ -298,10 +302,29 @@ class Engine:
         self.store.update_run(
             run_id, cancel_requested=False, state=run.record.state, ended_at=None, message=None
         )
+        self._in_steps.add(run_id)  # none of its tasks is picked before all are committed
+        try:
+            for first in range(0, len(again), CANCEL_CHUNK):
+                if first:
+                    await asyncio.sleep(0)  # a large rerun is committed in steps, the loop free
+                    if self.runs.get(run_id) is not run:
+                        break
+                self._commit_rerun(run, again[first : first + CANCEL_CHUNK])
+        finally:
+            self._in_steps.discard(run_id)
+        self._publish_run(run)
+        slot = self.slots[run.record.backend]
+        self._ensure_loop(slot)
+        slot.wake.set()
+        return run.record
+
+    def _commit_rerun(self, run: ActiveRun, task_ids: list[str]) -> None:
         changes = Changes()
-        for task_id in again:
+        for task_id in task_ids:
+            if run.graph.nodes[task_id].state != TaskState.PENDING:
+                continue  # changed since (cancelled again while the rerun was committed)
             changes.task(
-                run_id,
+                run.record.id,
                 task_id,
                 state=TaskState.PENDING,
                 reason=None,
@@ -312,11 +335,6 @@ class Engine:
                 ended_at=None,
             )
         self._commit(changes)
-        self._publish_run(run)
-        slot = self.slots[run.record.backend]
-        self._ensure_loop(slot)
-        slot.wake.set()
-        return run.record
 
     async def cancel_job(self, backend: str, job_id: str) -> None:
         """Cancel one job by backend id (a ScriptHut job or one of the user's own)."""
@@ -559,6 +577,7 @@ class Engine:
         picks: list[tuple[ActiveRun, str]] = []
         runs = [self.runs[r] for r in slot.runs if r in self.runs]
         runs = [r for r in runs if r.graph.ready and not r.record.cancel_requested]
+        runs = [r for r in runs if r.record.id not in self._in_steps]
         while capacity > len(picks) and runs:
             share = max(1, (capacity - len(picks)) // len(runs))
             for run in list(runs):
@@ -693,7 +712,7 @@ class Engine:
             for t in slot.tracked.values()
             if not t.cancel_sent
             and self._cancel_requested(t.run_id)
-            and t.run_id not in self._cancelling
+            and t.run_id not in self._in_steps
         ]
         if not pending:
             return
@@ -976,6 +995,7 @@ class LoadedRun:
     attempts: dict[str, int]
     next_seq: int
     doomed: list[tuple[str, str]]  # (task, failed dependency): to commit as dep_failed
+    again: list[str]  # with rerun=True: the tasks made pending again
 
 
 def load_run(
@@ -983,6 +1003,8 @@ def load_run(
     run_id: str,
     tasks: list[TaskRecord] | None = None,
     specs: dict[str, TaskSpec] | None = None,
+    *,
+    rerun: bool = False,
 ) -> LoadedRun:
     read = tasks is None
     if tasks is None:
@@ -998,13 +1020,15 @@ def load_run(
         if node.state in failed
         for task_id in graph._cascade_from(node.task_id, include_root=False)
     ]
+    again = graph.rerun() if rerun else []
     loaded = LoadedRun(
         graph=graph,
         specs=specs,
         seqs={t.task_id: t.seq for t in tasks},
         attempts={t.task_id: t.attempt for t in tasks},
         next_seq=max((t.seq for t in tasks), default=-1) + 1,
-        doomed=doomed,
+        doomed=[] if rerun else doomed,  # a rerun makes them pending again anyway
+        again=again,
     )
     if read:
         release(tasks)  # in pieces: this runs in the reader thread, beside the loop

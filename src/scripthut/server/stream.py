@@ -200,6 +200,9 @@ class Listener:
         live feed; events the broadcaster delivered before that are still read from the
         store, later ones arrive in the buffer (duplicates are skipped by id)."""
         page = await self._broadcaster.replay(self.last_id, self.run)
+        if self._broadcaster.closed:
+            self.close()
+            return []
         delivered = page.after(self.last_id)
         self.last_id = max(self.last_id, page.end)
         if page.at_end and self._replay_until is None and not self.closed:
@@ -232,6 +235,7 @@ class Broadcaster:
         self._reader: StoreWorker | None = None
         self._turn = asyncio.Lock()  # replay reads take turns, one page at a time
         self._pages: OrderedDict[int, Page] = OrderedDict()
+        self.closed = False
 
     @property
     def clients(self) -> int:
@@ -246,6 +250,7 @@ class Broadcaster:
     def attach(self, store: Store, bus: EventBus | None) -> None:
         """(Re)start reading: from `bus` when this process hosts the engine, else the store."""
         self.detach()
+        self.closed = False
         if self.store is not store:
             self.store = store
             self.cursor = store.last_event_id()
@@ -262,7 +267,8 @@ class Broadcaster:
             self._pump = None
 
     async def close(self) -> None:
-        """Stop reading and end every listener's stream."""
+        """Stop reading and end every listener's stream (replaying ones included)."""
+        self.closed = True
         pump, self._pump = self._pump, None
         if pump is not None:
             pump.cancel()
