@@ -35,7 +35,16 @@ from scripthut.engine.jobs import BuiltJob, RunContext, join_path
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, LeaseHeld, NotFound, ScriptHutError
 from scripthut.states import JobState, RunState, TaskState
-from scripthut.store import AttemptRecord, RunRecord, Store, StoreWorker, TaskRecord, release
+from scripthut.store import (
+    AttemptRecord,
+    RunRecord,
+    Store,
+    StoreWorker,
+    TaskRecord,
+    drop_resident,
+    keep_resident,
+    release,
+)
 from scripthut.store.store import AttemptKey
 from scripthut.workflow.model import TaskSpec, Workflow
 from scripthut.workflow.parse import parse_document, parse_generated
@@ -200,6 +209,8 @@ class Engine:
         except TimeoutError:
             log.warning("backends did not close within %.0f s", timeout)
         await asyncio.to_thread(self.reader.close)
+        for run in self.runs.values():
+            drop_resident(id(run))
         self.store.release_lease(self.owner)
 
     # -- public operations ----------------------------------------------------------------
@@ -286,7 +297,9 @@ class Engine:
         again: list[str] | None = None
         if run is None:
             record = self.store.get_run(run_id)
-            loaded = await self.reader.call(lambda store: load_run(store, run_id, rerun=True))
+            loaded = await self.reader.call(
+                lambda store: load_run(store, run_id, rerun=True), heavy=True
+            )
             run = self.runs.get(run_id)
             if run is None:  # the DAG was reset for the rerun in the reader thread too
                 run, again = self._activate(record, loaded=loaded), loaded.again
@@ -295,6 +308,7 @@ class Engine:
         if not again:
             if run.record.state.is_final:
                 del self.runs[run_id]
+                drop_resident(id(run))
             return run.record
         run.record.cancel_requested = False
         run.record.state = RunState.RUNNING if run.record.started_at else RunState.PENDING
@@ -390,6 +404,7 @@ class Engine:
             next_seq=loaded.next_seq,
         )
         self.runs[record.id] = run
+        keep_resident(id(run), len(run.graph.nodes))  # a large DAG stays out of full collections
         slot = self._slot(backend)
         if record.id not in slot.runs:
             slot.runs.append(record.id)
@@ -398,7 +413,7 @@ class Engine:
 
     async def _load_off_loop(self, record: RunRecord) -> LoadedRun:
         """Read a run's tasks, parse their specs and build its DAG in the reader thread."""
-        return await self.reader.call(lambda store: load_run(store, record.id))
+        return await self.reader.call(lambda store: load_run(store, record.id), heavy=True)
 
     def _slot(self, backend: Backend) -> BackendSlot:
         slot = self.slots.get(backend.name)
@@ -908,6 +923,7 @@ class Engine:
             records = self.store.append_events([*changes.events, *summaries])
         for run in finished:
             del self.runs[run.record.id]
+            drop_resident(id(run))
         self.events.publish(records)
 
     def _settle_runs(self, run_ids: Iterable[str]) -> list[ActiveRun]:
@@ -935,6 +951,7 @@ class Engine:
             )
             self._publish_run(run)
             del self.runs[run.record.id]
+            drop_resident(id(run))
 
     def _publish_run(self, run: ActiveRun) -> None:
         summary = ("run", run.record.id, None, self._run_summary(run))

@@ -265,7 +265,9 @@ class ScriptHutService:
         record = store.get_run(store.resolve_run_id(run_id))
         if not tasks:
             return reads.run_json(store, record)
-        return await self._worker().call(lambda reader: reads.run_json(reader, record, tasks=True))
+        return await self._worker().call(
+            lambda reader: reads.run_json(reader, record, tasks=True), heavy=True
+        )
 
     async def submit(self, body: Callable[[], object]) -> dict[str, Any]:
         """Start a run from `{"workflow": ...}` or `{"path": ...}`; 400 lists every problem.
@@ -309,7 +311,7 @@ class ScriptHutService:
             release(request.workflow.tasks)
             return new.run
 
-        record = await self._worker().call(write)
+        record = await self._worker().call(write, heavy=True)
         if self.engine is not None:
             record = await self.engine.load(record.id)
         else:

@@ -2,7 +2,7 @@
 
 from scripthut.store.records import AttemptRecord, EventRecord, RunRecord, TaskRecord
 from scripthut.store.store import Store
-from scripthut.store.worker import StoreWorker, release
+from scripthut.store.worker import StoreWorker, drop_resident, keep_resident, release
 
 __all__ = [
     "AttemptRecord",
@@ -11,5 +11,7 @@ __all__ = [
     "Store",
     "StoreWorker",
     "TaskRecord",
+    "drop_resident",
+    "keep_resident",
     "release",
 ]

@@ -6,12 +6,18 @@ runs here instead, on a second connection to the same file (WAL: readers never w
 the writer). One thread per worker keeps such work ordered and leaves the loop's thread
 competing with at most one busy Python thread for the interpreter.
 
-While a worker call runs, the cyclic garbage collector's automatic collections are paused
-(process-wide; nested pauses are counted). The many short-lived objects of a large run
+While a heavy call runs (`heavy=True`), the cyclic garbage collector's automatic collections
+are paused (process-wide; nested pauses are counted). The many short-lived objects of a large run
 (its parsed document, its rows, its JSON) are then freed by reference counting as soon as
 the call ends, instead of being promoted into the old generation, whose full collections
 hold every thread, the loop's included, for hundreds of milliseconds once a large run is
 in memory. What survives the call is moved to the oldest generation when the pause ends.
+
+A large run's DAG is also kept out of full collections while it is resident: the engine calls
+`keep_resident` when it adopts one and `drop_resident` when it lets it go. The first freezes
+what is alive (`gc.freeze()`: full collections no longer walk it); once no large run is
+resident, `gc.unfreeze()` hands everything back to the collector, so cyclic garbage that
+happened to be alive at a freeze is collected then.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from scripthut.store.store import Store
 
 T = TypeVar("T")
 RELEASE_PAGE = 1_000
+RESIDENT_THRESHOLD = 10_000  # tasks from which a run's DAG is kept out of full collections
 
 
 class StoreWorker:
@@ -40,16 +47,19 @@ class StoreWorker:
         self._local = threading.local()
         self._closed = False
 
-    async def call(self, fn: Callable[[Store], T]) -> T:
+    async def call(self, fn: Callable[[Store], T], *, heavy: bool = False) -> T:
+        """`heavy`: it builds or reads a whole large run; the collector is paused meanwhile."""
         if self._closed:
             raise RuntimeError("the store worker is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, fn)
+        return await loop.run_in_executor(self._executor, self._run, fn, heavy)
 
-    def _run(self, fn: Callable[[Store], T]) -> T:
+    def _run(self, fn: Callable[[Store], T], heavy: bool) -> T:
         store: Store | None = getattr(self._local, "store", None)
         if store is None:
             store = self._local.store = Store(self.path)
+        if not heavy:
+            return fn(store)
         with gc_paused():
             return fn(store)
 
@@ -78,6 +88,26 @@ def release(items: list[Any]) -> None:
 _pause_lock = threading.Lock()
 _pauses = 0
 _was_enabled = False
+_resident: set[int] = set()
+
+
+def keep_resident(key: int, size: int) -> None:
+    """A large structure (`size` tasks) was just adopted: keep it out of full collections."""
+    if size < RESIDENT_THRESHOLD:
+        return
+    with _pause_lock:
+        _resident.add(key)
+        gc.freeze()
+
+
+def drop_resident(key: int) -> None:
+    """It was let go: when it was the last, the collector gets everything back."""
+    with _pause_lock:
+        if key not in _resident:
+            return
+        _resident.discard(key)
+        if not _resident:
+            gc.unfreeze()
 
 
 @contextmanager
@@ -98,7 +128,9 @@ def gc_paused() -> Iterator[None]:
                 # What survived (a run's DAG the engine adopts) goes to the oldest generation
                 # at once (two list splices), instead of being walked by each young collection
                 # on its way there; it is not counted towards triggering a full collection.
+                # While a large run is resident, it stays frozen with the rest.
                 gc.freeze()
-                gc.unfreeze()
+                if not _resident:
+                    gc.unfreeze()
                 if _was_enabled:
                     gc.enable()
