@@ -195,6 +195,7 @@ def test_generated_tasks_join_the_run(config: Config, tmp_path: Path) -> None:
     }
     assert (tmp_path / "all").read_text() == "one\ntwo\n"
     assert store.task(run_id, "gen.1").generated_by == "plan"
+    assert store.task_counts(run_id) == {"completed": 5}  # generated tasks are counted
 
 
 def test_invalid_generated_file_fails_the_generating_task(config: Config, tmp_path: Path) -> None:

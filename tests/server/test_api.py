@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -423,3 +424,29 @@ async def test_final_states_are_the_run_states(api: Api) -> None:
     spec = yaml.safe_load(await api.get("openapi.yaml"))
     states = set(spec["components"]["schemas"]["Run"]["properties"]["state"]["enum"])
     assert states > FINAL
+
+
+async def test_run_creation_rejects_invalid_input_atomically(api: Api, sh_data_dir: Path) -> None:
+    """Bodies are decoded, checked and recorded in the worker thread: every kind of bad
+    input still gets its 400 and leaves nothing behind (no run, task, count or event)."""
+    many = [{"id": f"t{i}", "command": "true"} for i in range(3_000)]
+    bodies: list[Any] = [
+        {"workflow": [*many, {"id": "t7", "command": "again"}]},  # duplicate id, at the end
+        {"workflow": [*many, {"id": "x", "command": "true", "env": [{"include": ["nope"]}]}]},
+        {"workflow": many, "max_concurrent": 0},
+        {"workflow": [*many, {"id": "c", "command": "true", "deps": ["c"]}]},  # a cycle
+    ]
+    for body in bodies:
+        code, reply = await api.call("POST", "runs", body)
+        assert code == 400, reply
+        assert reply["reason"] == "invalid_input"
+    response = await api.fetch(
+        "scripthut", "api", "runs", method="POST", body=b'{"workflow": [', raise_error=False
+    )
+    assert response.code == 400
+    assert "not valid JSON" in json.loads(response.body)["errors"][0]["message"]
+    with sqlite3.connect(sh_data_dir / "scripthut.db") as conn:
+        for table in ("runs", "tasks", "run_counts", "events"):
+            assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (0,), table
+    run = await start(api, many[:3])  # and a good one still goes through
+    assert (await api.wait_run(run["id"]))["counts"] == {"completed": 3}

@@ -8,7 +8,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from scripthut.engine.events import EventBus
+from scripthut.server import stream
 from scripthut.server.stream import Broadcaster, Chunk, Listener, encode
 from scripthut.store import EventRecord, Store
 
@@ -169,5 +172,91 @@ def test_a_listener_can_follow_one_run(tmp_path: Path) -> None:
         assert await drain(replaying, 6) == [4, 5, 6]
         assert await drain(live, late[-1].id) == [e.id for e in late]
         await broadcaster.close()
+
+    run(tmp_path, body)
+
+
+def test_concurrent_replays_take_turns_over_shared_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten clients replaying a history of many pages (some resuming mid-page) each get
+    every event once and in order, while new events arrive; the store is read once per
+    complete page, not once per page and client."""
+    reads: list[int] = []
+    original = stream.read_page
+
+    def counted(store: Store, index: int) -> stream.Page:
+        reads.append(index)
+        return original(store, index)
+
+    monkeypatch.setattr(stream, "read_page", counted)
+
+    async def body(store: Store, bus: EventBus) -> None:
+        history = commit(store, bus, stream.REPLAY_PAGE * 6 + 37)
+        broadcaster = Broadcaster(buffer_size=100_000)
+        broadcaster.attach(store, bus)
+        starts = [0, 0, 0, 1, 199, 200, 201, 555, 0, 1_000]
+        listeners = [broadcaster.listen(after=a) for a in starts]
+
+        async def follow(listener: Listener, until: int) -> list[int]:
+            return await drain(listener, until, timeout=30)
+
+        followers = [asyncio.create_task(follow(x, history[-1].id + 20)) for x in listeners]
+        for _ in range(4):  # new events while they replay
+            commit(store, bus, 5)
+            await asyncio.sleep(0)
+        results = await asyncio.gather(*followers)
+        last = store.last_event_id()
+        for start, ids in zip(starts, results, strict=True):
+            assert ids == list(range(start + 1, last + 1))
+        pages = len(history) // stream.REPLAY_PAGE + 1
+        # complete pages are read once for all; only the last, open one per client
+        assert len(reads) <= pages + 2 * len(starts) < len(starts) * pages
+        await broadcaster.close()
+
+    run(tmp_path, body)
+
+
+def test_replay_skips_pruned_events_and_gaps(tmp_path: Path) -> None:
+    async def body(store: Store, bus: EventBus) -> None:
+        commit(store, bus, stream.REPLAY_PAGE * 3)
+        store.prune_events(keep=stream.REPLAY_PAGE + 10)  # whole pages gone from the start
+        broadcaster = Broadcaster()
+        broadcaster.attach(store, bus)
+        listener = broadcaster.listen(after=0)
+        last = store.last_event_id()
+        assert await drain(listener, last) == list(range(last - stream.REPLAY_PAGE - 9, last + 1))
+        late = commit(store, bus, 3)
+        assert await drain(listener, late[-1].id) == [e.id for e in late]
+        await broadcaster.close()
+
+    run(tmp_path, body)
+
+
+def test_a_burst_from_the_engine_arrives_whole_and_in_order(tmp_path: Path) -> None:
+    """A burst larger than one slice (a 100,000-task cancel) is delivered in slices."""
+
+    async def body(store: Store, bus: EventBus) -> None:
+        broadcaster = Broadcaster(buffer_size=100_000)
+        broadcaster.attach(store, bus)
+        await asyncio.sleep(0)
+        listener = broadcaster.listen(None)
+        burst = commit(store, bus, stream.REPLAY_PAGE * 5 + 3)
+        assert await drain(listener, burst[-1].id) == [e.id for e in burst]
+        await broadcaster.close()
+
+    run(tmp_path, body)
+
+
+def test_closing_ends_a_stream_still_replaying(tmp_path: Path) -> None:
+    async def body(store: Store, bus: EventBus) -> None:
+        commit(store, bus, stream.REPLAY_PAGE * 3)
+        broadcaster = Broadcaster()
+        broadcaster.attach(store, bus)
+        listener = broadcaster.listen(after=0)
+        first = await listener.next_batch(1.0)
+        assert first is not None and event_ids(first)[0] == 1
+        await broadcaster.close()
+        assert await listener.next_batch(1.0) is None
 
     run(tmp_path, body)

@@ -108,7 +108,7 @@ class LocalClient(Client):
         max_concurrent: int | None = None,
     ) -> dict[str, Any]:
         body = run_body(workflow, backend, name, max_concurrent)
-        return self.call(lambda: self.service.submit(body))
+        return self.run_async(lambda: self.service.submit(lambda: body))
 
     def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         page = self.call(lambda: self.service.runs(limit=limit, offset=offset))
@@ -116,7 +116,7 @@ class LocalClient(Client):
         return runs
 
     def run(self, run_id: str, *, tasks: bool = True) -> dict[str, Any]:
-        return self.call(lambda: self.service.run(run_id, tasks=tasks))
+        return self.run_async(lambda: self.service.run(run_id, tasks=tasks))
 
     def task(self, run_id: str, task_id: str) -> dict[str, Any]:
         return self.call(lambda: self.service.task(run_id, task_id))

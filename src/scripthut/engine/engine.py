@@ -41,7 +41,16 @@ from scripthut.errors import (
     ScriptHutError,
 )
 from scripthut.states import JobState, RunState, TaskState
-from scripthut.store import AttemptRecord, RunRecord, Store, TaskRecord
+from scripthut.store import (
+    AttemptRecord,
+    RunRecord,
+    Store,
+    StoreWorker,
+    TaskRecord,
+    drop_resident,
+    keep_resident,
+    release,
+)
 from scripthut.store.store import AttemptKey
 from scripthut.workflow.model import TaskSpec, Workflow
 from scripthut.workflow.parse import parse_document, parse_generated
@@ -55,6 +64,7 @@ EVENTS_KEPT = 200_000
 GENERATED_SOURCE_LIMIT = 64 << 20
 RETRY_FIRST = 2.0  # seconds before an unreachable backend is tried again; doubles up to
 RETRY_MAX = 60.0
+CANCEL_CHUNK = 250  # tasks cancelled (or rerun) per transaction; the loop runs between
 
 _JOB_TO_TASK = {
     JobState.PENDING: TaskState.SUBMITTED,
@@ -194,6 +204,8 @@ class Engine:
         self._stopping = False
         self._last_command = 0
         self._errors_logged: dict[str, float] = {}
+        self.reader = StoreWorker(store.path, "scripthut-engine-store")  # reads off the loop
+        self._in_steps: set[str] = set()  # runs changed in steps: no job picked or cancelled
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -207,7 +219,7 @@ class Engine:
             )
         self._last_command = -1  # requests left by processes while no engine ran are taken too
         for record in self.store.unfinished_runs():
-            self._activate(record)
+            self._activate(record, loaded=await self._load_off_loop(record))
         self._adopt_open_attempts()
         self._watch_configured_backends()
         self._main = asyncio.create_task(self._main_loop(), name="scripthut-engine")
@@ -226,6 +238,9 @@ class Engine:
             await asyncio.wait_for(self.registry.close(), timeout)
         except TimeoutError:
             log.warning("backends did not close within %.0f s", timeout)
+        await asyncio.to_thread(self.reader.close)
+        for run in self.runs.values():
+            drop_resident(id(run))
         self.store.release_lease(self.owner)
 
     # -- public operations ----------------------------------------------------------------
@@ -258,13 +273,19 @@ class Engine:
         self._ensure_loop(self.slots[new.run.backend])
         return new.run
 
-    def load(self, run_id: str) -> RunRecord:
-        """Start driving a run another process recorded."""
+    async def load(self, run_id: str) -> RunRecord:
+        """Start driving a run recorded in the store (by another process or a worker thread).
+
+        Its tasks are read and parsed off the loop; only adopting them happens here."""
         record = self.store.get_run(run_id)
-        if run_id not in self.runs and not record.state.is_final:
-            self._publish_run_created(record)
-            if self._activate(record) is not None:
-                self._ensure_loop(self.slots[record.backend])
+        if run_id in self.runs or record.state.is_final:
+            return record
+        loaded = await self._load_off_loop(record)
+        if run_id in self.runs or self._stopping:
+            return record
+        self._publish_run_created(record)
+        if self._activate(record, loaded=loaded) is not None:
+            self._ensure_loop(self.slots[record.backend])
         return record
 
     async def cancel(self, run_id: str) -> RunRecord:
@@ -276,13 +297,27 @@ class Engine:
             return self.store.get_run(run_id)
         run.record.cancel_requested = True
         self.store.update_run(run_id, cancel_requested=True)
-        changes = Changes()
-        now = time.time()
-        for task_id in run.graph.cancel_pending():
-            changes.task(
-                run_id, task_id, state=TaskState.CANCELLED, reason="run cancelled", ended_at=now
-            )
-        self._commit(changes)
+        task_ids = list(run.graph.nodes)  # cancel_pending keeps the pending, not in flight
+        self._in_steps.add(run_id)  # its running jobs are cancelled once nothing is pending
+        try:
+            for first in range(0, len(task_ids), CANCEL_CHUNK):
+                if first:
+                    await asyncio.sleep(0)  # a large run is cancelled in steps, the loop free
+                    if self.runs.get(run_id) is not run or not run.record.cancel_requested:
+                        break
+                changes = Changes()
+                now = time.time()
+                for task_id in run.graph.cancel_pending(task_ids[first : first + CANCEL_CHUNK]):
+                    changes.task(
+                        run_id,
+                        task_id,
+                        state=TaskState.CANCELLED,
+                        reason="run cancelled",
+                        ended_at=now,
+                    )
+                self._commit(changes)
+        finally:
+            self._in_steps.discard(run_id)
         slot = self.slots[run.record.backend]
         if slot.down_since is not None:
             self._abandon_cancelled(slot)
@@ -294,16 +329,24 @@ class Engine:
     async def rerun(self, run_id: str) -> RunRecord:
         """Failed, cancelled and dep_failed tasks run again as new attempts."""
         run = self.runs.get(run_id)
+        again: list[str] | None = None
         if run is None:
             record = self.store.get_run(run_id)
-            activated = self._activate(record)
-            if activated is None:
-                raise BackendUnavailable(self.stranded[run_id])
-            run = activated
-        again = run.graph.rerun()
+            loaded = await self.reader.call(
+                lambda store: load_run(store, run_id, rerun=True), heavy=True
+            )
+            run = self.runs.get(run_id)
+            if run is None:  # the DAG was reset for the rerun in the reader thread too
+                activated = self._activate(record, loaded=loaded)
+                if activated is None:
+                    raise BackendUnavailable(self.stranded[run_id])
+                run, again = activated, loaded.again
+        if again is None:
+            again = run.graph.rerun()
         if not again:
             if run.record.state.is_final:
                 del self.runs[run_id]
+                drop_resident(id(run))
             return run.record
         run.record.cancel_requested = False
         run.record.state = RunState.RUNNING if run.record.started_at else RunState.PENDING
@@ -311,10 +354,29 @@ class Engine:
         self.store.update_run(
             run_id, cancel_requested=False, state=run.record.state, ended_at=None, message=None
         )
+        self._in_steps.add(run_id)  # none of its tasks is picked before all are committed
+        try:
+            for first in range(0, len(again), CANCEL_CHUNK):
+                if first:
+                    await asyncio.sleep(0)  # a large rerun is committed in steps, the loop free
+                    if self.runs.get(run_id) is not run:
+                        break
+                self._commit_rerun(run, again[first : first + CANCEL_CHUNK])
+        finally:
+            self._in_steps.discard(run_id)
+        self._publish_run(run)
+        slot = self.slots[run.record.backend]
+        self._ensure_loop(slot)
+        slot.wake.set()
+        return run.record
+
+    def _commit_rerun(self, run: ActiveRun, task_ids: list[str]) -> None:
         changes = Changes()
-        for task_id in again:
+        for task_id in task_ids:
+            if run.graph.nodes[task_id].state != TaskState.PENDING:
+                continue  # changed since (cancelled again while the rerun was committed)
             changes.task(
-                run_id,
+                run.record.id,
                 task_id,
                 state=TaskState.PENDING,
                 reason=None,
@@ -325,11 +387,6 @@ class Engine:
                 ended_at=None,
             )
         self._commit(changes)
-        self._publish_run(run)
-        slot = self.slots[run.record.backend]
-        self._ensure_loop(slot)
-        slot.wake.set()
-        return run.record
 
     async def cancel_job(self, backend: str, job_id: str) -> None:
         """Cancel one job by backend id (a ScriptHut job or one of the user's own)."""
@@ -369,6 +426,7 @@ class Engine:
         record: RunRecord,
         tasks: list[TaskRecord] | None = None,
         specs: dict[str, TaskSpec] | None = None,
+        loaded: LoadedRun | None = None,
     ) -> ActiveRun | None:
         """Drive a run; None (the run stranded, with its reason) when its backend is gone."""
         try:
@@ -377,30 +435,31 @@ class Engine:
             self._strand(record, exc)
             return None
         self.stranded.pop(record.id, None)
-        if tasks is None:
-            tasks = self.store.tasks(record.id)
-        if specs is None:
-            specs = _parse_specs(record.id, [t.spec for t in tasks])
-        nodes = [Node(t.task_id, list(t.deps), t.state, in_flight=t.state.is_active) for t in tasks]
-        graph = RunGraph(nodes)
+        if loaded is None:
+            loaded = load_run(self.store, record.id, tasks, specs)
         context = RunContext.for_run(self.config, backend, record)
         run = ActiveRun(
             record=record,
-            graph=graph,
-            specs=specs,
-            seqs={t.task_id: t.seq for t in tasks},
-            attempts={t.task_id: t.attempt for t in tasks},
+            graph=loaded.graph,
+            specs=loaded.specs,
+            seqs=loaded.seqs,
+            attempts=loaded.attempts,
             context=context,
-            next_seq=max((t.seq for t in tasks), default=-1) + 1,
+            next_seq=loaded.next_seq,
         )
         self.runs[record.id] = run
+        keep_resident(id(run), len(run.graph.nodes))  # a large DAG stays out of full collections
         slot = self._slot(backend)
         if record.id not in slot.runs:
             slot.runs.append(record.id)
-        self._cascade_on_load(run)
+        self._cascade_on_load(run, loaded.doomed)
         if _is_backend_notice(record.message):
             self._set_message(record, None)
         return run
+
+    async def _load_off_loop(self, record: RunRecord) -> LoadedRun:
+        """Read a run's tasks, parse their specs and build its DAG in the reader thread."""
+        return await self.reader.call(lambda store: load_run(store, record.id), heavy=True)
 
     def _slot(self, backend: Backend) -> BackendSlot:
         slot = self.slots.get(backend.name)
@@ -422,18 +481,17 @@ class Engine:
             if slot.external is None:
                 slot.external = []
 
-    def _cascade_on_load(self, run: ActiveRun) -> None:
-        """A pending task whose dependency failed while no engine ran becomes dep_failed."""
+    def _cascade_on_load(self, run: ActiveRun, doomed: list[tuple[str, str]]) -> None:
+        """A pending task whose dependency failed while no engine ran becomes dep_failed
+        (found by `load_run`; committed here, as the run is adopted)."""
         changes = Changes()
-        for node in list(run.graph.nodes.values()):
-            if node.state in (TaskState.FAILED, TaskState.CANCELLED, TaskState.DEP_FAILED):
-                for task_id in run.graph._cascade_from(node.task_id, include_root=False):
-                    changes.task(
-                        run.record.id,
-                        task_id,
-                        state=TaskState.DEP_FAILED,
-                        reason=f"dependency '{node.task_id}' did not complete",
-                    )
+        for task_id, root in doomed:
+            changes.task(
+                run.record.id,
+                task_id,
+                state=TaskState.DEP_FAILED,
+                reason=f"dependency '{root}' did not complete",
+            )
         self._commit(changes)
 
     def _adopt_open_attempts(self) -> None:
@@ -518,7 +576,7 @@ class Engine:
 
     async def _command(self, kind: str, run_id: str | None, data: dict[str, Any]) -> None:
         if kind == "load" and run_id:
-            self.load(run_id)
+            await self.load(run_id)
         elif kind == "cancel" and run_id:
             await self.cancel(run_id)
         elif kind == "rerun" and run_id:
@@ -600,6 +658,7 @@ class Engine:
         picks: list[tuple[ActiveRun, str]] = []
         runs = [self.runs[r] for r in slot.runs if r in self.runs]
         runs = [r for r in runs if r.graph.ready and not r.record.cancel_requested]
+        runs = [r for r in runs if r.record.id not in self._in_steps]
         while capacity > len(picks) and runs:
             share = max(1, (capacity - len(picks)) // len(runs))
             for run in list(runs):
@@ -733,7 +792,9 @@ class Engine:
         pending = [
             t
             for t in slot.tracked.values()
-            if not t.cancel_sent and self._cancel_requested(t.run_id)
+            if not t.cancel_sent
+            and self._cancel_requested(t.run_id)
+            and t.run_id not in self._in_steps
         ]
         if not pending:
             return
@@ -930,6 +991,7 @@ class Engine:
             records = self.store.append_events([*changes.events, *summaries])
         for run in finished:
             del self.runs[run.record.id]
+            drop_resident(id(run))
         self.events.publish(records)
 
     def _settle_runs(self, run_ids: Iterable[str]) -> list[ActiveRun]:
@@ -957,6 +1019,7 @@ class Engine:
             )
             self._publish_run(run)
             del self.runs[run.record.id]
+            drop_resident(id(run))
 
     def _publish_run(self, run: ActiveRun) -> None:
         summary = ("run", run.record.id, None, self._run_summary(run))
@@ -1185,6 +1248,57 @@ def _parse_specs(run_id: str, specs: list[dict[str, Any]]) -> dict[str, TaskSpec
         [{k: v for k, v in s.items() if k != "deps"} for s in specs], source=f"run {run_id}"
     )
     return {task.id: task for task in workflow.tasks}
+
+
+@dataclass(slots=True)
+class LoadedRun:
+    """A run's tasks read, specs parsed and DAG built: nothing the engine shares yet, so it
+    can be prepared in a worker thread and adopted on the loop."""
+
+    graph: RunGraph
+    specs: dict[str, TaskSpec]
+    seqs: dict[str, int]
+    attempts: dict[str, int]
+    next_seq: int
+    doomed: list[tuple[str, str]]  # (task, failed dependency): to commit as dep_failed
+    again: list[str]  # with rerun=True: the tasks made pending again
+
+
+def load_run(
+    store: Store,
+    run_id: str,
+    tasks: list[TaskRecord] | None = None,
+    specs: dict[str, TaskSpec] | None = None,
+    *,
+    rerun: bool = False,
+) -> LoadedRun:
+    read = tasks is None
+    if tasks is None:
+        tasks = store.tasks(run_id)
+    if specs is None:
+        specs = _parse_specs(run_id, [t.spec for t in tasks])
+    nodes = [Node(t.task_id, list(t.deps), t.state, in_flight=t.state.is_active) for t in tasks]
+    graph = RunGraph(nodes)
+    failed = (TaskState.FAILED, TaskState.CANCELLED, TaskState.DEP_FAILED)
+    doomed = [
+        (task_id, node.task_id)
+        for node in nodes
+        if node.state in failed
+        for task_id in graph._cascade_from(node.task_id, include_root=False)
+    ]
+    again = graph.rerun() if rerun else []
+    loaded = LoadedRun(
+        graph=graph,
+        specs=specs,
+        seqs={t.task_id: t.seq for t in tasks},
+        attempts={t.task_id: t.attempt for t in tasks},
+        next_seq=max((t.seq for t in tasks), default=-1) + 1,
+        doomed=[] if rerun else doomed,  # a rerun makes them pending again anyway
+        again=again,
+    )
+    if read:
+        release(tasks)  # in pieces: this runs in the reader thread, beside the loop
+    return loaded
 
 
 def _attempt_record(job: BuiltJob, backend: str, now: float) -> AttemptRecord:

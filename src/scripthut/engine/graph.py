@@ -89,13 +89,11 @@ class RunGraph:
             return self._cascade_from(task_id, include_root=False)
         return []
 
-    def cancel_pending(self) -> list[str]:
-        """Every pending task not in flight becomes cancelled; returns their ids."""
-        cancelled = [
-            n.task_id
-            for n in self.nodes.values()
-            if n.state == TaskState.PENDING and not n.in_flight
-        ]
+    def cancel_pending(self, among: Iterable[str] | None = None) -> list[str]:
+        """Every pending task not in flight (of `among`, when given) becomes cancelled;
+        returns their ids."""
+        nodes = self.nodes.values() if among is None else (self.nodes[t] for t in among)
+        cancelled = [n.task_id for n in nodes if n.state == TaskState.PENDING and not n.in_flight]
         for task_id in cancelled:
             self._move(self.nodes[task_id], TaskState.CANCELLED)
         return cancelled

@@ -41,7 +41,7 @@ def run_json(store: Store, record: RunRecord, *, tasks: bool = False) -> dict[st
     counts = store.task_counts(record.id)
     out = {**record.to_json(), "counts": counts, "total": sum(counts.values())}
     if tasks:
-        out["tasks"] = [t.to_json() for t in store.tasks(record.id)]
+        out["tasks"] = [t.to_json() for t in store.iter_tasks(record.id)]
     return out
 
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -43,12 +43,13 @@ from scripthut.server.requests import (
     read_run_request,
 )
 from scripthut.server.stream import DEFAULT_BUFFER, Broadcaster, Listener
-from scripthut.store import Store
+from scripthut.store import RunRecord, Store, StoreWorker, release
 from scripthut.workflow.model import Workflow
 
 log = logging.getLogger("scripthut.server")
 
 TAKEOVER_CHECK = 5.0
+CHECKPOINT_INTERVAL = 1.0
 
 
 class Mode(StrEnum):
@@ -95,9 +96,11 @@ class ScriptHutService:
         self.store: Store | None = None
         self.engine: Engine | None = None
         self.registry: BackendRegistry | None = None
+        self.worker: StoreWorker | None = None  # heavy store work, off the event loop
         self.events = Broadcaster(buffer_size=options.stream_buffer)
         self.commands = CommandSlots(options.max_commands)
         self._watch: asyncio.Task[None] | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
         try:
             self.config = load_settings(options)
         except InvalidInput as exc:
@@ -115,15 +118,19 @@ class ScriptHutService:
         except (OSError, sqlite3.Error) as exc:
             self._fail(f"cannot open the store in {self.config.data_dir}: {exc}")
             return
+        self.worker = StoreWorker(self.store.path, "scripthut-requests")
+        self.store.defer_checkpoints()  # the loop's commits stay short; the worker copies
+        self._checkpoints = asyncio.create_task(self._checkpoint(), name="scripthut-checkpoint")
         if not await self._host_engine() and self.mode == Mode.CLIENT:
             self._watch = asyncio.create_task(self._watch_lease(), name="scripthut-lease")
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop the stream and the engine (jobs keep running) and close the store."""
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        for task in (self._watch, self._checkpoints):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.events.close()
         if self.engine is not None:
             await self.engine.stop(timeout)
@@ -131,6 +138,9 @@ class ScriptHutService:
         if self.registry is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.registry.close(), timeout)
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.close)
+            self.worker = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -169,6 +179,16 @@ class ScriptHutService:
             if self.store.lease_holder() is None and await self._host_engine():
                 log.info("the engine lease was free: ScriptHut now hosts the engine")
 
+    async def _checkpoint(self) -> None:
+        """The WAL is copied into the database file in the worker thread, never on a commit
+        of the loop's connection."""
+        while self.worker is not None:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            try:
+                await self.worker.call(Store.checkpoint)
+            except (sqlite3.Error, RuntimeError) as exc:
+                log.debug("checkpoint skipped: %s", exc)
+
     def _fail(self, message: str) -> None:
         self.problem = ServiceUnavailable(message)
         self.mode = Mode.ERROR
@@ -180,6 +200,12 @@ class ScriptHutService:
         if self.config is None or self.store is None:
             raise ServiceUnavailable(f"ScriptHut is {self.mode.value}")
         return self.config, self.store
+
+    def _worker(self) -> StoreWorker:
+        self._ready()
+        if self.worker is None:
+            raise ServiceUnavailable(f"ScriptHut is {self.mode.value}")
+        return self.worker
 
     def _registry(self) -> BackendRegistry:
         registry = self.engine.registry if self.engine is not None else self.registry
@@ -264,32 +290,66 @@ class ScriptHutService:
         _, store = self._ready()
         return reads.runs_page(store, limit, offset)
 
-    def run(self, run_id: str, *, tasks: bool = True) -> dict[str, Any]:
+    async def run(self, run_id: str, *, tasks: bool = True) -> dict[str, Any]:
+        """A run; with its tasks, read and turned into JSON in the worker thread."""
         _, store = self._ready()
-        return reads.run_json(store, store.get_run(store.resolve_run_id(run_id)), tasks=tasks)
+        record = store.get_run(store.resolve_run_id(run_id))
+        if not tasks:
+            return reads.run_json(store, record)
+        return await self._worker().call(
+            lambda reader: reads.run_json(reader, record, tasks=True), heavy=True
+        )
 
-    def submit(self, body: object) -> dict[str, Any]:
-        """Start a run from `{"workflow": ...}` or `{"path": ...}`; 400 lists every problem."""
+    async def submit(self, body: Callable[[], object]) -> dict[str, Any]:
+        """Start a run from `{"workflow": ...}` or `{"path": ...}`; 400 lists every problem.
+
+        `body()` gives the request body; it is called in the worker thread, so decoding a
+        large document happens there too."""
+        root = self.options.root_dir
         config, _ = self._ready()
-        request = read_run_request(body, self.options.root_dir)
-        if request.source is not None and request.base_dir is not None:
-            anchor_working_dirs(config, request.workflow, request.backend, request.base_dir)
-        return self._start(request)
 
-    def _start(self, request: RunRequest, workflow_env: Sequence[EnvRule] = ()) -> dict[str, Any]:
+        def read() -> RunRequest:
+            document = body()
+            try:
+                request = read_run_request(document, root)
+            finally:
+                if isinstance(document, dict) and isinstance(document.get("workflow"), list):
+                    release(document["workflow"])
+            if request.source is not None and request.base_dir is not None:
+                anchor_working_dirs(config, request.workflow, request.backend, request.base_dir)
+            return request
+
+        return await self._start(read)
+
+    async def _start(
+        self, read: Callable[[], RunRequest], workflow_env: Sequence[EnvRule] = ()
+    ) -> dict[str, Any]:
+        """Read, validate and record the run in the worker thread (its own connection, one
+        transaction), then have the engine adopt it, or queue it for the lease holder.
+        Nothing is recorded when anything is wrong."""
         config, store = self._ready()
-        options: dict[str, Any] = {
-            "backend": request.backend,
-            "name": request.name,
-            "max_concurrent": request.max_concurrent,
-            "source": request.source,
-            "base_dir": request.base_dir,
-            "workflow_env": workflow_env,
-        }
+
+        def write(writer: Store) -> RunRecord:
+            request = read()
+            new = record_run(
+                writer,
+                config,
+                request.workflow,
+                backend=request.backend,
+                name=request.name,
+                max_concurrent=request.max_concurrent,
+                source=request.source,
+                base_dir=request.base_dir,
+                workflow_env=workflow_env,
+            )
+            release(new.tasks)  # only the run goes back to the loop: the rest is freed here
+            release(request.workflow.tasks)
+            return new.run
+
+        record = await self._worker().call(write, heavy=True)
         if self.engine is not None:
-            record = self.engine.submit(request.workflow, **options)
+            record = await self.engine.load(record.id)
         else:
-            record = record_run(store, config, request.workflow, **options).run
             store.enqueue_command("load", record.id, {})
         return reads.run_json(store, record)
 
@@ -392,7 +452,7 @@ class ScriptHutService:
             source=f"workflow '{entry.name}' in {self._config_file() or 'the config'}",
             base_dir=str(self._cwd()),
         )
-        return self._start(request, workflow_env=entry.env)
+        return await self._start(lambda: request, workflow_env=entry.env)
 
     async def _command(self, config: Config, entry: WorkflowConfig) -> Workflow:
         """The tasks a workflow's command prints, within the server's command slots."""

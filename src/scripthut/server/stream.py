@@ -9,6 +9,12 @@ A `Listener` first replays what the store holds after the client's last event id
 switches to live events without a gap or a duplicate (events are deduplicated by id).
 A listener whose buffer overflows is dropped; its client reconnects with the last id it
 saw and replays the rest from the store.
+
+Nothing here holds the event loop for long. Replay pages are read and encoded in a worker
+thread with its own connection, one page at a time for all listeners together (they take
+turns), and a page of the whole stream is kept once encoded, so N clients replaying the
+same history cost about what one does. Large bursts from the engine are delivered in
+slices with the loop free between them.
 """
 
 from __future__ import annotations
@@ -18,19 +24,21 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from scripthut.engine.events import EventBus
-from scripthut.store import EventRecord, Store
+from scripthut.store import EventRecord, Store, StoreWorker
 
 log = logging.getLogger("scripthut.server")
 
 DEFAULT_BUFFER = 5_000
 STORE_POLL = 0.5
-REPLAY_PAGE = 1_000
+REPLAY_PAGE = 200  # events per replay page and per slice of a burst
+CACHED_PAGES = 64  # encoded pages of the whole stream kept for replays
 HEARTBEAT = b": keepalive\n\n"
 MAX_WRITE_DELAY = 0.5
 
@@ -73,6 +81,41 @@ def chunk(items: Sequence[Packet]) -> Chunk:
     return Chunk(tuple(items), b"".join(p.sse for p in items))
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Stored events with ids up to `end`; `at_end`: `end` was the last event stored then."""
+
+    chunk: Chunk | None
+    end: int
+    at_end: bool
+
+    def after(self, last_id: int) -> Chunk | None:
+        """The page without the events up to `last_id` (a client may resume mid-page)."""
+        if self.chunk is None or self.chunk.last_id <= last_id:
+            return None
+        if self.chunk.first_id > last_id:
+            return self.chunk
+        return chunk([p for p in self.chunk.packets if p.event.id > last_id])
+
+
+def read_page(store: Store, index: int) -> Page:
+    """Page `index` of the whole stream: ids in (index*REPLAY_PAGE, (index+1)*REPLAY_PAGE]."""
+    last = store.last_event_id()
+    first = index * REPLAY_PAGE
+    end = min(first + REPLAY_PAGE, last)
+    events = [e for e in store.events_since(first, limit=REPLAY_PAGE) if e.id <= end]
+    return Page(chunk(packets(events)) if events else None, max(end, first), end == last)
+
+
+def read_run_page(store: Store, after: int, run: str) -> Page:
+    """The next events of one run after `after` (not cached: one client follows it)."""
+    last = store.last_event_id()
+    events = [e for e in store.events_since(after, limit=REPLAY_PAGE, run_id=run) if e.id <= last]
+    at_end = len(events) < REPLAY_PAGE
+    end = last if at_end else events[-1].id
+    return Page(chunk(packets(events)) if events else None, max(end, after), at_end)
+
+
 class Listener:
     """One client's view of the stream: replay from the store, then live events."""
 
@@ -86,6 +129,7 @@ class Listener:
         self._buffered = 0  # events in the buffer
         self._wake = asyncio.Event()
         self._replaying = not live
+        self._replay_until: int | None = None  # set when it joins the live feed
         self.dropped = False
         self.closed = False
 
@@ -113,10 +157,14 @@ class Listener:
         After a wake-up it waits `delay` seconds, stretched when many clients listen (see
         `Broadcaster.write_delay`), so a burst of events goes out in one write.
         """
-        if self._replaying:
-            return self._replay_page()
         if self.closed or self.dropped:
             return None
+        while self._replaying:
+            replayed = await self._replay_page()
+            if self.closed or self.dropped:
+                return None
+            if replayed:
+                return replayed
         if not self._buffer:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -147,22 +195,27 @@ class Listener:
         self._buffered = 0
         return out
 
-    def _replay_page(self) -> list[Chunk]:
-        store = self._broadcaster.store
-        assert store is not None
-        page = store.events_since(self.last_id, limit=REPLAY_PAGE, run_id=self.run)
-        if len(page) < REPLAY_PAGE:
-            # Caught up: join the live feed and read once more, with no await between,
-            # so nothing committed in the meantime is missed (later duplicates are skipped).
-            self._replaying = False
-            self._broadcaster.add(self)
-            page += store.events_since(
-                page[-1].id if page else self.last_id, limit=1 << 30, run_id=self.run
-            )
-        if not page:
+    async def _replay_page(self) -> list[Chunk]:
+        """The next page from the store. Once a read reaches the end, the listener joins the
+        live feed; events the broadcaster delivered before that are still read from the
+        store, later ones arrive in the buffer (duplicates are skipped by id)."""
+        page = await self._broadcaster.replay(self.last_id, self.run)
+        if self._broadcaster.closed:
+            self.close()
             return []
-        self.last_id = page[-1].id
-        return [chunk(packets(page))]
+        delivered = page.after(self.last_id)
+        self.last_id = max(self.last_id, page.end)
+        if page.at_end and self._replay_until is None and not self.closed:
+            self._replay_until = self._broadcaster.cursor
+            self._broadcaster.add(self)
+        until = self._replay_until
+        if until is not None and self.last_id >= until:
+            self._replaying = False
+        return [delivered] if delivered is not None else []
+
+
+def _events_after(cursor: int, store: Store) -> list[EventRecord]:
+    return store.events_since(cursor, limit=REPLAY_PAGE)
 
 
 class Broadcaster:
@@ -179,6 +232,10 @@ class Broadcaster:
         self._listeners: set[Listener] = set()
         self._pump: asyncio.Task[None] | None = None
         self._last_error = -1e9
+        self._reader: StoreWorker | None = None
+        self._turn = asyncio.Lock()  # replay reads take turns, one page at a time
+        self._pages: OrderedDict[int, Page] = OrderedDict()
+        self.closed = False
 
     @property
     def clients(self) -> int:
@@ -193,9 +250,14 @@ class Broadcaster:
     def attach(self, store: Store, bus: EventBus | None) -> None:
         """(Re)start reading: from `bus` when this process hosts the engine, else the store."""
         self.detach()
+        self.closed = False
         if self.store is not store:
             self.store = store
             self.cursor = store.last_event_id()
+            self._pages.clear()
+            if self._reader is not None:
+                self._reader.close()
+            self._reader = StoreWorker(store.path, "scripthut-events")
         source = self._from_bus(bus) if bus is not None else self._from_store()
         self._pump = asyncio.create_task(source, name="scripthut-events")
 
@@ -205,7 +267,8 @@ class Broadcaster:
             self._pump = None
 
     async def close(self) -> None:
-        """Stop reading and end every listener's stream."""
+        """Stop reading and end every listener's stream (replaying ones included)."""
+        self.closed = True
         pump, self._pump = self._pump, None
         if pump is not None:
             pump.cancel()
@@ -213,6 +276,28 @@ class Broadcaster:
                 await pump
         for listener in list(self._listeners):
             listener.close()
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await asyncio.to_thread(reader.close)
+
+    async def replay(self, after: int, run: str | None) -> Page:
+        """The page of stored events after `after` (of one run when `run` is set)."""
+        async with self._turn:
+            if self._reader is None:
+                return Page(None, after, True)
+            if run is not None:
+                return await self._reader.call(lambda store: read_run_page(store, after, run))
+            index = after // REPLAY_PAGE
+            page = self._pages.get(index)
+            if page is not None:
+                self._pages.move_to_end(index)
+                return page
+            page = await self._reader.call(lambda store: read_page(store, index))
+            if not page.at_end:  # complete: its events never change
+                self._pages[index] = page
+                while len(self._pages) > CACHED_PAGES:
+                    self._pages.popitem(last=False)
+            return page
 
     def listen(self, after: int | None, run: str | None = None) -> Listener:
         """A listener from event `after` (replayed from the store), or from now when None."""
@@ -245,10 +330,17 @@ class Broadcaster:
             for listener in list(self._listeners):
                 listener.offer(delivered)
 
-    def _catch_up(self) -> None:
-        assert self.store is not None
-        while True:
-            page = self.store.events_since(self.cursor, limit=REPLAY_PAGE)
+    async def _deliver_all(self, events: Sequence[EventRecord]) -> None:
+        """A burst (a 100,000-task cancel) in slices, the loop free between them."""
+        for first in range(0, len(events), REPLAY_PAGE):
+            if first:
+                await asyncio.sleep(0)
+            self._deliver(events[first : first + REPLAY_PAGE])
+
+    async def _catch_up(self) -> None:
+        """Deliver what the store holds after the cursor, read page by page in the worker."""
+        while self._reader is not None:
+            page = await self._reader.call(partial(_events_after, self.cursor))
             self._deliver(page)
             if len(page) < REPLAY_PAGE:
                 return
@@ -256,16 +348,16 @@ class Broadcaster:
     async def _from_bus(self, bus: EventBus) -> None:
         subscription = bus.subscribe()
         try:
-            self._guarded(self._catch_up)
+            await self._guarded(self._catch_up)
             while True:
                 first = await subscription.get()
                 batch = [first] if first is not None else []
                 batch += subscription.get_nowait()
                 if subscription.lagged:
                     subscription.resume()
-                    self._guarded(self._catch_up)
+                    await self._guarded(self._catch_up)
                 else:
-                    self._guarded(self._deliver, batch)
+                    await self._guarded(self._deliver_all, batch)
         finally:
             subscription.close()
 
@@ -273,19 +365,19 @@ class Broadcaster:
         assert self.store is not None
         while True:
             if self._listeners:
-                self._guarded(self._catch_up)
+                await self._guarded(self._catch_up)
             else:
-                self._guarded(self._skip_to_end)  # listeners replay from the store themselves
+                await self._guarded(self._skip_to_end)  # listeners replay from the store
             await asyncio.sleep(self.store_poll)
 
-    def _skip_to_end(self) -> None:
+    async def _skip_to_end(self) -> None:
         assert self.store is not None
         self.cursor = self.store.last_event_id()
 
-    def _guarded(self, step: Callable[..., object], *args: Any) -> None:
+    async def _guarded(self, step: Callable[..., Awaitable[object]], *args: Any) -> None:
         """One step of a source loop; an error is logged (at most once a minute), never fatal."""
         try:
-            step(*args)
+            await step(*args)
         except Exception:
             now = time.monotonic()
             if now - self._last_error >= 60:

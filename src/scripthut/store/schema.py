@@ -97,6 +97,31 @@ MIGRATIONS: list[str] = [
         expires_at REAL NOT NULL
     );
     """,
+    # 2: per-run task counts, kept by triggers in the same transaction as every task write,
+    # so listing runs never scans tasks; backfilled from the tasks already stored
+    """
+    CREATE TABLE run_counts (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        state TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (run_id, state)
+    ) WITHOUT ROWID;
+    INSERT INTO run_counts (run_id, state, n)
+        SELECT run_id, state, COUNT(*) FROM tasks GROUP BY run_id, state;
+    CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks BEGIN
+        INSERT INTO run_counts (run_id, state, n) VALUES (new.run_id, new.state, 1)
+            ON CONFLICT (run_id, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER tasks_count_update AFTER UPDATE OF state ON tasks
+        WHEN old.state IS NOT new.state BEGIN
+        UPDATE run_counts SET n = n - 1 WHERE run_id = old.run_id AND state = old.state;
+        INSERT INTO run_counts (run_id, state, n) VALUES (new.run_id, new.state, 1)
+            ON CONFLICT (run_id, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks BEGIN
+        UPDATE run_counts SET n = n - 1 WHERE run_id = old.run_id AND state = old.state;
+    END;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -158,6 +158,15 @@ class Store:
         finally:
             self._depth = 0
 
+    def defer_checkpoints(self) -> None:
+        """Commits on this connection no longer copy the WAL back into the database file
+        (which can take tens of milliseconds); the owner calls `checkpoint` elsewhere."""
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, waiting for no reader or writer."""
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     # -- runs ---------------------------------------------------------------------------
 
     def insert_run(self, run: RunRecord, tasks: Sequence[TaskRecord]) -> None:
@@ -240,18 +249,22 @@ class Store:
 
     def add_tasks(self, tasks: Sequence[TaskRecord]) -> None:
         placeholders = ", ".join("?" * len(_TASK_COLUMNS))
+        rows = [self._task_values(task) for task in tasks]  # encoded before the write lock
         with self.transaction():
             self._conn.executemany(
-                f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({placeholders})",
-                (self._task_values(task) for task in tasks),
+                f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({placeholders})", rows
             )
 
     def tasks(self, run_id: str) -> list[TaskRecord]:
+        return list(self.iter_tasks(run_id))
+
+    def iter_tasks(self, run_id: str) -> Iterator[TaskRecord]:
+        """The run's tasks in order, one at a time (a large run is never all in memory)."""
         rows = self._conn.execute(
             f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks WHERE run_id = ? ORDER BY seq",
             (run_id,),
         )
-        return [self._task(row) for row in rows]
+        return (self._task(row) for row in rows)
 
     def task(self, run_id: str, task_id: str) -> TaskRecord:
         row = self._conn.execute(
@@ -263,8 +276,9 @@ class Store:
         return self._task(row)
 
     def task_counts(self, run_id: str) -> dict[str, int]:
+        """Tasks per state, kept by triggers on every task write (no scan of the tasks)."""
         rows = self._conn.execute(
-            "SELECT state, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY state", (run_id,)
+            "SELECT state, n FROM run_counts WHERE run_id = ? AND n > 0 ORDER BY state", (run_id,)
         )
         return {str(state): int(n) for state, n in rows}
 
