@@ -116,6 +116,7 @@ class PBSBackend(Backend):
         ended_grace_s: float = ENDED_GRACE_S,
         submit_chunk: int = SUBMIT_CHUNK,
         submit_parallel: int = SUBMIT_PARALLEL,
+        qstat_json: bool | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -131,8 +132,9 @@ class PBSBackend(Backend):
         self.login_shell = login_shell
         self.submit_chunk = max(1, submit_chunk)
         self.submit_parallel = max(1, submit_parallel)
-        self.use_json = False
-        self._detected = flavor == "torque"
+        self.use_json = bool(qstat_json)
+        # Nothing to learn when the dialect is given and, for PBS Pro, whether -F json works.
+        self._detected = flavor == "torque" or (flavor == "pbspro" and qstat_json is not None)
         self._missing = MissingClock(missing_grace_s)
         self._ended = MissingClock(ended_grace_s)
 

@@ -341,7 +341,7 @@ def submit_script(
     """
     patterns = "|".join(f"*{shlex.quote(text)}*" for text in transient) or "''"
     submit = shlex.join(command) + (' "$file" < /dev/null' if script_arg else ' < "$file"')
-    function = _SUBMIT_FUNCTION.replace("__SUBMIT__ < \"$file\"", submit)
+    function = _SUBMIT_FUNCTION.replace('__SUBMIT__ < "$file"', submit)
     function = function.replace("__TRANSIENT__", patterns)
     dirs = sorted({d for item in items for d in item.dirs} | {index_dir})
     lines = [
