@@ -95,7 +95,7 @@ def test_qstat_json_flattens_nested_attributes() -> None:
     assert done.get("Resource_List.ncpus") == "2"
     assert done.get("Variable_List.PBS_O_HOME") == "/home/alice"
     assert pp.parse_qstat_json("") == []
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no JSON"):
         pp.parse_qstat_json("qstat: illegal option -- F")
 
 

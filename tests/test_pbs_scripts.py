@@ -208,7 +208,7 @@ def test_a_rejected_job_is_an_error_and_find_reads_job_names(tmp_path: Path) -> 
 
 def test_render_refuses_what_a_pbs_line_cannot_carry(tmp_path: Path) -> None:
     pbs = backend(tmp_path, {}, flavor="pbspro", qstat_json=False)
-    with pytest.raises(ScriptHutError, match="task 't'.*queue"):
+    with pytest.raises(ScriptHutError, match=r"task 't'.*queue"):
         pbs.render_script(spec(tmp_path, "hut.r.1.1", partition="a b"), "echo\n")
     text = pbs.render_script(spec(tmp_path, "hut.r.1.1", cpus=3, gres="gpu"), "#!/bin/bash\nx\n")
     assert "#PBS -l select=1:ncpus=3:mem=4gb:ngpus=1" in text
