@@ -16,7 +16,9 @@ import pytest
 
 from scripthut.backends.base import JobPaths, JobRef, JobSpec
 from scripthut.backends.pbs import PBSBackend
-from scripthut.errors import ScriptHutError
+from scripthut.backends.registry import create_backend
+from scripthut.config import parse_config
+from scripthut.errors import InvalidInput, ScriptHutError
 from scripthut.states import JobState
 from scripthut.transport import LocalTransport
 
@@ -136,8 +138,16 @@ def test_a_job_that_finished_without_any_code_fails_after_the_grace(tmp_path: Pa
     status = first.jobs["7674"]
     assert (status.state, status.raw_state) == (JobState.FAILED, "C")
     assert "without an exit code" in (status.reason or "")
-    patient = backend(tmp_path, {"qstat": cat("wrapper_qstat_f.txt")}, flavor="torque")
+    patient = backend(tmp_path, {"qstat": cat("wrapper_qstat_f.txt"), "qdel": "true"})
     patient.host.user = "hutuser"
+    waiting = asyncio.run(patient.poll([ref(tmp_path, "7674")]))
+    assert waiting.jobs["7674"].state is JobState.UNKNOWN  # the file may show up late
+    asyncio.run(patient.cancel(["7674"]))
+    deleted = asyncio.run(patient.poll([ref(tmp_path, "7674")]))
+    assert (deleted.jobs["7674"].state, deleted.jobs["7674"].raw_state) == (
+        JobState.CANCELLED,
+        "C",
+    )
     later = asyncio.run(patient.poll([ref(tmp_path, "7674", "0\n")]))
     assert later.jobs["7674"].state is JobState.COMPLETED
 
@@ -230,3 +240,21 @@ def test_info_from_pbsnodes_and_qstat_q(tmp_path: Path) -> None:
     assert info.reachable
     assert (info.cpus_idle, info.cpus_total, info.queue_depth) == (42, 144, 1)
     assert [p.name for p in info.partitions] == ["workq", "express"]
+
+
+def test_config_builds_a_pbs_backend_and_refuses_what_qsub_cannot_take(tmp_path: Path) -> None:
+    entry = {"name": "hpc", "type": "pbs", "transport": "local", "queue": "batch"}
+    config = parse_config({"backends": [{**entry, "flavor": "pbspro", "bin_dir": "/opt/pbs/bin/"}]})
+    pbs = create_backend(config, config.backend("hpc"))
+    assert isinstance(pbs, PBSBackend)
+    assert (pbs.flavor, pbs.queue, pbs.bin_dir) == ("pbspro", "batch", "/opt/pbs/bin")
+    assert pbs.queue_for("gpu") == "batch"
+    for bad, field in (
+        ({"queue": "batch -W x"}, "queue"),
+        ({"account": "a b"}, "account"),
+        ({"flavor": "lsf"}, "flavor"),
+        ({"bin_dir": "opt/pbs"}, "bin_dir"),
+    ):
+        with pytest.raises(InvalidInput) as caught:
+            parse_config({"backends": [{**entry, **bad}]})
+        assert field in caught.value.render()

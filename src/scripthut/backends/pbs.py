@@ -137,6 +137,7 @@ class PBSBackend(Backend):
         self._detected = flavor == "torque" or (flavor == "pbspro" and qstat_json is not None)
         self._missing = MissingClock(missing_grace_s)
         self._ended = MissingClock(ended_grace_s)
+        self._deleted: set[str] = set()  # keys of jobs this backend gave to qdel
 
     @property
     def transport(self) -> Transport:
@@ -361,6 +362,7 @@ class PBSBackend(Backend):
         tracked = {pp.job_key(ref.job_id) for ref in jobs}
         self._missing.keep_only({ref.job_id for ref in jobs})
         self._ended.keep_only({ref.job_id for ref in jobs})
+        self._deleted &= tracked
         result.external = [
             pp.external_status(job)
             for key, job in live.items()
@@ -416,6 +418,9 @@ class PBSBackend(Backend):
         """Finished per the server, no exit status, no exit-code file (yet): a shared file
         system may show the file late; after the grace, the job never ran its command."""
         self._missing.seen(ref.job_id)
+        if job.key in self._deleted:
+            reason = "cancelled (qdel) before its script could record an exit code"
+            return JobStatus(ref.job_id, JobState.CANCELLED, job.state, reason=reason)
         over, waited = self._ended.over(ref.job_id)
         if not over:
             reason = f"finished; waiting for its exit-code file (for {waited:.0f} s)"
@@ -491,6 +496,7 @@ class PBSBackend(Backend):
         """One `qdel` per 500 ids; jobs that already ended are not an error."""
         ids = [job_id for job_id in dict.fromkeys(job_ids) if pp.is_job_id(job_id)]
         qdel = self._path("qdel")
+        self._deleted.update(pp.job_key(job_id) for job_id in ids)
         for start in range(0, len(ids), CANCEL_CHUNK):
             result = await self.transport.run([qdel, *ids[start : start + CANCEL_CHUNK]])
             errors = [
