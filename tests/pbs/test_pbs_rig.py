@@ -352,3 +352,42 @@ def test_hostile_text_runs_exactly_as_written(
     # A queue a #PBS line cannot carry is refused before anything reaches qsub.
     assert tasks["queue"][0] == TaskState.FAILED
     assert "cannot be passed to qsub" in (tasks["queue"][1] or "")
+
+
+def test_over_the_local_shell(pbs_rig: SlurmRig, tmp_path: Path) -> None:
+    """Jupyter on the login node: the same commands without SSH (here as this machine's user)."""
+    log_dir = str(tmp_path / "pbs-logs")
+    config = parse_config(
+        {
+            "backends": [
+                {
+                    "name": "rig",
+                    "type": "pbs",
+                    "transport": "local",
+                    "log_dir": log_dir,
+                    "bin_dir": pbs_rig.torque_bin,
+                }
+            ],
+            "settings": {"data_dir": str(tmp_path / "data")},
+        },
+        source="test",
+    )
+    backend = create_backend(config, config.backend("rig"))
+    assert isinstance(backend, PBSBackend)
+    run_id = f"test-{uuid.uuid4().hex[:10]}"
+    specs = [job_spec(backend, run_id, 0, "echo local"), job_spec(backend, run_id, 1, "exit 7")]
+
+    async def body(pbs: PBSBackend) -> dict[str, JobStatus]:
+        outcomes = await pbs.submit(specs)
+        ids = [o.job_id or "" for o in outcomes]
+        refs = [JobRef(i, s.tag, s.paths) for i, s in zip(ids, specs, strict=True)]
+        done = await poll_until(pbs, refs, lambda s: all(v.state.is_final for v in s.values()))
+        return {spec.task_id: done[job_id] for spec, job_id in zip(specs, ids, strict=True)}
+
+    got = with_backend(backend, body)
+    assert (got["t0"].state, got["t1"].state, got["t1"].exit_code) == (
+        JobState.COMPLETED,
+        JobState.FAILED,
+        7,
+    )
+    assert Path(specs[0].paths.stdout).read_bytes() == b"local\n"
