@@ -153,12 +153,12 @@ def drive(config: Config, body: Callable[[Engine], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-def qsub_own_job(rig: SlurmRig, name: str) -> str:
+def qsub_own_job(rig: SlurmRig, place: str, name: str) -> str:
     """A held job of the rig user's, submitted by hand with the wrappers' qsub."""
-    script = f"~/{name}.sh"
+    script = f"{place}/{name}.sh"
     qsub = f"{rig.torque_bin}/qsub"
     command = (
-        f"printf '#!/bin/bash\\ntrue\\n' > {script} && "
+        f"mkdir -p {place} && printf '#!/bin/bash\\ntrue\\n' > {script} && "
         f"{shlex.quote(qsub)} -h -N {shlex.quote(name)} -o /dev/null -e /dev/null {script}"
     )
     done = subprocess.run(
@@ -227,7 +227,7 @@ def test_the_users_own_jobs_are_external_with_their_raw_state(
     pbs_rig: SlurmRig, place: str, tmp_path: Path
 ) -> None:
     name = f"not-hut-{uuid.uuid4().hex[:8]}"
-    job_id = qsub_own_job(pbs_rig, name)
+    job_id = qsub_own_job(pbs_rig, place, name)
     config = pbs_config(pbs_rig, place, tmp_path / "data")
 
     async def body(engine: Engine) -> list[dict[str, Any]]:
