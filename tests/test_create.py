@@ -56,7 +56,18 @@ def test_check_run_checks_backend_and_env_includes() -> None:
     assert "nope" in caught.value.render()
     with pytest.raises(BackendUnavailable):
         check_run(
-            parse_config({"backends": [{"name": "b", "type": "pbs", "transport": "local"}]}),
+            parse_config(
+                {
+                    "backends": [
+                        {
+                            "name": "b",
+                            "type": "batch",
+                            "aws": {"region": "eu-west-1", "job_queue": "q"},
+                            "default_image": "busybox",
+                        }
+                    ]
+                }
+            ),
             ok,
             "b",
         )

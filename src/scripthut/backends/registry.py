@@ -5,10 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from scripthut.backends.base import Backend
-from scripthut.config import BackendConfig, Config, LocalBackendConfig, SlurmBackendConfig
+from scripthut.config import (
+    BackendConfig,
+    Config,
+    LocalBackendConfig,
+    PBSBackendConfig,
+    SlurmBackendConfig,
+)
 from scripthut.errors import BackendUnavailable
 
-AVAILABLE_TYPES = ("local", "slurm")
+AVAILABLE_TYPES = ("local", "slurm", "pbs")
 
 
 def create_backend(config: Config, entry: BackendConfig) -> Backend:
@@ -35,6 +41,21 @@ def create_backend(config: Config, entry: BackendConfig) -> Backend:
             account=entry.account,
             partition_map=entry.partition_map,
             default_partition=entry.default_partition,
+            login_shell=entry.login_shell,
+        )
+    if isinstance(entry, PBSBackendConfig):
+        from scripthut.backends.pbs import PBSBackend
+        from scripthut.backends.remote import make_transport
+
+        return PBSBackend(
+            entry.name,
+            transport=make_transport(entry),
+            max_concurrent=entry.max_concurrent,
+            log_dir=config.log_dir_for(entry),
+            flavor=entry.flavor,
+            queue=entry.queue,
+            account=entry.account,
+            bin_dir=entry.bin_dir,
             login_shell=entry.login_shell,
         )
     raise BackendUnavailable(

@@ -143,6 +143,24 @@ class PBSBackendConfig(_SchedulerBackend):
 
     type: Literal["pbs"] = "pbs"
     queue: str | None = None
+    flavor: Literal["torque", "pbspro", "auto"] = "auto"
+    bin_dir: str | None = None
+
+    @field_validator("queue", "account")
+    @classmethod
+    def _plain_word(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.@+-]+", value):
+            raise ValueError(
+                f"{value!r} cannot be passed to qsub: use letters, digits and _ . @ + -"
+            )
+        return value
+
+    @field_validator("bin_dir")
+    @classmethod
+    def _absolute_dir(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "\n" in value or "\0" in value):
+            raise ValueError(f"bin_dir {value!r} must be an absolute path on one line")
+        return value.rstrip("/") or "/" if value is not None else None
 
 
 class LocalBackendConfig(_ShellBackend):

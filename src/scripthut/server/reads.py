@@ -246,6 +246,7 @@ def _external_row(backend: str, status: JobStatus) -> dict[str, Any]:
         status.job_id,
         status.state.value,
         "external",
+        raw_state=status.raw_state or None,
         name=status.name,
         user=status.user,
         partition=status.partition,
