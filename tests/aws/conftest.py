@@ -17,6 +17,7 @@ import pytest
 
 from tests.aws.moto_rig import MotoServer, MotoUnavailableError, start_moto
 
+
 def _unavailable(message: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"moto cannot start under CI=true: {message}", pytrace=False)

@@ -50,7 +50,7 @@ class MotoServer:
         """POST (with `body`) or GET one `/moto-api/...` path; the decoded JSON reply."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(f"{self.url}/moto-api/{path}", data=data)
-        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=10) as reply:
             text = reply.read().decode() or "null"
         try:
             return json.loads(text)
