@@ -8,9 +8,9 @@ from typing import Any
 
 import boto3
 
-from scripthut.backends.batch_setup import batch_backend
 from scripthut.backends.base import JobPaths, JobRef, JobSpec
 from scripthut.backends.batch import BatchBackend
+from scripthut.backends.batch_setup import batch_backend
 from scripthut.config import BatchBackendConfig
 
 QUEUE = "hut-queue"

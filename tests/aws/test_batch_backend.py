@@ -71,7 +71,10 @@ def test_a_job_carries_queue_resources_timeout_tags_and_env_outside_the_script(
 ) -> None:
     backend = rig.backend()
     sent = _requests(backend, "SubmitJob")
-    body = "#!/bin/bash\n# scripthut task t1\nexport TOKEN='s3cr3t'\nexport SCRIPTHUT_TASK_ID='t1'\necho hi\n"
+    body = (
+        "#!/bin/bash\n# scripthut task t1\n"
+        "export TOKEN='s3cr3t'\nexport SCRIPTHUT_TASK_ID='t1'\necho hi\n"
+    )
     job = rig.spec(env={"TOKEN": "s3cr3t"}, cpus=2, memory_mb=1000, gres="gpu:1", time_limit_s=120)
     script = backend.render_script(job, body)
     assert "s3cr3t" not in script

@@ -12,13 +12,12 @@ from tests.aws import batch_rig as rig
 from tests.aws.moto_rig import MotoServer
 
 pytestmark = pytest.mark.aws
+CFN_LINT = Path(sys.executable).with_name("cfn-lint")
 TEMPLATE = Path(__file__).resolve().parents[2] / "cloudformation" / "scripthut-batch-iam.yaml"
 
 
 def test_the_template_passes_cfn_lint() -> None:
-    lint = subprocess.run(
-        [str(Path(sys.executable).with_name("cfn-lint")), str(TEMPLATE)], capture_output=True, text=True
-    )
+    lint = subprocess.run([str(CFN_LINT), str(TEMPLATE)], capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
