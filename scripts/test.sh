@@ -22,6 +22,7 @@ fi
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 .venv/bin/mypy
+.venv/bin/cfn-lint cloudformation/*.yaml
 # The browser suites run in a session of their own: Playwright's sync API leaves an event
 # loop set on the main thread, which asyncio.run() in later tests refuses.
 .venv/bin/python -m pytest -q --ignore=tests/browser --ignore=tests/lab "$@"

@@ -275,9 +275,10 @@ def test_backend_without_driver_says_so(data_dir: Path) -> None:
             "backends": [
                 {
                     "name": "aws",
-                    "type": "batch",
-                    "aws": {"region": "eu-west-1", "job_queue": "q"},
-                    "default_image": "busybox",
+                    "type": "ec2",
+                    "aws": {"region": "eu-west-1"},
+                    "ami": "ami-12345678",
+                    "subnet_id": "subnet-1",
                 }
             ],
             "settings": {"data_dir": str(data_dir)},

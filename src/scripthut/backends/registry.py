@@ -7,6 +7,7 @@ from pathlib import Path
 from scripthut.backends.base import Backend
 from scripthut.config import (
     BackendConfig,
+    BatchBackendConfig,
     Config,
     LocalBackendConfig,
     PBSBackendConfig,
@@ -14,7 +15,7 @@ from scripthut.config import (
 )
 from scripthut.errors import BackendUnavailable
 
-AVAILABLE_TYPES = ("local", "slurm", "pbs")
+AVAILABLE_TYPES = ("local", "slurm", "pbs", "batch")
 
 
 def create_backend(config: Config, entry: BackendConfig) -> Backend:
@@ -58,6 +59,10 @@ def create_backend(config: Config, entry: BackendConfig) -> Backend:
             bin_dir=entry.bin_dir,
             login_shell=entry.login_shell,
         )
+    if isinstance(entry, BatchBackendConfig):
+        from scripthut.backends.batch_setup import batch_backend
+
+        return batch_backend(entry)
     raise BackendUnavailable(
         f"backend '{entry.name}' has type '{entry.type}', which is not available yet "
         f"in this version of ScriptHut (available: {', '.join(AVAILABLE_TYPES)})"

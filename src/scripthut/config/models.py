@@ -195,6 +195,10 @@ class BatchBackendConfig(_BackendBase):
             raise ValueError(
                 "set job_definition (a registered definition) or default_image (to register one)"
             )
+        if self.job_definition is None and self.job_definition_mode == "revisions":
+            raise ValueError(
+                "job_definition_mode 'revisions' needs a job_definition (the template)"
+            )
         return self
 
 
@@ -292,8 +296,10 @@ class WorkflowConfig(_Model):
 
 
 class PricingConfig(_Model):
-    """Cost estimates: partitions map to instance types, `prices` are hourly prices."""
+    """Cost estimates: partitions map to instance types, priced from `url` (instances.vantage.sh
+    data, cached 24 h) for `region` and `price_type`; `prices` (hourly) override them."""
 
+    url: str = Field(default="https://instances.vantage.sh/instances.json", pattern="^https?://")
     region: str = "us-east-1"
     price_type: Literal["ondemand", "spot_avg", "spot_min", "spot_max"] = "ondemand"
     partitions: dict[str, str] = Field(default_factory=dict)
