@@ -5,10 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from scripthut.backends.base import Backend
-from scripthut.config import BackendConfig, Config, LocalBackendConfig, SlurmBackendConfig
+from scripthut.config import (
+    BackendConfig,
+    Config,
+    EC2BackendConfig,
+    LocalBackendConfig,
+    SlurmBackendConfig,
+)
 from scripthut.errors import BackendUnavailable
 
-AVAILABLE_TYPES = ("local", "slurm")
+AVAILABLE_TYPES = ("local", "slurm", "ec2")
 
 
 def create_backend(config: Config, entry: BackendConfig) -> Backend:
@@ -37,6 +43,10 @@ def create_backend(config: Config, entry: BackendConfig) -> Backend:
             default_partition=entry.default_partition,
             login_shell=entry.login_shell,
         )
+    if isinstance(entry, EC2BackendConfig):
+        from scripthut.backends.ec2 import EC2Backend
+
+        return EC2Backend(entry, data_dir=config.data_dir)
     raise BackendUnavailable(
         f"backend '{entry.name}' has type '{entry.type}', which is not available yet "
         f"in this version of ScriptHut (available: {', '.join(AVAILABLE_TYPES)})"
