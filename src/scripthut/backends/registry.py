@@ -9,13 +9,14 @@ from scripthut.config import (
     BackendConfig,
     BatchBackendConfig,
     Config,
+    EC2BackendConfig,
     LocalBackendConfig,
     PBSBackendConfig,
     SlurmBackendConfig,
 )
 from scripthut.errors import BackendUnavailable
 
-AVAILABLE_TYPES = ("local", "slurm", "pbs", "batch")
+AVAILABLE_TYPES = ("local", "slurm", "pbs", "batch", "ec2")
 
 
 def create_backend(config: Config, entry: BackendConfig) -> Backend:
@@ -63,6 +64,10 @@ def create_backend(config: Config, entry: BackendConfig) -> Backend:
         from scripthut.backends.batch_setup import batch_backend
 
         return batch_backend(entry)
+    if isinstance(entry, EC2BackendConfig):
+        from scripthut.backends.ec2 import EC2Backend
+
+        return EC2Backend(entry, data_dir=config.data_dir)
     raise BackendUnavailable(
         f"backend '{entry.name}' has type '{entry.type}', which is not available yet "
         f"in this version of ScriptHut (available: {', '.join(AVAILABLE_TYPES)})"
