@@ -5,10 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from scripthut.backends.base import Backend
-from scripthut.config import BackendConfig, Config, LocalBackendConfig, SlurmBackendConfig
+from scripthut.config import (
+    BackendConfig,
+    Config,
+    LocalBackendConfig,
+    SGEBackendConfig,
+    SlurmBackendConfig,
+)
 from scripthut.errors import BackendUnavailable
 
-AVAILABLE_TYPES = ("local", "slurm")
+AVAILABLE_TYPES = ("local", "slurm", "sge")
 
 
 def create_backend(config: Config, entry: BackendConfig) -> Backend:
@@ -35,6 +41,22 @@ def create_backend(config: Config, entry: BackendConfig) -> Backend:
             account=entry.account,
             partition_map=entry.partition_map,
             default_partition=entry.default_partition,
+            login_shell=entry.login_shell,
+        )
+    if isinstance(entry, SGEBackendConfig):
+        from scripthut.backends.remote import make_transport
+        from scripthut.backends.sge import SGEBackend
+
+        return SGEBackend(
+            entry.name,
+            transport=make_transport(entry),
+            max_concurrent=entry.max_concurrent,
+            log_dir=config.log_dir_for(entry),
+            account=entry.account,
+            queue=entry.queue,
+            partition_map=entry.partition_map,
+            parallel_env=entry.parallel_env,
+            memory_resource=entry.memory_resource,
             login_shell=entry.login_shell,
         )
     raise BackendUnavailable(
