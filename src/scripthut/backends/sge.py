@@ -159,6 +159,15 @@ class SGEBackend(Backend):
     def missing_grace_s(self, seconds: float) -> None:
         self._missing.grace_s = seconds
 
+    @property
+    def zombie_grace_s(self) -> float:
+        """How long an ended job with no accounting record waits for one."""
+        return self._zombies.grace_s
+
+    @zombie_grace_s.setter
+    def zombie_grace_s(self, seconds: float) -> None:
+        self._zombies.grace_s = seconds
+
     async def start(self) -> None:
         try:
             await self.host.identify()
