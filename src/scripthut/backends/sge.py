@@ -61,6 +61,7 @@ from scripthut.backends.remote import (
 from scripthut.errors import ScriptHutError
 from scripthut.states import JobState
 from scripthut.transport import Transport, TransportError
+from scripthut.workflow.model import DEFAULT_PARTITION
 from scripthut.workflow.script import SHEBANG, shell_path, shell_quote
 
 log = logging.getLogger(__name__)
@@ -187,12 +188,16 @@ class SGEBackend(Backend):
         return JobPaths(f"{base}.out", f"{base}.err", f"{base}.exit", f"{base}.sh")
 
     def queue_for(self, partition: str | None) -> str | None:
-        """`queue` if set, else the task's partition through `partition_map`, else as is."""
+        """`queue` if set, else the task's partition through `partition_map`, else as is.
+
+        A task that names no partition (the workflow default, `normal`) requests no queue:
+        Grid Engine then picks any queue the job fits, as a plain qsub does.
+        """
         if self.queue:
             return self.queue
         if partition is not None and partition in self.partition_map:
             return self.partition_map[partition]
-        return partition
+        return None if partition == DEFAULT_PARTITION else partition
 
     def render_script(self, spec: JobSpec, body: str) -> str:
         """`body` with `#$` lines after its shebang.
