@@ -33,7 +33,7 @@ readonly QMASTER_PID=$SPOOL/qmaster/qmaster.pid
 readonly QUEUE=all.q
 readonly PE=smp
 readonly SLOTS=${SCRIPTHUT_RIG_SGE_SLOTS:-8}   # advertised slots, > real cores
-readonly CONFIG_VERSION=1                     # bump when configure_cluster changes
+readonly CONFIG_VERSION=2                     # bump when configure_cluster changes
 readonly PKGS=(gridengine-master gridengine-exec gridengine-client)
 export SGE_ROOT SGE_CELL
 
@@ -259,7 +259,8 @@ s_vmem                INFINITY
 h_vmem                INFINITY
 EOF
   qconf_put q "$f"
-  # The default scheduler runs every 15 s and accounting is flushed every 15 s: make both 1 s.
+  # The default scheduler runs every 15 s and accounting is flushed every 15 s: make both 1 s;
+  # execds report every 5 s (not 40), so a restarted qmaster sees its queues usable again soon.
   f=$SGE_DIR/sched.conf
   qconf -ssconf > "$f"
   sed -i -e 's/^schedule_interval .*/schedule_interval                 0:0:1/' \
@@ -271,7 +272,8 @@ EOF
   # qconf prints long values over several lines ending in `\`: join them first
   qconf -sconf global | awk '/\\$/ { sub(/\\$/, ""); printf "%s", $0; next } { print }' > "$f"
   sed -i -e 's/^reporting_params .*/reporting_params             accounting=true reporting=false flush_time=00:00:01 joblog=false sharelog=00:00:00 accounting_flush_time=00:00:00/' \
-         -e 's/^max_aj_tasks .*/max_aj_tasks                 75000/' "$f"
+         -e 's/^max_aj_tasks .*/max_aj_tasks                 75000/' \
+         -e 's/^load_report_time .*/load_report_time             00:00:05/' "$f"
   qconf -Mconf "$f" >/dev/null 2>&1 || die "qconf -Mconf $f failed: $(qconf -Mconf "$f" 2>&1 | tail -n1)"
   echo "$CONFIG_VERSION" > "$SGE_DIR/configured"
 }
