@@ -95,7 +95,7 @@ _TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%a %b %d %H:%M:%S %Y", "%m/%d/%Y %H:%M:%S
 def parse_time(text: str, tz: timezone) -> float | None:
     """Epoch seconds of a local time as qstat -xml or qacct prints it; None if unset."""
     text = " ".join(text.split())
-    if not text or text.startswith(("-", "undefined", "0")):
+    if not text or text in ("0", "-", "--") or text.startswith(("undefined", "-/-")):
         return None
     text = re.sub(r"\.[0-9]+$", "", text)  # Univa/Altair: fractional seconds
     for fmt in _TIME_FORMATS:
