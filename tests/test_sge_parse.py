@@ -239,3 +239,14 @@ def test_xml_with_a_dtd_is_refused() -> None:
         gp.parse_qstat_xml(bomb)
     with pytest.raises(ValueError, match="not valid XML"):
         gp.parse_qstat_xml("error: commlib error")
+
+
+def test_a_poll_runs_at_most_two_scheduler_commands() -> None:
+    from scripthut.backends import sge_scripts
+    from scripthut.backends.base import JobPaths, JobRef
+
+    paths = JobPaths("/l/a.out", "/l/a.err", "/l/a.exit", "/l/a.sh")
+    refs = [JobRef(str(i), f"hut.t{i}", paths) for i in range(1000)]
+    script = sge_scripts.poll_script(refs, "alice", "@@m", 14)
+    commands = [w for w in script.split() if w in ("qstat", "qacct", "qhost", "qdel", "qsub")]
+    assert commands == ["qstat", "qacct"]

@@ -1,4 +1,4 @@
-"""Transient faults on the real Grid Engine rig lose no task, fail none wrongly and duplicate no job.
+"""Transient faults on the real Grid Engine rig lose no task, fail none wrongly, duplicate no job.
 
 1. sge_qmaster is stopped for 30 s mid-run (jobs keep running under sge_execd) and started
    again the way the rig starts it; a run submitted meanwhile waits.

@@ -21,11 +21,11 @@ CANCELLED once `zombie_grace_s` has passed, so that lagging accounting is waited
 from __future__ import annotations
 
 import logging
-import shlex
 from collections.abc import Mapping, Sequence
 from datetime import UTC, timezone
 
 from scripthut.backends import sge_parse as gp
+from scripthut.backends import sge_scripts as scripts
 from scripthut.backends.base import (
     Backend,
     BackendInfo,
@@ -43,18 +43,13 @@ from scripthut.backends.remote import (
     Section,
     Submission,
     SubmitReply,
-    capture,
     check_name,
     exit_codes,
-    exit_files_script,
     in_chunks,
-    index_script,
     indexed,
     is_safe_name,
     new_marker,
     parent_dir,
-    script_end,
-    script_start,
     submit_replies,
     submit_script,
 )
@@ -86,25 +81,6 @@ TRANSIENT_ERRORS = (
     "Connection refused",
 )
 _BENIGN_CANCEL = ("does not exist", "has already been deleted", "is already in deletion")
-# Read the user's jobs out of `qstat -xml` line by line: only to skip live jobs' exit files and
-# accounting; the states themselves come from the XML parsed in Python.
-_LIVE_SCAN = r"""declare -A __hut_live=()
-__hut_id=
-while read -r __hut_l; do
-    case $__hut_l in
-        "<JB_job_number>"*) __hut_id=${__hut_l#<JB_job_number>}; __hut_id=${__hut_id%%<*} ;;
-        "<state>"*)
-            case $__hut_l in *z*) ;; *) [ -n "$__hut_id" ] && __hut_live[$__hut_id]=1 ;; esac ;;
-    esac
-done <<< "$__hut_out"
-"""
-# The records of `qacct -j` whose job number is one of `want` (space-separated).
-_QACCT_FILTER = (
-    'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) k[w[i]] = 1 }'
-    ' /^=+$/ { if (keep) printf "%s", rec; rec = $0 "\\n"; keep = 0; next }'
-    ' { rec = rec $0 "\\n" } $1 == "jobnumber" && ($2 in k) { keep = 1 }'
-    ' END { if (keep) printf "%s", rec }'
-)
 
 
 class SGEBackend(Backend):
@@ -363,34 +339,7 @@ class SGEBackend(Backend):
         return self._read_poll(jobs, sections)
 
     def poll_script(self, jobs: Sequence[JobRef], user: str, marker: str) -> str:
-        """qstat once; for tracked jobs not live: exit files, then one qacct for them."""
-        valid = [ref for ref in jobs if gp.is_job_id(ref.job_id)]
-        return "".join(
-            [
-                script_start(marker),
-                "printf '%s tz %(%z)T\\n' \"$__hut_m\" -1\n",
-                capture("qstat", self._qstat_command(user)),
-                'if [ "$__hut_rc" -eq 0 ]; then\n',
-                _LIVE_SCAN,
-                exit_files_script(
-                    [ref.job_id for ref in valid], [ref.paths.exit_code for ref in valid]
-                ),
-                'if [ "${#__hut_done[@]}" -gt 0 ]; then\n',
-                capture("qacct", self._qacct_command(user)),
-                "fi\n",
-                "fi\n",
-                script_end(),
-            ]
-        )
-
-    @staticmethod
-    def _qstat_command(user: str) -> str:
-        return shlex.join(["qstat", "-xml", "-s", "prsz", "-u", user])
-
-    def _qacct_command(self, user: str) -> str:
-        qacct = shlex.join(["qacct", "-o", user, "-d", str(self.acct_days), "-j"])
-        awk = f'awk -v want="${{__hut_done[*]}}" {shlex.quote(_QACCT_FILTER)}'
-        return f"set -o pipefail; {qacct} | {awk}"
+        return scripts.poll_script(jobs, user, marker, self.acct_days)
 
     def _read_poll(self, jobs: Sequence[JobRef], sections: Sequence[Section]) -> PollResult:
         qstat = next((s for s in sections if s.name == "qstat"), None)
@@ -480,26 +429,7 @@ class SGEBackend(Backend):
         return self._read_find(wanted, sections)
 
     def find_script(self, tags: Sequence[str], user: str, marker: str) -> str:
-        ids = (
-            f"{self._qstat_command(user)} | "
-            "sed -n 's:.*<JB_job_number>\\([0-9][0-9]*\\)</JB_job_number>.*:\\1:p' | paste -sd, -"
-        )
-        return "".join(
-            [
-                script_start(marker),
-                index_script(tags, self._index_dir()),
-                'if [ "$__hut_missing" = 1 ]; then\n',
-                f"__hut_ids=$(set -o pipefail; {ids} 2>&1)\n",
-                "__hut_rc=$?\n",
-                'if [ "$__hut_rc" -eq 0 ] && [ -n "$__hut_ids" ]; then\n',
-                capture("contexts", 'qstat -xml -j "$__hut_ids"'),
-                "else\n",
-                '    printf \'%s contexts %s\\n%s\\n\' "$__hut_m" "$__hut_rc" "$__hut_ids"\n',
-                "fi\n",
-                "fi\n",
-                script_end(),
-            ]
-        )
+        return scripts.find_script(tags, user, marker, self._index_dir())
 
     def _read_find(self, tags: Sequence[str], sections: Sequence[Section]) -> dict[str, str] | None:
         wanted = set(tags)
@@ -551,28 +481,10 @@ class SGEBackend(Backend):
         try:
             _home, user = await self.host.identify()
             marker = new_marker()
-            sections = await self.host.script(self.info_script(user, marker), marker)
+            sections = await self.host.script(scripts.info_script(user, marker), marker)
         except TransportError as exc:
             return BackendInfo(self.name, self.kind, reachable=False, message=str(exc))
         return self._read_info(sections)
-
-    @staticmethod
-    def info_script(user: str, marker: str) -> str:
-        count = (
-            "set -o pipefail; qstat -xml -u {who} -s pr | "
-            'awk \'/<job_list state="pending"/ {{ p++ }} /<job_list state="running"/ {{ r++ }} '
-            "END {{ print p+0, r+0 }}'"
-        )
-        return "".join(
-            [
-                script_start(marker),
-                capture("queues", "qstat -g c -xml"),
-                capture("hosts", "qhost -xml"),
-                capture("all", count.format(who="'*'")),
-                capture("mine", count.format(who=shlex.quote(user))),
-                script_end(),
-            ]
-        )
 
     def _read_info(self, sections: Sequence[Section]) -> BackendInfo:
         by_name = {s.name: s for s in sections}
