@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -248,5 +249,5 @@ def test_a_poll_runs_at_most_two_scheduler_commands() -> None:
     paths = JobPaths("/l/a.out", "/l/a.err", "/l/a.exit", "/l/a.sh")
     refs = [JobRef(str(i), f"hut.t{i}", paths) for i in range(1000)]
     script = sge_scripts.poll_script(refs, "alice", "@@m", 14)
-    commands = [w for w in script.split() if w in ("qstat", "qacct", "qhost", "qdel", "qsub")]
+    commands = re.findall(r"(?<![\w-])(qstat|qacct|qhost|qdel|qsub|qconf)(?= )", script)
     assert commands == ["qstat", "qacct"]
