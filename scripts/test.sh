@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set everything up and run the whole test suite: ruff, mypy, pytest (Slurm/SSH and Grid Engine rigs, real
-# JupyterLab in headless Chromium) and the notebooks under nbval.
+# Set everything up and run the whole test suite: ruff, mypy, pytest (Slurm/SSH and Grid Engine
+# rigs, real JupyterLab in headless Chromium) and the notebooks under nbval.
 # Under CI=true a rig that cannot be started fails the run instead of skipping tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -252,3 +252,26 @@ def test_a_poll_runs_at_most_two_scheduler_commands() -> None:
     # every command of the script runs in a `__hut_out=$(...)` capture
     commands = re.findall(r"__hut_out=\$\((?:set -o pipefail; )?(\w+)", script)
     assert commands == ["qstat", "qacct"]
+
+
+def test_config_entry_builds_the_backend() -> None:
+    from scripthut.backends.registry import AVAILABLE_TYPES, create_backend
+    from scripthut.backends.sge import SGEBackend
+    from scripthut.config import parse_config
+    from scripthut.errors import InvalidInput
+
+    entry = {
+        "name": "grid",
+        "type": "sge",
+        "transport": "local",
+        "parallel_env": "smp",
+        "queue": "all.q",
+        "account": "p1",
+        "memory_resource": None,
+    }
+    config = parse_config({"backends": [entry]}, source="test")
+    backend = create_backend(config, config.backend("grid"))
+    assert "sge" in AVAILABLE_TYPES and isinstance(backend, SGEBackend)
+    assert (backend.parallel_env, backend.queue, backend.memory_resource) == ("smp", "all.q", None)
+    with pytest.raises(InvalidInput, match="pe_name"):
+        parse_config({"backends": [{**entry, "pe_name": "smp"}]}, source="test")

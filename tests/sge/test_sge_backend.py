@@ -286,3 +286,24 @@ def test_paths_are_absolute_and_unsafe_values_are_refused(
         job_spec(
             make_backend(sge_rig, log_dir, tmp_path, parallel_env=None), "r1", 0, "true", cpus=2
         )
+
+
+def test_login_shell_runs_the_job_as_a_login_shell(
+    sge_rig: SGERig, log_dir: str, tmp_path: Path
+) -> None:
+    """Grid Engine ignores `#!`: the script starts itself again as `bash -l`.
+
+    (The rig, like Grid Engine's default `login_shells`, starts bash as a login shell anyway;
+    the marker variable shows the script did start itself again.)"""
+    command = 'echo "${__HUT_SGE_SHELL-none} $(shopt -q login_shell && echo login)"'
+
+    async def body(sge: SGEBackend) -> bytes:
+        spec = job_spec(sge, run_id(), 0, command)
+        ids = [o.job_id for o in await sge.submit([spec])]
+        await poll_until(sge, refs_for([spec], ids), all_final)
+        return (await sge.read_log(spec.paths.stdout)).data
+
+    login = make_backend(sge_rig, log_dir, tmp_path, login_shell=True)
+    plain = make_backend(sge_rig, log_dir, tmp_path)
+    assert with_backend(login, body) == b"1 login\n"
+    assert with_backend(plain, body) == b"none login\n"
