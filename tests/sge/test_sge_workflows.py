@@ -197,3 +197,30 @@ def test_hostile_text_runs_exactly_as_written(
     assert tasks["badqueue"][0] == TaskState.FAILED
     assert "queue" in (tasks["badqueue"][1] or "")
     assert got["state"] == RunState.FAILED
+
+
+def test_users_own_jobs_are_listed_before_any_run(
+    sge_rig: SGERig, log_dir: str, tmp_path: Path
+) -> None:
+    config = rig_config(sge_rig, log_dir, tmp_path / "data")
+    job_id = sge_rig.ssh(
+        "qsub -terse -h -N not-hut-own -S /bin/bash -o /dev/null -j y", stdin=b"true\n"
+    ).strip()
+
+    async def body(engine: Engine) -> list[tuple[str, str, str | None]]:
+        try:
+            for _ in range(60):
+                external = engine.external_jobs().get("rig") or []
+                seen = [
+                    (j.name or "", j.raw_state, j.reason) for j in external if j.job_id == job_id
+                ]
+                if seen:
+                    return seen
+                await asyncio.sleep(0.5)
+            return []
+        finally:
+            await engine.cancel_job("rig", job_id)
+
+    ((name, raw, reason),) = drive(config, body)
+    assert (name, raw) == ("not-hut-own", "hqw")
+    assert reason is not None and "held" in reason
