@@ -224,6 +224,7 @@ def test_submitted_ids_and_sizes() -> None:
 def test_unsafe_values_are_refused_or_made_plain() -> None:
     assert gp.job_name("1 weird: name/é") == "j1_weird__name__"
     assert gp.job_name("") == "job"
+    assert gp.job_name("-N x") == "j-N_x"
     assert gp.word("queue", "all.q@node1") == "all.q@node1"
     for bad in ("a b", "a;b", "a,b", "a\nb", "$(x)"):
         with pytest.raises(ValueError, match="queue"):

@@ -478,9 +478,10 @@ def parse_qhost_cpus(text: str) -> int | None:
 
 
 def job_name(name: str) -> str:
-    """A name qsub accepts: unsafe characters as `_`, not starting with a digit, bounded."""
+    """A name qsub accepts: unsafe characters as `_`, starting with a letter or `_`, bounded."""
     clean = _NAME_BAD.sub("_", name)[:MAX_NAME] or "job"
-    return f"j{clean}" if clean[0].isdigit() else clean
+    # a leading digit is refused, a leading `-` would read as an option
+    return clean if clean[0].isalpha() or clean[0] == "_" else f"j{clean}"
 
 
 def word(kind: str, value: str) -> str:
