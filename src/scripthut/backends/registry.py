@@ -12,11 +12,12 @@ from scripthut.config import (
     EC2BackendConfig,
     LocalBackendConfig,
     PBSBackendConfig,
+    SGEBackendConfig,
     SlurmBackendConfig,
 )
 from scripthut.errors import BackendUnavailable
 
-AVAILABLE_TYPES = ("local", "slurm", "pbs", "batch", "ec2")
+AVAILABLE_TYPES = ("local", "slurm", "pbs", "sge", "batch", "ec2")
 
 
 def create_backend(config: Config, entry: BackendConfig) -> Backend:
@@ -58,6 +59,22 @@ def create_backend(config: Config, entry: BackendConfig) -> Backend:
             queue=entry.queue,
             account=entry.account,
             bin_dir=entry.bin_dir,
+            login_shell=entry.login_shell,
+        )
+    if isinstance(entry, SGEBackendConfig):
+        from scripthut.backends.remote import make_transport
+        from scripthut.backends.sge import SGEBackend
+
+        return SGEBackend(
+            entry.name,
+            transport=make_transport(entry),
+            max_concurrent=entry.max_concurrent,
+            log_dir=config.log_dir_for(entry),
+            account=entry.account,
+            queue=entry.queue,
+            partition_map=entry.partition_map,
+            parallel_env=entry.parallel_env,
+            memory_resource=entry.memory_resource,
             login_shell=entry.login_shell,
         )
     if isinstance(entry, BatchBackendConfig):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from scripthut.backends.base import LogChunk
-from scripthut.config import PBSBackendConfig, SlurmBackendConfig
+from scripthut.config import PBSBackendConfig, SGEBackendConfig, SlurmBackendConfig
 from scripthut.errors import ScriptHutError
 from scripthut.transport import LocalTransport, SSHTransport, Transport, TransportError
 from scripthut.transport.base import DEFAULT_TIMEOUT
@@ -61,7 +61,7 @@ def parent_dir(path: str) -> str | None:
     return head if head not in ("", "~") else None
 
 
-def make_transport(entry: SlurmBackendConfig | PBSBackendConfig) -> Transport:
+def make_transport(entry: SlurmBackendConfig | PBSBackendConfig | SGEBackendConfig) -> Transport:
     """The transport of a scheduler backend: the local shell, or SSH with verified host keys."""
     if entry.transport == "local":
         return LocalTransport()

@@ -163,6 +163,21 @@ class PBSBackendConfig(_SchedulerBackend):
         return value.rstrip("/") or "/" if value is not None else None
 
 
+class SGEBackendConfig(_SchedulerBackend):
+    """A Grid Engine cluster (Son of Grid Engine, Univa, Altair GE), over SSH or the local shell.
+
+    `queue` overrides the task's partition (else `partition_map`, else the partition as the
+    queue name); `parallel_env` is the site's parallel environment for tasks asking for more
+    than one cpu (`-pe <parallel_env> N`); memory is requested as `memory_resource` per slot.
+    """
+
+    type: Literal["sge"] = "sge"
+    queue: str | None = None
+    partition_map: dict[str, str] = Field(default_factory=dict)
+    parallel_env: str | None = None
+    memory_resource: str | None = "h_vmem"
+
+
 class LocalBackendConfig(_ShellBackend):
     """Tasks run as processes of this machine."""
 
@@ -225,6 +240,7 @@ class EC2BackendConfig(_BackendBase):
 BackendConfig = (
     SlurmBackendConfig
     | PBSBackendConfig
+    | SGEBackendConfig
     | BatchBackendConfig
     | EC2BackendConfig
     | LocalBackendConfig
