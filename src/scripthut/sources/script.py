@@ -68,7 +68,7 @@ def git_script(marker: str, spec: GitSpec, tail: str) -> str:
         f"__hut_dir={home_path(spec.clone_dir)}",
         f'__hut_keydir="{KEY_DIR}"',
         '__hut_key=""',
-        "__hut_cleanup() { if [ -n \"$__hut_key\" ]; then rm -f -- \"$__hut_key\"; fi; }",
+        '__hut_cleanup() { if [ -n "$__hut_key" ]; then rm -f -- "$__hut_key"; fi; }',
         "trap __hut_cleanup EXIT",
         "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 141' PIPE",
         f'rm -f -- "$__hut_keydir"/{spec.key_id}.*.key 2>/dev/null',
@@ -79,7 +79,7 @@ def git_script(marker: str, spec: GitSpec, tail: str) -> str:
         lines += [
             'mkdir -p -- "$__hut_keydir" && chmod 700 -- "$__hut_keydir" "$HOME/.scripthut"',
             f'__hut_key="$__hut_keydir/{spec.key_id}.$$.key"',
-            f"printf '%s' {q(text)} > \"$__hut_key\" && chmod 600 -- \"$__hut_key\"",
+            f'printf \'%s\' {q(text)} > "$__hut_key" && chmod 600 -- "$__hut_key"',
             '__hut_ssh="$__hut_ssh -i $(printf %q "$__hut_key") -o IdentitiesOnly=yes"',
         ]
     lines += [
@@ -87,9 +87,9 @@ def git_script(marker: str, spec: GitSpec, tail: str) -> str:
         capture("lsremote", 'git ls-remote -- "$__hut_url" "refs/heads/$__hut_branch"'),
         'if [ "$__hut_rc" != 0 ]; then ' + script_end().strip() + "; exit 0; fi",
         "__hut_sha=$(printf '%s\\n' \"$__hut_out\" | "
-        'awk -v r="refs/heads/$__hut_branch" \'$2 == r { print $1 }\')',
+        "awk -v r=\"refs/heads/$__hut_branch\" '$2 == r { print $1 }')",
         'case $__hut_sha in ""|*[!0-9a-f]*)',
-        '  printf \'%s nobranch 1\\n\' "$__hut_m"; ' + script_end().strip() + "; exit 0;; esac",
+        "  printf '%s nobranch 1\\n' \"$__hut_m\"; " + script_end().strip() + "; exit 0;; esac",
         clone_block(spec.postclone),
         'printf \'%s clone %s\\n%s\\n\' "$__hut_m" "$__hut_sha" "$__hut_dest"',
         'cd -- "$__hut_dest" || exit 1',
@@ -141,7 +141,7 @@ def clone_block(postclone: str | None) -> str:
         return _CLONE.replace("__HUT_POSTCLONE__", ":")
     step = (
         f'__hut_out=$(cd -- "$__hut_dir/$__hut_sha" && bash -c {shlex.quote(postclone)} '
-        "</dev/null 2>&1) || { __hut_rc=$?; rm -rf -- \"$__hut_dir/$__hut_sha\"; "
+        '</dev/null 2>&1) || { __hut_rc=$?; rm -rf -- "$__hut_dir/$__hut_sha"; '
         '__hut_fail postclonefail "postclone exited with status $__hut_rc: $__hut_out"; }'
     )
     return _CLONE.replace("__HUT_POSTCLONE__", step)
@@ -174,14 +174,14 @@ def discover(glob: str) -> str:
         "__hut_n=0\n"
         'for __hut_f in "${__hut_files[@]}"; do\n'
         '  [ -f "$__hut_f" ] || continue\n'
-        '  case $__hut_f in *$\'\\n\'*) continue;; esac\n'
+        "  case $__hut_f in *$'\\n'*) continue;; esac\n"
         f"  __hut_n=$((__hut_n + 1)); [ $__hut_n -le {MAX_FILES} ] || break\n"
         '  __hut_size=$(wc -c < "$__hut_f")\n'
-        f"  if [ \"$__hut_size\" -gt {MAX_FILE_BYTES} ]; then\n"
+        f'  if [ "$__hut_size" -gt {MAX_FILE_BYTES} ]; then\n'
         '    printf \'%s big %s\\n%s\\n\' "$__hut_m" "$__hut_size" "$__hut_f"; continue\n'
         "  fi\n"
         '  printf \'%s file %s\\n%s\\n\' "$__hut_m" "$__hut_size" "$__hut_f"\n'
-        '  cat -- "$__hut_f"; printf \'\\n\'\n'
+        "  cat -- \"$__hut_f\"; printf '\\n'\n"
         "done\n"
     )
 
@@ -189,7 +189,7 @@ def discover(glob: str) -> str:
 def command(text: str) -> str:
     """Bash running a workflow command (trusted config text), stdout and stderr apart."""
     return (
-        '__hut_errf=$(mktemp) || exit 1\n'
+        "__hut_errf=$(mktemp) || exit 1\n"
         f'__hut_out=$(bash -c {shlex.quote(text)} </dev/null 2>"$__hut_errf")\n'
         "__hut_rc=$?\n"
         'printf \'%s command %s\\n%s\\n\' "$__hut_m" "$__hut_rc" "$__hut_out"\n'

@@ -86,10 +86,8 @@ class SyncState:
             if entry.path == path:
                 return entry
         known = ", ".join(f.path for f in self.files) or "none"
-        raise InvalidInput(
-            [Issue(f"source '{self.source}'", f"no workflow file '{path}' (found: {known})", "file")],
-            "unknown workflow file",
-        )
+        message = f"no workflow file '{path}' (found: {known})"
+        raise InvalidInput([Issue(f"source '{self.source}'", message, "file")], "unknown file")
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -104,8 +102,9 @@ class SyncState:
     @classmethod
     def from_disk(cls, data: dict[str, Any]) -> SyncState:
         files = tuple(check_file(f["path"], f.get("text")) for f in data.get("files", []))
-        known = {k: data.get(k) for k in cls.__dataclass_fields__ if k != "files"}
-        return cls(**known, files=files)
+        known: dict[str, Any] = {k: data.get(k) for k in cls.__dataclass_fields__}
+        known["files"] = files
+        return cls(**known)
 
 
 class StateFiles:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from scripthut.backends.remote import Section, new_marker
+from scripthut.backends.remote import Section, new_marker, script_end, script_start
 from scripthut.config import (
     Config,
     GitSourceConfig,
@@ -26,7 +26,7 @@ from scripthut.config import (
     WorkflowGitConfig,
 )
 from scripthut.config.checks import not_found
-from scripthut.errors import InvalidInput, Issue, NotFound, ScriptHutError
+from scripthut.errors import BackendUnavailable, InvalidInput, Issue, NotFound
 from scripthut.secrets import mask_urls
 from scripthut.sources import script
 from scripthut.sources.state import StateFiles, SyncState, WorkflowFile, check_file, parse
@@ -37,7 +37,7 @@ SYNC_TIMEOUT = 600.0
 TransportFor = Callable[[str], Transport]
 
 
-class SyncFailed(ScriptHutError):
+class SyncFailed(BackendUnavailable):
     """A sync (or a workflow command in a clone) could not finish; the message says why."""
 
 
@@ -136,9 +136,7 @@ class Sources:
 
     async def _sync(self, entry: SourceConfig, backend: str, branch: str | None) -> SyncState:
         started = time.time()
-        previous = self.state(entry.name, backend, branch) or SyncState(
-            entry.name, backend, branch
-        )
+        previous = self.state(entry.name, backend, branch) or SyncState(entry.name, backend, branch)
         try:
             found = await self._run_sync(entry, backend, branch)
             state = replace(
@@ -169,10 +167,12 @@ class Sources:
         files = tuple(_files(found))
         return SyncState(entry.name, backend, branch, sha=sha, root=root, files=files)
 
-    async def _script(self, backend: str, text: str, marker: str, where: str) -> list[Section]:
+    async def _script(
+        self, backend: str, text: str, marker: str, where: str, timeout: float | None = None
+    ) -> list[Section]:
         transport = self.transport_for(backend)
         try:
-            result = await transport.run_script(text, timeout=self.timeout)
+            result = await transport.run_script(text, timeout=timeout or self.timeout)
         except TransportError as exc:
             raise SyncFailed(f"{where}: backend '{backend}' unreachable: {exc}") from None
         found = script.sections(result.stdout, marker)
@@ -211,26 +211,25 @@ class Sources:
         return workflow, provenance, state
 
     async def workflow_command(
-        self, entry: WorkflowConfig, git: WorkflowGitConfig
+        self, entry: WorkflowConfig, git: WorkflowGitConfig, timeout: float | None = None
     ) -> tuple[str, Provenance]:
         """A configured workflow's command run in its clone: its output and where it ran."""
         marker = new_marker()
         spec = _git_spec(f"workflow:{entry.name}", git.repo, _check_branch(git.branch), git)
         text = script.git_script(marker, spec, script.command(entry.command))
         where = f"workflow '{entry.name}'"
-        found = await self._script(entry.backend, text, marker, where)
+        found = await self._script(entry.backend, text, marker, where, timeout)
         sha, root = _root(found, where)
         output = command_output(found, where)
         return output, Provenance("command", entry.name, root, None, git.repo, git.branch, sha)
 
-    async def plain_command(self, entry: WorkflowConfig) -> str:
+    async def plain_command(self, entry: WorkflowConfig, timeout: float | None = None) -> str:
         """A configured workflow's command run in the home folder of its backend."""
         marker = new_marker()
-        text = "\n".join(
-            [script.script_start(marker), script.command(entry.command), script.script_end()]
-        )
-        found = await self._script(entry.backend, text, marker, f"workflow '{entry.name}'")
-        return command_output(found, f"workflow '{entry.name}'")
+        text = "\n".join([script_start(marker), script.command(entry.command), script_end()])
+        where = f"workflow '{entry.name}'"
+        found = await self._script(entry.backend, text, marker, where, timeout)
+        return command_output(found, where)
 
 
 def _key(backend: str, branch: str | None) -> str:
