@@ -44,9 +44,8 @@ from scripthut.server.requests import (
     read_source_request,
 )
 from scripthut.server.stream import DEFAULT_BUFFER, Broadcaster, Listener
-from scripthut.sources import Provenance, Sources
+from scripthut.sources import Provenance, Sources, transports_of
 from scripthut.store import RunRecord, Store, StoreWorker, release
-from scripthut.transport import LocalTransport, Transport
 from scripthut.workflow.model import Workflow
 
 log = logging.getLogger("scripthut.server")
@@ -105,7 +104,6 @@ class ScriptHutService:
         self._watch: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
         self._sources: Sources | None = None
-        self._local_shell: LocalTransport | None = None
         try:
             self.config = load_settings(options)
         except InvalidInput as exc:
@@ -143,8 +141,6 @@ class ScriptHutService:
         if self.registry is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.registry.close(), timeout)
-        if self._local_shell is not None:
-            await self._local_shell.close()
         if self.worker is not None:
             await asyncio.to_thread(self.worker.close)
             self.worker = None
@@ -480,17 +476,8 @@ class ScriptHutService:
     def _source_syncs(self) -> Sources:
         config, _ = self._ready()
         if self._sources is None:
-            self._sources = Sources(config, self._transport)
+            self._sources = Sources(config, transports_of(lambda b: self._registry().get(b)))
         return self._sources
-
-    def _transport(self, backend: str) -> Transport:
-        """The backend's own transport (one connection), or this machine's shell."""
-        found = getattr(self._registry().get(backend), "transport", None)
-        if isinstance(found, Transport):
-            return found
-        if self._local_shell is None:
-            self._local_shell = LocalTransport()
-        return self._local_shell
 
     def sources(self) -> dict[str, Any]:
         return self._source_syncs().listing()

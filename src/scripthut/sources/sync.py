@@ -30,11 +30,27 @@ from scripthut.errors import BackendUnavailable, InvalidInput, Issue, NotFound
 from scripthut.secrets import mask_urls
 from scripthut.sources import script
 from scripthut.sources.state import StateFiles, SyncState, WorkflowFile, check_file, parse
-from scripthut.transport import Transport, TransportError
+from scripthut.transport import LocalTransport, Transport, TransportError
 from scripthut.workflow.model import Workflow
 
 SYNC_TIMEOUT = 600.0
 TransportFor = Callable[[str], Transport]
+
+
+def transports_of(backend: Callable[[str], object]) -> TransportFor:
+    """Each backend's own transport (one connection shared with its scheduler traffic);
+    this machine's shell for backends without one (the local backend)."""
+    shell: list[Transport] = []
+
+    def transport_for(name: str) -> Transport:
+        found = getattr(backend(name), "transport", None)
+        if isinstance(found, Transport):
+            return found
+        if not shell:
+            shell.append(LocalTransport())
+        return shell[0]
+
+    return transport_for
 
 
 class SyncFailed(BackendUnavailable):
