@@ -108,10 +108,15 @@ def git_server(slurm_rig: SlurmRig, tmp_path: Path) -> Iterator[GitServer]:
     shutil.rmtree(repo, ignore_errors=True)
 
 
+def run_tag(tmp_path: Path) -> str:
+    """A folder name on the rig unique to this test in this session."""
+    return f"{tmp_path.parent.name}-{tmp_path.name}"[-60:]
+
+
 def write_config(
     rig: SlurmRig, server: GitServer, tmp_path: Path, port: int, **source: Any
 ) -> Path:
-    tag = tmp_path.name[-40:]
+    tag = run_tag(tmp_path)
     clone_dir = f"~/hut-tests/clones/{tag}"
     config = {
         "backends": [rig_backend_entry(rig, "ssh", f"~/hut-tests/logs/{tag}")],
@@ -273,12 +278,19 @@ def test_two_syncs_at_once_are_one(
     config = write_config(slurm_rig, git_server, tmp_path, slurm_rig.ssh_port)
 
     async def body(service: ScriptHutService) -> None:
-        transport = service._registry().get("rig").transport  # type: ignore[attr-defined]
+        syncs = service._source_syncs()
         await service.sync("demo")
-        before = transport.stats.commands
+        scripts: list[str] = []  # the engine polls over the same connection meanwhile
+        original = syncs.transport_for
+
+        def counting(backend: str) -> Any:
+            scripts.append(backend)
+            return original(backend)
+
+        syncs.transport_for = counting
         first, second = await asyncio.gather(service.sync("demo"), service.sync("demo"))
-        assert first == second
-        assert transport.stats.commands - before == 1  # an unchanged source: one round trip
+        assert first == second and first["sources"][0]["error"] is None
+        assert scripts == ["rig"]  # joined, and an unchanged source costs one round trip
 
     with_service(config, body)
 
@@ -294,7 +306,7 @@ def test_a_sync_killed_during_its_clone_is_finished_by_the_next(
         slurm_rig.ssh_port,
         postclone="sleep 4; echo built > built.txt",
     )
-    clones = rig_home(slurm_rig) / "hut-tests" / "clones" / tmp_path.name[-40:]
+    clones = rig_home(slurm_rig) / "hut-tests" / "clones" / run_tag(tmp_path)
     cli = [str(Path(sys.executable).parent / "scripthut")]
     proc = subprocess.Popen(
         [*cli, "sync", "demo", "--config", str(config)],
@@ -327,7 +339,7 @@ def test_a_path_source_on_the_rig(
     slurm_rig: SlurmRig, git_server: GitServer, tmp_path: Path
 ) -> None:
     config = write_config(slurm_rig, git_server, tmp_path, slurm_rig.ssh_port)
-    folder = rig_home(slurm_rig) / "hut-tests" / f"folder-{tmp_path.name[-40:]}"
+    folder = rig_home(slurm_rig) / "hut-tests" / f"folder-{run_tag(tmp_path)}"
     (folder / "flows" / ".hut" / "workflows").mkdir(parents=True)
     flow = {"tasks": [{"id": "here", "command": "pwd; cat data.txt", "partition": "debug"}]}
     (folder / "flows" / ".hut" / "workflows" / "x.json").write_text(json.dumps(flow))
