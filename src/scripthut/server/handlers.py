@@ -314,30 +314,36 @@ class SourcesHandler(ScriptHutHandler):
         self.reply(self.service.sources())
 
 
-class SourceActionHandler(ScriptHutHandler):
-    """Sync, dry-run and run: they run git on a backend or start a run, so they need what
-    starting a run needs (write on scripthut:runs) and the XSRF check of a POST."""
+class SourceSyncHandler(ScriptHutHandler):
+    """Sync, dry-run and run run git on a backend or start a run, so they need what starting
+    a run needs (write on scripthut:runs) and the XSRF check of a POST."""
 
     auth_resource = "scripthut:runs"
 
     @web.authenticated
     @authorized
-    async def post(self, name: str | None, action: str) -> None:
-        if action == "sync":
-            self.reply(await self.service.sync(name, self.body()))
-        elif action == "dry-run" and name is not None:
-            self.reply(await self.service.source_dry_run(name, self.body()))
-        elif name is not None:
-            run = await self.service.run_source(name, self.body())
-            self.set_header("Location", f"{self.base_url}{API}/runs/{run['id']}")
-            self.reply(run, 201)
+    async def post(self, name: str | None = None) -> None:
+        self.reply(await self.service.sync(name, self.body()))
 
 
-class SyncAllHandler(SourceActionHandler):
+class SourceDryRunHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
     @web.authenticated
     @authorized
-    async def post(self) -> None:
-        self.reply(await self.service.sync(None, self.body()))
+    async def post(self, name: str) -> None:
+        self.reply(await self.service.source_dry_run(name, self.body()))
+
+
+class SourceRunHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    async def post(self, name: str) -> None:
+        run = await self.service.run_source(name, self.body())
+        self.set_header("Location", f"{self.base_url}{API}/runs/{run['id']}")
+        self.reply(run, 201)
 
 
 class EventsHandler(ScriptHutHandler):
@@ -434,8 +440,10 @@ ROUTES: tuple[tuple[str, type[ScriptHutHandler]], ...] = (
     (rf"/workflows/({ids.WORKFLOW})/run", WorkflowRunHandler),
     (rf"/workflows/({ids.WORKFLOW})/dry-run", WorkflowDryRunHandler),
     ("/sources", SourcesHandler),
-    ("/sources/sync", SyncAllHandler),
-    (rf"/sources/({ids.SOURCE})/(sync|dry-run|run)", SourceActionHandler),
+    ("/sources/sync", SourceSyncHandler),
+    (rf"/sources/({ids.SOURCE})/sync", SourceSyncHandler),
+    (rf"/sources/({ids.SOURCE})/dry-run", SourceDryRunHandler),
+    (rf"/sources/({ids.SOURCE})/run", SourceRunHandler),
     ("/events", EventsHandler),
 )
 
