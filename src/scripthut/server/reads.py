@@ -369,6 +369,7 @@ def source_dry_run_json(
         "file": file,
         "tasks": len(workflow.tasks),
         "edges": sum(len(d) for d in workflow.deps.values()),
+        "deps": {task: list(deps) for task, deps in workflow.deps.items() if deps},
         "document": mask_document(document, masker),
         **provenance_json(provenance),
     }
