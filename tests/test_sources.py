@@ -17,6 +17,7 @@ import yaml
 
 from scripthut.engine.jobs import source_dir
 from scripthut.sources.script import GitSpec, git_script
+from tests.test_magics import shell  # noqa: F401 - the IPython shell fixture
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "t",
@@ -235,3 +236,43 @@ def test_the_sync_script_quotes_config_values_and_checks_host_keys() -> None:
     assert "chmod 600" in text and "trap __hut_cleanup EXIT" in text
     accept = git_script("@@m", GitSpec("u", "main", "~/r", accept_new_host_key=True), ":")
     assert "StrictHostKeyChecking=accept-new" in accept and "IdentitiesOnly" not in accept
+
+
+def test_python_api_and_magics(
+    shell: Any,  # noqa: F811
+    config: Path,
+    repo: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from scripthut import api
+    from scripthut.client.local import LocalClient
+
+    monkeypatch.setenv("SCRIPTHUT_CONFIG", str(config))
+    client = LocalClient(data_dir=str(tmp_path / "data"))
+    previous = api.set_default_client(client)
+    try:
+        sha = git("rev-parse", "HEAD", cwd=repo)
+        synced = api.sync("demo", client=client)
+        rows = synced if isinstance(synced, list) else synced.to_dict("records")
+        assert rows[0]["sha"] == sha and rows[0]["files"] == 2
+        run = api.run(".hut/workflows/flow.json", source="demo", client=client)
+        assert run.wait(60) == "completed"
+        assert run.logs("top").startswith(f"{sha} main\n")
+
+        shell.run_cell("%hut sources")
+        shell.run_cell("r2 = %hut run --source here .hut/workflows/flow.json --wait")
+        assert shell.user_ns["r2"].wait(60) == "completed"
+        out = capsys.readouterr()
+        assert "error" not in out.err.lower(), out.err
+        listed = api.sources(client=client)
+        files = listed if isinstance(listed, list) else listed.to_dict("records")
+        assert {(r["source"], r["file"], r["valid"]) for r in files} >= {
+            ("demo", ".hut/workflows/flow.json", True),
+            ("demo", ".hut/workflows/bad.json", False),
+            ("here", ".hut/workflows/flow.json", True),
+        }
+    finally:
+        api.set_default_client(previous)
+        client.close()
