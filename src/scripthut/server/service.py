@@ -34,7 +34,7 @@ from scripthut.server.commands import (
     workflow_tasks,
 )
 from scripthut.server.errors import Conflict, ServiceUnavailable, issues_json
-from scripthut.server.ids import addressable_workflow
+from scripthut.server.ids import addressable_source, addressable_workflow
 from scripthut.server.logs import DEFAULT_LIMIT, read_log
 from scripthut.server.requests import (
     DEFAULT_MAX_BODY,
@@ -480,7 +480,11 @@ class ScriptHutService:
         return self._sources
 
     def sources(self) -> dict[str, Any]:
-        return self._source_syncs().listing()
+        """Every source and its latest syncs; `addressable`: its name fits in an API path."""
+        listing = self._source_syncs().listing()
+        for source in listing["sources"]:
+            source["addressable"] = addressable_source(source["name"])
+        return listing
 
     async def sync(self, name: str | None = None, body: object = None) -> dict[str, Any]:
         """Sync one source (or all); each reply carries its error, if any, beside the last
