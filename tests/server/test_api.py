@@ -306,7 +306,7 @@ async def test_configured_workflows_dry_run_and_run(api: Api) -> None:
     code, reply = await api.call("POST", "workflows/on-remote/dry-run")  # needs ssh: not here
     assert code == 503
     assert reply["reason"] == "backend_unavailable"
-    assert "local shell" in reply["message"]
+    assert "backend 'remote' unreachable" in reply["message"]  # tried over its transport
     code, _ = await api.call("POST", "workflows/nope/dry-run")
     assert code == 404
     code, reply = await api.call("POST", "workflows/demo/run", {"colour": 1})

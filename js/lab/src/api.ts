@@ -124,6 +124,54 @@ export class NetworkError extends Error {
 
 type Query = Record<string, string | number | boolean | null | undefined>;
 
+export interface WorkflowFileInfo {
+  path: string;
+  title?: string | null;
+  tasks?: number | null;
+  valid: boolean;
+  issues: string[];
+}
+
+export interface SyncState {
+  source: string;
+  backend: string;
+  branch?: string | null;
+  sha?: string | null;
+  root?: string | null;
+  synced_at?: number | null;
+  attempted_at?: number | null;
+  error?: string | null;
+  files: WorkflowFileInfo[];
+}
+
+export interface Source {
+  name: string;
+  type: 'git' | 'path' | string;
+  backend: string;
+  url?: string | null;
+  branch?: string | null;
+  path?: string | null;
+  description?: string;
+  syncs: SyncState[];
+}
+
+export interface SourceChoice {
+  file?: string;
+  branch?: string;
+  backend?: string;
+}
+
+export interface DryRun {
+  source: string;
+  file: string;
+  tasks: number;
+  edges: number;
+  /** Each task's dependencies with patterns (`sim.*`) expanded, as the run would have them. */
+  deps: Record<string, string[]>;
+  document: { tasks?: Row[] } & Row;
+  provenance?: Row | null;
+}
+
 function seg(part: string): string {
   return encodeURIComponent(part);
 }
@@ -209,6 +257,24 @@ export class ScriptHutClient implements ScriptHutApi {
       body.backend = backend;
     }
     return this.call('POST', 'runs', {}, body);
+  }
+
+  sources(): Promise<{ sources: Source[] }> {
+    return this.call('GET', 'sources');
+  }
+
+  /** Sync a source now (joins a sync under way); the reply carries its error, if any. */
+  syncSource(name: string, choice: SourceChoice = {}): Promise<{ sources: SyncState[] }> {
+    return this.call('POST', `sources/${seg(name)}/sync`, {}, choice);
+  }
+
+  /** A source's workflow file validated, with its tasks; nothing is started. */
+  dryRunSource(name: string, choice: SourceChoice): Promise<DryRun> {
+    return this.call('POST', `sources/${seg(name)}/dry-run`, {}, choice);
+  }
+
+  runSource(name: string, choice: SourceChoice): Promise<Run> {
+    return this.call('POST', `sources/${seg(name)}/run`, {}, choice);
   }
 
   deleteRun(id: string): Promise<void> {

@@ -8,6 +8,7 @@ import { frameThrottle } from '../../widgets/components/store';
 import type { Backend, Run } from './api';
 import { ModelView } from './modelview';
 import type { ScriptHutModel } from './model';
+import { SourcesSection } from './sources';
 
 export interface PanelActions {
   openRun(id: string): void;
@@ -94,6 +95,7 @@ export class ScriptHutPanel extends ModelView {
     hidden: ''
   });
   private readonly jobsSection: ReturnType<typeof section>;
+  private readonly sourcesSection: SourcesSection;
   private readonly schedule = frameThrottle(() => this.render());
   private filters = { state: '', backend: '' };
 
@@ -132,13 +134,20 @@ export class ScriptHutPanel extends ModelView {
     );
     this.jobsSection = section('jobs', 'Jobs', toolbar);
     this.externalToggle.checked = options.showExternalJobs;
+    this.sourcesSection = new SourcesSection({
+      client: model.client,
+      backends: () => (model.backends?.backends ?? []).map(b => b.name),
+      openRun: id => actions.openRun(id)
+    });
     this.node.append(
       header,
       this.banner,
       this.backendsSection.el,
+      this.sourcesSection.el,
       this.runsSection.el,
       this.jobsSection.el
     );
+    model.refreshed.connect(() => void this.sourcesSection.load(), this);
     this.stateFilter.addEventListener('change', () => {
       this.filters.state = this.stateFilter.value;
       this.schedule();
@@ -166,6 +175,7 @@ export class ScriptHutPanel extends ModelView {
       return;
     }
     this.schedule.cancel();
+    this.sourcesSection.dispose();
     this.model.changed.disconnect(this.schedule, this);
     super.dispose();
   }

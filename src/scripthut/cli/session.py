@@ -19,6 +19,7 @@ from scripthut.config import Config, load_config
 from scripthut.engine.create import record_run
 from scripthut.engine.engine import Engine
 from scripthut.errors import LeaseHeld, NotFound
+from scripthut.sources import Sources, transports_of
 from scripthut.store import RunRecord, Store
 from scripthut.workflow.model import Workflow
 
@@ -33,6 +34,7 @@ class Session:
         self.host_engine = host_engine
         self.engine: Engine | None = None
         self.registry = BackendRegistry(config)
+        self.sources = Sources(config, transports_of(self.registry.get))
 
     async def start(self) -> None:
         if not self.host_engine:

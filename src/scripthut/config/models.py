@@ -256,6 +256,13 @@ def shares_filesystem(entry: BackendConfig) -> bool:
 # --- Sources, workflows, pricing, settings --------------------------------------------
 
 
+def _git_url(value: str) -> str:
+    """A repository URL git cannot read as an option, on one line."""
+    if not value or value.startswith("-") or not value.isprintable():
+        raise ValueError("must be a repository URL on one line, not starting with '-'")
+    return value
+
+
 class GitSourceConfig(_Model):
     """A git repository whose workflow files are cloned onto a backend."""
 
@@ -264,12 +271,18 @@ class GitSourceConfig(_Model):
     url: str
     branch: str = "main"
     deploy_key: Path | None = None
-    backend: str | None = Field(default=None, exclude=True)  # accepted, no longer used
+    accept_new_host_key: bool = False
+    backend: str | None = None  # where it is cloned (default: the first backend)
     workflows_glob: str = ".hut/workflows/*.json"
     clone_dir: str = "~/scripthut-repos"
     postclone: str | None = None
     max_concurrent: int | None = Field(default=None, ge=1)
     description: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_plain(cls, value: str) -> str:
+        return _git_url(value)
 
 
 class PathSourceConfig(_Model):
@@ -294,8 +307,14 @@ class WorkflowGitConfig(_Model):
     repo: str
     branch: str = "main"
     deploy_key: Path | None = None
+    accept_new_host_key: bool = False
     clone_dir: str = "~/scripthut-repos"
     postclone: str | None = None
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_is_plain(cls, value: str) -> str:
+        return _git_url(value)
 
 
 class WorkflowConfig(_Model):

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from scripthut.backends.base import JobStatus
@@ -110,6 +110,7 @@ class Engine(Submission, Polling):
         source: str | None = None,
         base_dir: str | None = None,
         workflow_env: Sequence[EnvRule] = (),
+        provenance: Mapping[str, Any] | None = None,
     ) -> RunRecord:
         """Record a new run and start driving it. Invalid input raises before anything is stored."""
         new = record_run(
@@ -122,6 +123,7 @@ class Engine(Submission, Polling):
             source=source,
             base_dir=base_dir,
             workflow_env=workflow_env,
+            provenance=provenance,
         )
         self._publish_run_created(new.run)
         self._activate(new.run, new.tasks, {t.id: t for t in workflow.tasks})

@@ -84,8 +84,13 @@ class RunContext:
         """The task's directory as the backend's host sees it (`~` is the home there).
 
         Relative working dirs on backends sharing this file system start at the base dir.
+        In a run from a source, `~` (the default) is the clone or folder and relative dirs
+        start there, on every backend.
         """
         wd = task.working_dir
+        root = self.run.base_dir if self.run.document.get("source") else None
+        if root is not None:
+            return self.backend.host_path(source_dir(root, wd))
         if shares_filesystem(self.entry) and self.run.base_dir and not _is_rooted(wd):
             return os.path.normpath(os.path.join(self.run.base_dir, wd))
         return self.backend.host_path(wd)
@@ -132,6 +137,16 @@ class RunContext:
         )
         script = self.backend.render_script(spec, body)
         return BuiltJob(spec=replace(spec, script=script), env=env_json)
+
+
+def source_dir(root: str, working_dir: str) -> str:
+    """A task's directory in a run from a source: omitted or `~` is `root`, relative ones
+    start there, absolute ones and `~/...` are kept as written."""
+    if working_dir in ("~", "", "."):
+        return root
+    if _is_rooted(working_dir):
+        return working_dir
+    return os.path.normpath(os.path.join(root, working_dir))
 
 
 def join_path(working_dir: str, path: str) -> str:

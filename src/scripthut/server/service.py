@@ -34,15 +34,17 @@ from scripthut.server.commands import (
     workflow_tasks,
 )
 from scripthut.server.errors import Conflict, ServiceUnavailable, issues_json
-from scripthut.server.ids import addressable_workflow
+from scripthut.server.ids import addressable_source, addressable_workflow
 from scripthut.server.logs import DEFAULT_LIMIT, read_log
 from scripthut.server.requests import (
     DEFAULT_MAX_BODY,
     RunRequest,
     read_run_options,
     read_run_request,
+    read_source_request,
 )
 from scripthut.server.stream import DEFAULT_BUFFER, Broadcaster, Listener
+from scripthut.sources import Provenance, Sources, transports_of
 from scripthut.store import RunRecord, Store, StoreWorker, release
 from scripthut.workflow.model import Workflow
 
@@ -101,6 +103,7 @@ class ScriptHutService:
         self.commands = CommandSlots(options.max_commands)
         self._watch: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
+        self._sources: Sources | None = None
         try:
             self.config = load_settings(options)
         except InvalidInput as exc:
@@ -322,7 +325,10 @@ class ScriptHutService:
         return await self._start(read)
 
     async def _start(
-        self, read: Callable[[], RunRequest], workflow_env: Sequence[EnvRule] = ()
+        self,
+        read: Callable[[], RunRequest],
+        workflow_env: Sequence[EnvRule] = (),
+        provenance: Provenance | None = None,
     ) -> dict[str, Any]:
         """Read, validate and record the run in the worker thread (its own connection, one
         transaction), then have the engine adopt it, or queue it for the lease holder.
@@ -341,6 +347,7 @@ class ScriptHutService:
                 source=request.source,
                 base_dir=request.base_dir,
                 workflow_env=workflow_env,
+                provenance=provenance.document() if provenance else None,
             )
             release(new.tasks)  # only the run goes back to the loop: the rest is freed here
             release(request.workflow.tasks)
@@ -436,13 +443,14 @@ class ScriptHutService:
     async def dry_run(self, name: str) -> dict[str, Any]:
         config, _ = self._ready()
         entry = config.workflow(name)
-        return reads.dry_run_json(entry, await self._command(config, entry))
+        workflow, provenance = await self._command(config, entry)
+        return {**reads.dry_run_json(entry, workflow), **reads.provenance_json(provenance)}
 
     async def run_workflow(self, name: str, body: object) -> dict[str, Any]:
         config, _ = self._ready()
         entry = config.workflow(name)
         options = read_run_options(body)
-        workflow = await self._command(config, entry)
+        workflow, provenance = await self._command(config, entry)
         workflow.env_groups = {**entry.env_groups, **workflow.env_groups}
         request = RunRequest(
             workflow,
@@ -450,14 +458,74 @@ class ScriptHutService:
             name=options.name or entry.name,
             max_concurrent=options.max_concurrent or entry.max_concurrent,
             source=f"workflow '{entry.name}' in {self._config_file() or 'the config'}",
-            base_dir=str(self._cwd()),
+            base_dir=provenance.root if provenance else str(self._cwd()),
         )
-        return await self._start(lambda: request, workflow_env=entry.env)
+        return await self._start(lambda: request, entry.env, provenance)
 
-    async def _command(self, config: Config, entry: WorkflowConfig) -> Workflow:
+    async def _command(
+        self, config: Config, entry: WorkflowConfig
+    ) -> tuple[Workflow, Provenance | None]:
         """The tasks a workflow's command prints, within the server's command slots."""
         with self.commands.slot():
-            return await workflow_tasks(config, entry, self._cwd(), self.options.command_timeout)
+            return await workflow_tasks(
+                config, entry, self._cwd(), self.options.command_timeout, self._source_syncs()
+            )
+
+    # -- sources --------------------------------------------------------------------------
+
+    def _source_syncs(self) -> Sources:
+        config, _ = self._ready()
+        if self._sources is None:
+            self._sources = Sources(config, transports_of(lambda b: self._registry().get(b)))
+        return self._sources
+
+    def sources(self) -> dict[str, Any]:
+        """Every source and its latest syncs; `addressable`: its name fits in an API path."""
+        listing = self._source_syncs().listing()
+        for source in listing["sources"]:
+            source["addressable"] = addressable_source(source["name"])
+        return listing
+
+    async def sync(self, name: str | None = None, body: object = None) -> dict[str, Any]:
+        """Sync one source (or all); each reply carries its error, if any, beside the last
+        good clone. Syncs of the same source under way are joined."""
+        choice = read_source_request(body, file=False)
+        backend, branch = choice.backend, choice.branch
+        syncs = self._source_syncs()
+        names = [name] if name is not None else [s.name for s in syncs.config.sources]
+        for each in names:
+            syncs.entry(each)  # unknown names: 404 before anything runs
+        states = await asyncio.gather(
+            *(syncs.sync(each, backend=backend, branch=branch) for each in names)
+        )
+        return {"sources": [state.to_json() for state in states]}
+
+    async def source_dry_run(self, name: str, body: object) -> dict[str, Any]:
+        """The tasks and DAG of a source's workflow file, nothing started."""
+        choice = read_source_request(body)
+        workflow, provenance, _ = await self._source_syncs().workflow(
+            name, choice.file, backend=choice.backend, branch=choice.branch
+        )
+        return reads.source_dry_run_json(name, choice.file, workflow, provenance)
+
+    async def run_source(self, name: str, body: object) -> dict[str, Any]:
+        """Start a run of a source's workflow file at the branch head (synced first)."""
+        choice = read_source_request(body, run=True)
+        options = choice.options
+        syncs = self._source_syncs()
+        workflow, provenance, state = await syncs.workflow(
+            name, choice.file, backend=choice.backend, branch=choice.branch
+        )
+        entry = syncs.entry(name)
+        request = RunRequest(
+            workflow,
+            backend=state.backend,
+            name=options.name,
+            max_concurrent=options.max_concurrent or entry.max_concurrent,
+            source=f"{name}:{choice.file}",
+            base_dir=provenance.root,
+        )
+        return await self._start(lambda: request, (), provenance)
 
     def _cwd(self) -> Path:
         return self.options.root_dir or Path.cwd()
