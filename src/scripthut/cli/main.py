@@ -13,7 +13,6 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +143,7 @@ def _failed(args: argparse.Namespace, exc: ScriptHutError) -> int:
     if args.json:
         error: dict[str, Any] = {"kind": type(exc).__name__, "message": str(exc)}
         if isinstance(exc, InvalidInput):
-            error |= {"title": exc.title, "issues": [asdict(issue) for issue in exc.issues]}
+            error |= {"title": exc.title, "issues": [issue.to_json() for issue in exc.issues]}
         print(json.dumps({"error": error, "exit_code": EXIT_INVALID}))
     elif isinstance(exc, InvalidInput):
         display.err.print(exc.render(), markup=False, soft_wrap=True)
