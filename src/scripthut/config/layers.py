@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,7 +239,7 @@ def _by_name(base: _Side, top: _Side) -> _Side:
         if j not in used:
             data.append(item)
             nodes.append(_at(top_nodes, j))
-    return _Side(data, _sequence(nodes))
+    return _Side(data, _sequence(nodes, base.node or top.node))
 
 
 def _concat(base: _Side, top: _Side) -> _Side:
@@ -248,28 +248,32 @@ def _concat(base: _Side, top: _Side) -> _Side:
     nodes = [*_items(base.node), *_items(top.node)]
     if len(nodes) != len(base_items) + len(top_items):
         nodes = []
-    return _Side([*base_items, *top_items], _sequence(nodes))
+    return _Side([*base_items, *top_items], _sequence(nodes, base.node or top.node))
 
 
 def _by_key(base: _Side, top: _Side) -> _Side:
     base_map = base.data if isinstance(base.data, dict) else {}
     top_map = top.data if isinstance(top.data, dict) else {}
     pairs = {**_pairs(base.node), **_pairs(top.node)}
-    return _Side({**base_map, **top_map}, _mapping(list(pairs.values())))
+    return _Side({**base_map, **top_map}, _mapping(list(pairs.values()), base.node or top.node))
 
 
 def _at(nodes: list[yaml.Node], i: int) -> yaml.Node | None:
     return nodes[i] if i < len(nodes) else None
 
 
-def _sequence(nodes: list[yaml.Node | None]) -> yaml.Node | None:
+def _sequence(nodes: Sequence[yaml.Node | None], like: yaml.Node | None) -> yaml.Node | None:
+    """A merged list's node; it starts where the list it grew from does (file and line)."""
     if not nodes or any(n is None for n in nodes):
         return None
-    return yaml.SequenceNode("tag:yaml.org,2002:seq", [n for n in nodes if n is not None])
+    items = [n for n in nodes if n is not None]
+    mark = like.start_mark if like is not None else items[0].start_mark
+    return yaml.SequenceNode("tag:yaml.org,2002:seq", items, mark, mark)
 
 
-def _mapping(pairs: list[tuple[yaml.Node, yaml.Node]]) -> yaml.MappingNode:
-    return yaml.MappingNode("tag:yaml.org,2002:map", pairs)
+def _mapping(pairs: list[tuple[yaml.Node, yaml.Node]], like: yaml.Node | None) -> yaml.MappingNode:
+    mark = like.start_mark if like is not None else pairs[0][0].start_mark if pairs else None
+    return yaml.MappingNode("tag:yaml.org,2002:map", pairs, mark, mark)
 
 
 def _key(name: str) -> yaml.ScalarNode:
@@ -293,17 +297,18 @@ def _overlay_backends(base: _Side, top: _Side) -> _Side:
                 continue
             base_pair = pairs.get(key)
             top_pair = _pairs(extra_node).get(key)
-            merged = merge(
+            combined = merge(
                 _Side(entry.get(key), base_pair[1] if base_pair else None),
                 _Side(extra[key], top_pair[1] if top_pair else None),
             )
-            entry[key] = merged.data
-            if merged.node is not None:
+            entry[key] = combined.data
+            if combined.node is not None:
                 key_node = base_pair[0] if base_pair else top_pair[0] if top_pair else _key(key)
-                pairs[key] = (key_node, merged.node)
+                pairs[key] = (key_node, combined.node)
         if node is not None and i < len(nodes):
-            nodes[i] = _mapping(list(pairs.values()))
-    return _Side(data, _sequence(list(nodes)) if len(nodes) == len(data) else None)
+            nodes[i] = _mapping(list(pairs.values()), node)
+    merged = _sequence(list(nodes), base.node) if len(nodes) == len(data) else None
+    return _Side(data, merged)
 
 
 def unknown_backends(layer: Layer, names: set[str], global_path: Path) -> list[Issue]:
@@ -355,7 +360,7 @@ def merge(base: Layer | None, top: Layer | None) -> tuple[dict[str, Any], yaml.N
             pairs[key] = (key_node, merged.node)
         else:
             pairs.pop(key, None)
-    return data, _mapping(list(pairs.values()))
+    return data, _mapping(list(pairs.values()), base.root or top.root)
 
 
 def iter_names(data: dict[str, Any], key: str) -> Iterator[str]:

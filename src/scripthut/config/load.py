@@ -13,7 +13,7 @@ from pydantic_core import ErrorDetails
 from scripthut.config.checks import CHECKED, Problem, Steps, cross_problems
 from scripthut.config.issues import error_problem
 from scripthut.config.legacy import warn_legacy
-from scripthut.config.models import CONFIG_FILE_NAME, Config
+from scripthut.config.models import Config
 from scripthut.errors import InvalidInput, Issue
 
 

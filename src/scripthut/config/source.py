@@ -169,9 +169,7 @@ class ConfigSource:
         )
 
 
-def load_config(
-    path: str | Path | None = None, *, start: str | Path | None = None
-) -> Config:
+def load_config(path: str | Path | None = None, *, start: str | Path | None = None) -> Config:
     """The configuration: the global file plus the project file found walking up from
     `start` (default: the current folder); $SCRIPTHUT_DATA_DIR wins over settings.data_dir."""
     return ConfigSource(path, start).load()
