@@ -36,6 +36,7 @@ RESOURCES = {
     "runs": "scripthut:runs",
     "workflows": "scripthut:workflows",
     "events": "scripthut:events",
+    "config": "scripthut:config",
 }
 
 

@@ -35,6 +35,7 @@ from scripthut.errors import InvalidInput
 log = logging.getLogger("scripthut.config")
 
 Adjust = Callable[[Config], None]
+_STALE: Stamp = (-1, -1, -1)  # read again on next use
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,10 @@ class ConfigSource:
         bare = self._finish(build(layer, None, path), []) if project else config
         with self._lock:
             self._global, self._global_path, self._bare = layer, path, bare
-            self._projects = {}
+            # other folders' files are read again on next use, their last good kept
+            self._projects = {
+                p: _Project(_STALE, e.config, None) for p, e in self._projects.items()
+            }
             if project_path is not None:
                 self._projects[project_path] = _Project(stamp(project_path), config, None)
         return config

@@ -21,7 +21,7 @@ from typing import Any
 
 from scripthut import __version__
 from scripthut.backends.registry import BackendRegistry
-from scripthut.config import Config, WorkflowConfig, load_config
+from scripthut.config import Config, ConfigSource, WorkflowConfig
 from scripthut.engine.create import anchor_working_dirs, record_run
 from scripthut.engine.engine import Engine
 from scripthut.env_rules import EnvRule
@@ -33,6 +33,7 @@ from scripthut.server.commands import (
     CommandSlots,
     workflow_tasks,
 )
+from scripthut.server.config_reload import ConfigReloads, keep_running_settings
 from scripthut.server.errors import Conflict, ServiceUnavailable, issues_json
 from scripthut.server.ids import addressable_workflow
 from scripthut.server.logs import DEFAULT_LIMIT, read_log
@@ -49,6 +50,7 @@ from scripthut.workflow.model import Workflow
 log = logging.getLogger("scripthut.server")
 
 TAKEOVER_CHECK = 5.0
+CONFIG_CHECK = 1.0
 CHECKPOINT_INTERVAL = 1.0
 
 
@@ -75,16 +77,25 @@ class ServiceOptions:
     max_body: int = DEFAULT_MAX_BODY  # bytes of a request body (more: 413)
     stream_buffer: int = DEFAULT_BUFFER
     takeover_check: float = TAKEOVER_CHECK
+    config_check: float = CONFIG_CHECK  # seconds between looks at the config files (0: never)
+
+
+def config_source(options: ServiceOptions) -> ConfigSource:
+    """The files the service reads: the global file, and the project file found from the
+    server's root (or the current folder); options win over both."""
+
+    def adjust(config: Config) -> None:
+        if options.data_dir:
+            config.settings.data_dir = Path(options.data_dir).expanduser().absolute()
+        if options.poll_interval:
+            config.settings.poll_interval = options.poll_interval
+
+    return ConfigSource(options.config_file or None, options.root_dir, adjust)
 
 
 def load_settings(options: ServiceOptions) -> Config:
     """Precedence: options > $SCRIPTHUT_CONFIG / $SCRIPTHUT_DATA_DIR > scripthut.yaml > defaults."""
-    config = load_config(options.config_file or None)
-    if options.data_dir:
-        config.settings.data_dir = Path(options.data_dir).expanduser().absolute()
-    if options.poll_interval:
-        config.settings.poll_interval = options.poll_interval
-    return config
+    return config_source(options).load()
 
 
 class ScriptHutService:
@@ -101,16 +112,28 @@ class ScriptHutService:
         self.commands = CommandSlots(options.max_commands)
         self._watch: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
+        self.source = config_source(options)
+        self.reloads = ConfigReloads(self.source)
         try:
-            self.config = load_settings(options)
+            self.config = self.source.load()
         except InvalidInput as exc:
             self.problem = ServiceUnavailable(exc.title, exc.issues)
             self.mode = Mode.CONFIG_ERROR
+            self.reloads.failed(exc)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store and host the engine, or run as a client of the lease holder."""
+        """Open the store and host the engine, or run as a client of the lease holder; watch
+        the config files (a broken config at start is taken up once it is fixed)."""
+        if self.options.config_check > 0 and self.reloads.task is None:
+            self.reloads.task = asyncio.create_task(
+                self.reloads.watch(self.reload_config, self.options.config_check),
+                name="scripthut-config",
+            )
+        await self._open()
+
+    async def _open(self) -> None:
         if self.config is None:
             return
         try:
@@ -126,7 +149,7 @@ class ScriptHutService:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop the stream and the engine (jobs keep running) and close the store."""
-        for task in (self._watch, self._checkpoints):
+        for task in (self._watch, self._checkpoints, self.reloads.task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -213,6 +236,39 @@ class ScriptHutService:
             raise ServiceUnavailable(f"ScriptHut is {self.mode.value}")
         return registry
 
+    # -- configuration --------------------------------------------------------------------
+
+    async def reload_config(self) -> dict[str, Any]:
+        """Read the config files again and use them; a broken edit keeps the running config
+        and its located errors are reported (here, in `health`, `GET config`)."""
+        async with self.reloads.lock:
+            try:
+                config = await asyncio.to_thread(self.source.load)
+            except InvalidInput as exc:
+                self.reloads.failed(exc)
+                return self.reloads.status()
+            if self.config is None:  # broken at start: start now
+                self.config, self.problem, self.mode = config, None, Mode.STARTING
+                self.reloads.succeeded(None, [])
+                await self._open()
+                log.info("ScriptHut started (%s mode) with the fixed config", self.mode.value)
+                return self.reloads.status()
+            notices = keep_running_settings(self.config, config)
+            plan = None
+            if self.engine is not None:
+                plan = await self.engine.reload(config)
+            elif self.registry is not None:
+                old, self.registry = self.registry, BackendRegistry(config)
+                with contextlib.suppress(Exception):
+                    await old.close()
+            self.config = config
+            self.reloads.succeeded(plan, notices)
+            return self.reloads.status()
+
+    def config_json(self) -> dict[str, Any]:
+        """The files in use, their problems, and the merged config with provenance."""
+        return self.reloads.describe(self.config)
+
     # -- status ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
@@ -241,6 +297,7 @@ class ScriptHutService:
             )
         if self.engine is not None:
             out["engine"] = {"owner": self.engine.owner, "active_runs": len(self.engine.runs)}
+        out["config"] = self.reloads.status()
         return out
 
     def _config_file(self) -> str | None:
