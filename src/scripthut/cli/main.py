@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from scripthut.cli import display, files
+from scripthut.cli import config_cmd, display, files
 from scripthut.cli.session import Session, open_session
 from scripthut.engine.create import anchor_working_dirs
 from scripthut.errors import InvalidInput, ScriptHutError
@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         metavar="FILE",
         default=argparse.SUPPRESS,
-        help="scripthut.yaml to use (default: $SCRIPTHUT_CONFIG, ./scripthut.yaml, "
-        "~/.config/scripthut/scripthut.yaml)",
+        help="the global scripthut.yaml (default: $SCRIPTHUT_CONFIG, else "
+        "~/.config/scripthut/scripthut.yaml); a project scripthut.yaml found from the "
+        "current folder upwards is layered over it",
     )
     common.add_argument(
         "--json",
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", parents=[common], help="a run as one JSON document")
     export.add_argument("run")
+    config_cmd.add_parser(sub, common)
     return parser
 
 
@@ -302,6 +304,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "rerun": cmd_rerun,
     "watch": cmd_watch,
     "export": cmd_export,
+    "config": lambda args: config_cmd.run(args, display.out, display.err),
 }
 
 
