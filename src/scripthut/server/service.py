@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -116,6 +117,7 @@ class ScriptHutService:
         self.reloads = ConfigReloads(self.source)
         try:
             self.config = self.source.load()
+            self.reloads.loaded_at = time.time()
         except InvalidInput as exc:
             self.problem = ServiceUnavailable(exc.title, exc.issues)
             self.mode = Mode.CONFIG_ERROR
