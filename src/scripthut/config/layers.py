@@ -121,6 +121,10 @@ def read_layer(kind: str, path: Path, title: str) -> Layer:
     return Layer(kind, path, data, root if isinstance(root, yaml.MappingNode) else None)
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _anchor(value: object, folder: Path) -> object:
     if isinstance(value, str) and value and not value.startswith(("/", "~")):
         return str(folder / value)
@@ -134,7 +138,7 @@ def _anchor_paths(data: dict[str, Any], folder: Path) -> None:
         for key in _SETTINGS_PATHS:
             if key in settings:
                 settings[key] = _anchor(settings[key], folder)
-    for entry in data.get("backends") or []:
+    for entry in _list(data.get("backends")):
         if not isinstance(entry, dict):
             continue
         ssh = entry.get("ssh")
@@ -282,7 +286,7 @@ def _key(name: str) -> yaml.ScalarNode:
 
 def _overlay_backends(base: _Side, top: _Side) -> _Side:
     """Project entries add env rules and env groups to the global backend of their name."""
-    data = [copy.copy(e) if isinstance(e, dict) else e for e in (base.data or [])]
+    data = [copy.copy(e) if isinstance(e, dict) else e for e in _list(base.data)]
     nodes = _items(base.node)
     by_name = {_name(e): i for i, e in enumerate(data) if _name(e)}
     for j, extra in enumerate(top.data if isinstance(top.data, list) else []):
@@ -314,7 +318,7 @@ def _overlay_backends(base: _Side, top: _Side) -> _Side:
 def unknown_backends(layer: Layer, names: set[str], global_path: Path) -> list[Issue]:
     """Project backend entries that name no backend of the global file."""
     out = []
-    for i, entry in enumerate(layer.data.get("backends") or []):
+    for i, entry in enumerate(_list(layer.data.get("backends"))):
         name = _name(entry)
         if name is not None and name in names:
             continue
@@ -364,7 +368,7 @@ def merge(base: Layer | None, top: Layer | None) -> tuple[dict[str, Any], yaml.N
 
 
 def iter_names(data: dict[str, Any], key: str) -> Iterator[str]:
-    for item in data.get(key) or []:
+    for item in _list(data.get(key)):
         name = _name(item)
         if name is not None:
             yield name
@@ -393,7 +397,7 @@ def build(global_layer: Layer | None, project: Layer | None, global_path: Path) 
 
 
 def _backend_names(layer: Layer | None) -> set[str]:
-    entries = (layer.data.get("backends") or []) if layer else []
+    entries = _list(layer.data.get("backends")) if layer else []
     pairs = [(e.get("name"), e.get("type")) for e in entries if isinstance(e, dict)]
     implicit = {"local"} if needs_implicit_local(pairs) else set()
     return {name for name, _ in pairs if isinstance(name, str)} | implicit

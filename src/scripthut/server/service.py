@@ -248,6 +248,7 @@ class ScriptHutService:
                 config = await asyncio.to_thread(self.source.load)
             except InvalidInput as exc:
                 self.reloads.failed(exc)
+                self._publish_config()
                 return self.reloads.status()
             if self.config is None:  # broken at start: start now
                 self.config, self.problem, self.mode = config, None, Mode.STARTING
@@ -265,11 +266,36 @@ class ScriptHutService:
                     await old.close()
             self.config = config
             self.reloads.succeeded(plan, notices)
+            self._publish_config()
             return self.reloads.status()
 
+    def _publish_config(self) -> None:
+        """A `config` event on the stream: views read the configuration (and backends) again."""
+        if self.store is None:
+            return
+        status = self.reloads.status()
+        data = {k: status[k] for k in ("status", "reloads", "loaded_at")}
+        records = self.store.append_events([("config", None, None, data)])
+        if self.engine is not None:
+            self.engine.events.publish(records)
+
     def config_json(self) -> dict[str, Any]:
-        """The files in use, their problems, and the merged config with provenance."""
-        return self.reloads.describe(self.config)
+        """The files in use, their problems, and the merged config with provenance; files
+        inside the server's root also get the path Lab opens them by (`lab_paths`)."""
+        out = self.reloads.describe(self.config)
+        files = {f["path"] for f in out["files"]}
+        files |= {e["file"] for e in (*out["errors"], *out["entries"]) if e.get("file")}
+        out["lab_paths"] = {f: rel for f in sorted(files) if (rel := self._in_root(f))}
+        return out
+
+    def _in_root(self, file: str) -> str | None:
+        root = self.options.root_dir
+        if root is None:
+            return None
+        try:
+            return Path(file).resolve().relative_to(root).as_posix()
+        except (ValueError, OSError):
+            return None
 
     # -- status ---------------------------------------------------------------------------
 
