@@ -225,3 +225,15 @@ def test_cli_config_reload_without_a_server_says_so(home: Path) -> None:
     result = hut("config", "reload", cwd=home / "repo", home=home)
     assert result.returncode == 1
     assert "no running Jupyter server" in result.stderr
+
+
+def test_cli_run_of_a_file_reads_the_project_file_of_its_folder(home: Path) -> None:
+    outs = {}
+    for name, folder in (("repo", home / "repo" / "src"), ("other", home / "other")):
+        out = home / f"{name}.txt"
+        wf = folder / "wf.json"
+        wf.write_text(json.dumps([{"id": "t", "command": f"echo \"$SITE\" > '{out}'"}]))
+        result = hut("run", str(wf), "--backend", "laptop", cwd=home, home=home)
+        assert result.returncode == 0, result.stderr
+        outs[name] = out.read_text()
+    assert outs == {"repo": "project\n", "other": "global\n"}

@@ -187,3 +187,55 @@ def test_configs_per_folder_are_read_once_per_version(tmp_path: Path) -> None:
         config.for_folder(repo, strict=True)
     assert "line 2" in str(caught.value)
     assert config.layers.problems()
+
+
+def test_a_kernel_hosting_its_engine_reads_its_notebook_folders_project_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scripthut.client.local import LocalClient
+
+    write_global(tmp_path, x="global")
+    notebooks = tmp_path / "repo" / "notebooks"
+    notebooks.mkdir(parents=True)
+    (tmp_path / "repo" / "scripthut.yaml").write_text("env:\n  - set: {X: project}\n")
+    monkeypatch.chdir(notebooks)  # a kernel runs in its notebook's folder
+    client = LocalClient(data_dir=str(tmp_path / "kernel-data"))
+    try:
+        out = tmp_path / "x.txt"
+        run = client.submit([{"id": "t", "command": f"echo \"$X\" > '{out}'"}])
+        assert client.wait(run["id"], timeout=30)["state"] == "completed"
+        assert out.read_text() == "project\n"
+        files = client.service.config_json()["files"]
+        assert [f["layer"] for f in files] == ["global", "project"]
+    finally:
+        client.close()
+
+
+def test_an_engine_hosted_by_the_cli_follows_edits(tmp_path: Path) -> None:
+    from scripthut.cli.session import open_session
+
+    write_global(tmp_path, other=False)
+    (tmp_path / "elsewhere").mkdir()
+
+    async def main() -> None:
+        with open_session(None, host_engine=True) as session:
+            await session.start()
+            try:
+                assert session.engine is not None
+                assert [b.name for b in session.engine.config.backends] == ["local"]
+                write_global(tmp_path, other=True)
+                await until(
+                    lambda: (
+                        [b.name for b in session.engine.config.backends]  # type: ignore[union-attr]
+                        == ["local", "other"]
+                    ),
+                    "the hosted engine to take the edit",
+                )
+                path = tmp_path / "xdg" / "scripthut" / "scripthut.yaml"
+                path.write_text("backends: [oops\n")  # broken: the running config stays
+                await asyncio.sleep(2.5)
+                assert [b.name for b in session.engine.config.backends] == ["local", "other"]
+            finally:
+                await session.stop()
+
+    asyncio.run(main())

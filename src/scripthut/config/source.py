@@ -74,6 +74,7 @@ class ConfigSource:
         self._bare: Config | None = None  # the global file alone
         self._projects: dict[Path, _Project] = {}
         self._lock = threading.Lock()
+        self.loaded: tuple[object, ...] | None = None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -81,8 +82,9 @@ class ConfigSource:
         """The global file plus the start folder's project file; InvalidInput if broken."""
         path, named = global_candidate(self.explicit)
         title = f"invalid config file {path}"
-        layer = read_layer(GLOBAL, path, title) if named or path.is_file() else None
         project_path = find_project_path(self.start, exclude=path)
+        stamps = ((path, stamp(path)), (project_path, stamp(project_path)))  # before reading
+        layer = read_layer(GLOBAL, path, title) if named or path.is_file() else None
         project = None
         if project_path is not None:
             project = read_layer(PROJECT, project_path, f"invalid config file {project_path}")
@@ -95,7 +97,9 @@ class ConfigSource:
                 p: _Project(_STALE, e.config, None) for p, e in self._projects.items()
             }
             if project_path is not None:
-                self._projects[project_path] = _Project(stamp(project_path), config, None)
+                self._projects[project_path] = _Project(stamps[1][1], config, None)
+            known = tuple((p, self._projects[p].stamp) for p in sorted(self._projects))
+        self.loaded = (*stamps, known)  # what `signature()` said when this was read
         return config
 
     def _finish(self, config: Config, layers: list[Layer | None]) -> Config:

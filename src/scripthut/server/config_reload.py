@@ -75,15 +75,15 @@ class ConfigReloads:
 
     async def watch(self, reload: Callable[[], Awaitable[object]], interval: float) -> None:
         """Reload whenever a file in use changes, appears or goes; never dies of an error."""
-        seen = await asyncio.to_thread(self.source.signature)
+        seen = self.source.loaded or await asyncio.to_thread(self.source.signature)
         last_error = -ERROR_LOG_INTERVAL
         while True:
             await asyncio.sleep(interval)
             try:
                 now = await asyncio.to_thread(self.source.signature)
                 if now != seen:
+                    seen = now  # a change made while reloading is seen at the next look
                     await reload()
-                    seen = await asyncio.to_thread(self.source.signature)
             except asyncio.CancelledError:
                 raise
             except Exception:
