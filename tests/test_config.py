@@ -533,8 +533,8 @@ def test_missing_explicit_file_names_the_path(tmp_path: Path) -> None:
 def test_lookup_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     xdg = write_into(tmp_path / "xdg" / "scripthut" / "scripthut.yaml")
     assert find_config_path() == xdg
-    cwd = write_into(tmp_path / "scripthut.yaml")
-    assert find_config_path() == cwd
+    write_into(tmp_path / "scripthut.yaml")  # a project file: a layer, never the global one
+    assert find_config_path() == xdg
     from_env = write_into(tmp_path / "env.yaml")
     monkeypatch.setenv("SCRIPTHUT_CONFIG", str(from_env))
     assert find_config_path() == from_env
@@ -557,7 +557,8 @@ def test_xdg_default_is_dot_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 
 def test_data_dir_from_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    write(tmp_path / "scripthut.yaml", "settings: {data_dir: /from/file}\n")
+    (tmp_path / "xdg" / "scripthut").mkdir(parents=True)
+    write(tmp_path / "xdg" / "scripthut" / "scripthut.yaml", "settings: {data_dir: /from/file}\n")
     assert load_config().data_dir == Path("/from/file")
     monkeypatch.setenv("SCRIPTHUT_DATA_DIR", str(tmp_path / "override"))
     assert load_config().data_dir == tmp_path / "override"

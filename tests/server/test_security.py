@@ -37,6 +37,7 @@ RESOURCES = {
     "workflows": "scripthut:workflows",
     "events": "scripthut:events",
     "sources": "scripthut:sources",
+    "config": "scripthut:config",
 }
 # Syncing a source, previewing or running one of its files need what starting a run needs.
 POST_RESOURCES = {"sources": "scripthut:runs"}

@@ -14,6 +14,38 @@ export interface Issue {
   where: string;
   field?: string | null;
   message: string;
+  /** The file the problem is in (configuration problems) and its line. */
+  file?: string;
+  line?: number | null;
+}
+
+export interface ConfigFile {
+  layer: 'global' | 'project' | string;
+  path: string;
+  exists: boolean;
+}
+
+export interface ConfigEntry {
+  key: string;
+  value: unknown;
+  /** The file and line the key came from (null: a default). */
+  file: string | null;
+  line: number | null;
+}
+
+/** GET config (and, without `entries`, `health.config` and POST config/reload). */
+export interface ConfigState {
+  status: 'ok' | 'error';
+  message?: string | null;
+  files: ConfigFile[];
+  errors: Issue[];
+  loaded_at?: number | null;
+  reloads?: number;
+  changes?: Record<string, unknown> | null;
+  notices?: string[];
+  entries?: ConfigEntry[];
+  /** Absolute file path -> the path Lab opens it by (files inside the server's root). */
+  lab_paths?: Record<string, string>;
 }
 
 export interface Health {
@@ -26,6 +58,7 @@ export interface Health {
   errors?: Issue[];
   lease?: Row | null;
   stream?: { clients?: number; dropped?: number; last_event_id?: number };
+  config?: ConfigState;
 }
 
 export interface BackendInfo {
@@ -275,6 +308,16 @@ export class ScriptHutClient implements ScriptHutApi {
 
   runSource(name: string, choice: SourceChoice): Promise<Run> {
     return this.call('POST', `sources/${seg(name)}/run`, {}, choice);
+  }
+
+  /** The configuration files in use, their problems, the merged result with provenance. */
+  config(): Promise<ConfigState> {
+    return this.call('GET', 'config');
+  }
+
+  /** Read the configuration files again now (the server also does when they change). */
+  reloadConfig(): Promise<ConfigState> {
+    return this.call('POST', 'config/reload', {}, {});
   }
 
   deleteRun(id: string): Promise<void> {

@@ -109,6 +109,10 @@ class BackendRegistry:
         """Use a ready-made backend under its name (embedding and tests)."""
         self._backends[backend.name] = backend
 
+    def forget(self, name: str) -> Backend | None:
+        """Stop handing out this backend (the config changed); the caller closes it."""
+        return self._backends.pop(name, None)
+
     def started(self) -> list[Backend]:
         return list(self._backends.values())
 

@@ -13,11 +13,10 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from scripthut.cli import configured, display, files, setup_aws
+from scripthut.cli import config_cmd, configured, display, files, setup_aws
 from scripthut.cli.session import Session, open_session
 from scripthut.engine.create import anchor_working_dirs
 from scripthut.errors import InvalidInput, Issue, ScriptHutError
@@ -34,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         metavar="FILE",
         default=argparse.SUPPRESS,
-        help="scripthut.yaml to use (default: $SCRIPTHUT_CONFIG, ./scripthut.yaml, "
-        "~/.config/scripthut/scripthut.yaml)",
+        help="the global scripthut.yaml (default: $SCRIPTHUT_CONFIG, else "
+        "~/.config/scripthut/scripthut.yaml); a project scripthut.yaml found from the "
+        "current folder upwards is layered over it",
     )
     common.add_argument(
         "--json",
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", parents=[common], help="a run as one JSON document")
     export.add_argument("run")
     setup_aws.add_parser(sub, [common])
+    config_cmd.add_parser(sub, common)
     return parser
 
 
@@ -170,7 +171,7 @@ def _failed(args: argparse.Namespace, exc: ScriptHutError) -> int:
     if args.json:
         error: dict[str, Any] = {"kind": type(exc).__name__, "message": str(exc)}
         if isinstance(exc, InvalidInput):
-            error |= {"title": exc.title, "issues": [asdict(issue) for issue in exc.issues]}
+            error |= {"title": exc.title, "issues": [issue.to_json() for issue in exc.issues]}
         print(json.dumps({"error": error, "exit_code": EXIT_INVALID}))
     elif isinstance(exc, InvalidInput):
         display.err.print(exc.render(), markup=False, soft_wrap=True)
@@ -425,6 +426,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "watch": cmd_watch,
     "export": cmd_export,
     "setup-aws-ec2": setup_aws.cmd_setup_aws_ec2,
+    "config": lambda args: config_cmd.run(args, display.out, display.err),
 }
 
 

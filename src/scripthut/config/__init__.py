@@ -3,7 +3,8 @@
 Every public name is re-exported here: `from scripthut.config import Config, load_config`.
 """
 
-from scripthut.config.load import find_config_path, load_config, parse_config
+from scripthut.config.layers import find_config_path, find_project_path
+from scripthut.config.load import load_file, parse_config
 from scripthut.config.models import (
     BACKEND_NAME,
     CONFIG_FILE_NAME,
@@ -29,6 +30,7 @@ from scripthut.config.models import (
     WorkflowGitConfig,
     shares_filesystem,
 )
+from scripthut.config.source import ConfigSource, LayerFile, load_config
 
 __all__ = [
     "BACKEND_NAME",
@@ -40,8 +42,10 @@ __all__ = [
     "BackendConfig",
     "BatchBackendConfig",
     "Config",
+    "ConfigSource",
     "EC2BackendConfig",
     "GitSourceConfig",
+    "LayerFile",
     "LocalBackendConfig",
     "PBSBackendConfig",
     "PathSourceConfig",
@@ -54,7 +58,9 @@ __all__ = [
     "WorkflowConfig",
     "WorkflowGitConfig",
     "find_config_path",
+    "find_project_path",
     "load_config",
+    "load_file",
     "parse_config",
     "shares_filesystem",
 ]

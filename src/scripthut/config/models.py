@@ -399,6 +399,8 @@ class Config(_Model):
     environments: list[LegacyEnvironment] = Field(default_factory=list, exclude=True)
     projects: list[LegacyProject] = Field(default_factory=list, exclude=True)
     _source_path: Path | None = PrivateAttr(default=None)
+    _origin: tuple[object, Any] | None = PrivateAttr(default=None)
+    _layers: Any = PrivateAttr(default=None)  # a ConfigSource (config/source.py)
 
     @model_validator(mode="after")
     def _complete(self, info: ValidationInfo) -> Self:
@@ -433,6 +435,35 @@ class Config(_Model):
     @source_path.setter
     def source_path(self, value: Path | None) -> None:
         self._source_path = value
+
+    @property
+    def origin(self) -> tuple[object, Any] | None:
+        """The merged data and YAML node tree this config was validated from (provenance)."""
+        return self._origin
+
+    @origin.setter
+    def origin(self, value: tuple[object, Any] | None) -> None:
+        self._origin = value
+
+    @property
+    def layers(self) -> Any:
+        """The ConfigSource that read this config and reads it again (None: built in code)."""
+        return self._layers
+
+    @layers.setter
+    def layers(self, value: Any) -> None:
+        self._layers = value
+
+    def for_folder(self, folder: str | Path | None, *, strict: bool = False) -> Config:
+        """The configuration for work started in `folder`: the global file plus the project
+        file found walking up from it. Without layers (built in code) or a folder, this one.
+
+        A broken project file gives its last good reading (or the global file alone), unless
+        `strict`, which raises its located errors (a new run from there)."""
+        if folder is None or self._layers is None:
+            return self
+        result: Config = self._layers.for_folder(self, Path(folder), strict=strict)
+        return result
 
     @property
     def data_dir(self) -> Path:

@@ -53,6 +53,7 @@ def record_run(
     """
     if max_concurrent is not None and max_concurrent < 1:
         raise InvalidInput([Issue("run", "must be at least 1", "max_concurrent")], "invalid run")
+    config = config.for_folder(base_dir, strict=True)  # with the project file of its folder
     now = time.time()
     run_id = new_run_id(now)
     run_name = name or workflow.title or _file_stem(source)

@@ -140,6 +140,29 @@ class OpenAPIHandler(ScriptHutHandler):
         self.finish(text, set_content_type="application/yaml; charset=utf-8")
 
 
+class ConfigHandler(ScriptHutHandler):
+    """The configuration files in use, their problems, the merged result with provenance."""
+
+    auth_resource = "scripthut:config"
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.reply(self.service.config_json())
+
+
+class ConfigReloadHandler(ScriptHutHandler):
+    """Read the files again now (the server also watches them); a broken file keeps the
+    running configuration and the reply lists its located errors."""
+
+    auth_resource = "scripthut:config"
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        self.reply(await self.service.reload_config())
+
+
 class BackendsHandler(ScriptHutHandler):
     auth_resource = "scripthut:backends"
 
@@ -425,6 +448,8 @@ TASK = rf"{RUN}/tasks/({ids.TASK_ID})"
 ROUTES: tuple[tuple[str, type[ScriptHutHandler]], ...] = (
     ("/health", HealthHandler),
     ("/openapi.yaml", OpenAPIHandler),
+    ("/config", ConfigHandler),
+    ("/config/reload", ConfigReloadHandler),
     ("/backends", BackendsHandler),
     ("/jobs", JobsHandler),
     (rf"/jobs/({ids.BACKEND})/({ids.JOB_ID})/cancel", JobCancelHandler),

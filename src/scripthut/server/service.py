@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,7 +22,7 @@ from typing import Any
 
 from scripthut import __version__
 from scripthut.backends.registry import BackendRegistry
-from scripthut.config import Config, WorkflowConfig, load_config
+from scripthut.config import Config, ConfigSource, WorkflowConfig
 from scripthut.engine.create import anchor_working_dirs, record_run
 from scripthut.engine.engine import Engine
 from scripthut.env_rules import EnvRule
@@ -33,6 +34,7 @@ from scripthut.server.commands import (
     CommandSlots,
     workflow_tasks,
 )
+from scripthut.server.config_reload import ConfigReloads, keep_running_settings
 from scripthut.server.errors import Conflict, ServiceUnavailable, issues_json
 from scripthut.server.ids import addressable_source, addressable_workflow
 from scripthut.server.logs import DEFAULT_LIMIT, read_log
@@ -51,6 +53,7 @@ from scripthut.workflow.model import Workflow
 log = logging.getLogger("scripthut.server")
 
 TAKEOVER_CHECK = 5.0
+CONFIG_CHECK = 1.0
 CHECKPOINT_INTERVAL = 1.0
 
 
@@ -77,16 +80,25 @@ class ServiceOptions:
     max_body: int = DEFAULT_MAX_BODY  # bytes of a request body (more: 413)
     stream_buffer: int = DEFAULT_BUFFER
     takeover_check: float = TAKEOVER_CHECK
+    config_check: float = CONFIG_CHECK  # seconds between looks at the config files (0: never)
+
+
+def config_source(options: ServiceOptions) -> ConfigSource:
+    """The files the service reads: the global file, and the project file found from the
+    server's root (or the current folder); options win over both."""
+
+    def adjust(config: Config) -> None:
+        if options.data_dir:
+            config.settings.data_dir = Path(options.data_dir).expanduser().absolute()
+        if options.poll_interval:
+            config.settings.poll_interval = options.poll_interval
+
+    return ConfigSource(options.config_file or None, options.root_dir, adjust)
 
 
 def load_settings(options: ServiceOptions) -> Config:
     """Precedence: options > $SCRIPTHUT_CONFIG / $SCRIPTHUT_DATA_DIR > scripthut.yaml > defaults."""
-    config = load_config(options.config_file or None)
-    if options.data_dir:
-        config.settings.data_dir = Path(options.data_dir).expanduser().absolute()
-    if options.poll_interval:
-        config.settings.poll_interval = options.poll_interval
-    return config
+    return config_source(options).load()
 
 
 class ScriptHutService:
@@ -104,16 +116,29 @@ class ScriptHutService:
         self._watch: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
         self._sources: Sources | None = None
+        self.source = config_source(options)
+        self.reloads = ConfigReloads(self.source)
         try:
-            self.config = load_settings(options)
+            self.config = self.source.load()
+            self.reloads.loaded_at = time.time()
         except InvalidInput as exc:
             self.problem = ServiceUnavailable(exc.title, exc.issues)
             self.mode = Mode.CONFIG_ERROR
+            self.reloads.failed(exc)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store and host the engine, or run as a client of the lease holder."""
+        """Open the store and host the engine, or run as a client of the lease holder; watch
+        the config files (a broken config at start is taken up once it is fixed)."""
+        if self.options.config_check > 0 and self.reloads.task is None:
+            self.reloads.task = asyncio.create_task(
+                self.reloads.watch(self.reload_config, self.options.config_check),
+                name="scripthut-config",
+            )
+        await self._open()
+
+    async def _open(self) -> None:
         if self.config is None:
             return
         try:
@@ -129,7 +154,7 @@ class ScriptHutService:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop the stream and the engine (jobs keep running) and close the store."""
-        for task in (self._watch, self._checkpoints):
+        for task in (self._watch, self._checkpoints, self.reloads.task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -216,6 +241,65 @@ class ScriptHutService:
             raise ServiceUnavailable(f"ScriptHut is {self.mode.value}")
         return registry
 
+    # -- configuration --------------------------------------------------------------------
+
+    async def reload_config(self) -> dict[str, Any]:
+        """Read the config files again and use them; a broken edit keeps the running config
+        and its located errors are reported (here, in `health`, `GET config`)."""
+        async with self.reloads.lock:
+            try:
+                config = await asyncio.to_thread(self.source.load)
+            except InvalidInput as exc:
+                self.reloads.failed(exc)
+                self._publish_config()
+                return self.reloads.status()
+            if self.config is None:  # broken at start: start now
+                self.config, self.problem, self.mode = config, None, Mode.STARTING
+                self.reloads.succeeded(None, [])
+                await self._open()
+                log.info("ScriptHut started (%s mode) with the fixed config", self.mode.value)
+                return self.reloads.status()
+            notices = keep_running_settings(self.config, config)
+            plan = None
+            if self.engine is not None:
+                plan = await self.engine.reload(config)
+            elif self.registry is not None:
+                old, self.registry = self.registry, BackendRegistry(config)
+                with contextlib.suppress(Exception):
+                    await old.close()
+            self.config = config
+            self.reloads.succeeded(plan, notices)
+            self._publish_config()
+            return self.reloads.status()
+
+    def _publish_config(self) -> None:
+        """A `config` event on the stream: views read the configuration (and backends) again."""
+        if self.store is None:
+            return
+        status = self.reloads.status()
+        data = {k: status[k] for k in ("status", "reloads", "loaded_at")}
+        records = self.store.append_events([("config", None, None, data)])
+        if self.engine is not None:
+            self.engine.events.publish(records)
+
+    def config_json(self) -> dict[str, Any]:
+        """The files in use, their problems, and the merged config with provenance; files
+        inside the server's root also get the path Lab opens them by (`lab_paths`)."""
+        out = self.reloads.describe(self.config)
+        files = {f["path"] for f in out["files"]}
+        files |= {e["file"] for e in (*out["errors"], *out["entries"]) if e.get("file")}
+        out["lab_paths"] = {f: rel for f in sorted(files) if (rel := self._in_root(f))}
+        return out
+
+    def _in_root(self, file: str) -> str | None:
+        root = self.options.root_dir
+        if root is None:
+            return None
+        try:
+            return Path(file).resolve().relative_to(root).as_posix()
+        except (ValueError, OSError):
+            return None
+
     # -- status ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
@@ -244,6 +328,7 @@ class ScriptHutService:
             )
         if self.engine is not None:
             out["engine"] = {"owner": self.engine.owner, "active_runs": len(self.engine.runs)}
+        out["config"] = self.reloads.status()
         return out
 
     def _config_file(self) -> str | None:
