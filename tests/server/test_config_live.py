@@ -104,8 +104,8 @@ class Kernel:
                 output += reply["content"]["text"]
             elif kind == "error":
                 raise AssertionError("\n".join(reply["content"]["traceback"]))
-            elif kind == "execute_reply":
-                return output
+            elif kind == "status" and reply["content"]["execution_state"] == "idle":
+                return output  # iopub's idle follows the cell's output; execute_reply may not
         raise AssertionError("the kernel did not answer")
 
     def close(self) -> None:
