@@ -274,12 +274,17 @@ def config(tmp_path: Path, repo: Repo, backend: dict[str, object], **source: obj
     )
 
 
-BATCH = {
+BATCH: dict[str, object] = {
     "type": "batch",
     "aws": {"region": "us-east-1", "job_queue": "q"},
     "default_image": "img",
 }
-EC2 = {"type": "ec2", "aws": {"region": "us-east-1"}, "ami": "ami-1", "subnet_id": "s-1"}
+EC2: dict[str, object] = {
+    "type": "ec2",
+    "aws": {"region": "us-east-1"},
+    "ami": "ami-1",
+    "subnet_id": "s-1",
+}
 
 
 def sources_of(conf: Config) -> Sources:
