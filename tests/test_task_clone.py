@@ -198,6 +198,9 @@ def test_working_dirs_follow_the_rule_and_postclone_runs_once_per_clone(
     again = run_task(tmp_path, clone, "pwd", "/tmp")
     assert (again.code, again.out, again.err) == (0, "/tmp\n", "")  # the clone was complete
     assert (tmp_path / "post.log").read_text() == "built\n"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert Path(clone.root).stat().st_mode & 0o777 == 0o777 & ~umask  # the task's umask
 
 
 def test_a_missing_git_ends_the_task_with_its_own_status(tmp_path: Path, repo: Repo) -> None:

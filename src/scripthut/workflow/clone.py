@@ -10,7 +10,8 @@ commit at its start, before it changes to its working directory:
    repository in a temporary folder, a shallow fetch of the commit itself (`--depth 1
    origin <sha>`; when the server refuses to serve a commit by id, the branch's history
    instead), a checkout of the commit, a check that HEAD is that commit, a rename to
-   `<clone_dir>/<sha>`, `postclone` there, then the mark. Any failure: `EXIT_CLONE_FAILED`
+   `<clone_dir>/<sha>` (its folder's mode from the task's umask), `postclone` there, then
+   the mark. Any failure: `EXIT_CLONE_FAILED`
    or `EXIT_POSTCLONE_FAILED`, its reason in the task's log.
 3. A deploy key never travels in the script or the job request. When the repository needs
    one, the container must hold its text in `KEY_VARIABLE` (on AWS Batch: a secret of the
@@ -158,6 +159,7 @@ __hut_git_fetch() {
         command -p rm -rf -- "$__hut_git_tmp"
         return __EXIT_CLONE_FAILED__
     fi
+    command -p chmod -- "$(printf '%o' $(( 0777 & ~0$(umask) )))" "$__hut_git_tmp"
     command -p rm -rf -- "$__hut_git_root"
     if ! command -p mv -- "$__hut_git_tmp" "$__hut_git_root"; then
         command -p rm -rf -- "$__hut_git_tmp"
