@@ -700,3 +700,23 @@ def test_boolean_keys_in_parsed_data_are_named_too() -> None:
     issue = only(caught.value.issues)
     assert issue.where == "env[0].set"
     assert "boolean" in issue.message
+
+
+def test_a_git_source_backend_is_checked_like_a_path_source(tmp_path: Path) -> None:
+    text = textwrap.dedent(
+        """\
+        backends:
+          - {name: hpc, type: local}
+        sources:
+          - name: code
+            type: git
+            url: https://git.example.org/code.git
+            backend: hcp
+          - {name: fine, type: git, url: https://git.example.org/fine.git}
+          - {name: here, type: path, path: x, backend: hpcc}
+        """
+    )
+    code, here = problems(tmp_path, text)
+    assert (code.where, code.field) == ("sources[0] (code) (line 7)", "backend")
+    assert code.message == "no backend named 'hcp' (did you mean 'hpc'?) (configured: hpc)"
+    assert (here.where, here.field) == ("sources[2] (here) (line 9)", "backend")

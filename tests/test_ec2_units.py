@@ -90,3 +90,24 @@ def test_missing_tools_name_what_to_install(
     assert missing_tools() == ["aws", "session-manager-plugin"]
     with pytest.raises(ScriptHutError, match=r"install the AWS CLI .* Session Manager plugin"):
         require_tools()
+
+
+def test_the_clone_step_statuses_are_told_in_words() -> None:
+    from scripthut.backends.batch_jobs import status_of
+    from scripthut.backends.ec2_userdata import exit_reason
+    from scripthut.workflow.clone import EXIT_CLONE_FAILED, EXIT_NO_GIT, EXIT_POSTCLONE_FAILED
+
+    assert exit_reason(EXIT_NO_GIT, 60) == "git is not installed in the task's image (see the log)"
+    assert exit_reason(EXIT_CLONE_FAILED, 60) == "the task could not clone its commit (see the log)"
+    assert exit_reason(EXIT_POSTCLONE_FAILED, 60) == (
+        "postclone failed in the task's clone (see the log)"
+    )
+    assert exit_reason(3, 60) == "exit 3"
+    job = {"jobId": "j", "status": "FAILED", "statusReason": "Essential container in task exited"}
+    failed = status_of({**job, "container": {"exitCode": EXIT_NO_GIT}})
+    assert failed.reason == (
+        "git is not installed in the task's image (see the log); Essential container in task exited"
+    )
+    assert status_of({**job, "container": {"exitCode": 1}}).reason == (
+        "Essential container in task exited"
+    )

@@ -22,6 +22,7 @@ from typing import Any
 from scripthut.backends.base import JobSpec, JobStatus
 from scripthut.errors import ScriptHutError
 from scripthut.states import JobState
+from scripthut.workflow.clone import clone_exit_reason
 from scripthut.workflow.script import shell_quote
 
 TAG_KEY = "scripthut:tag"
@@ -245,6 +246,8 @@ def status_of(
             JobState.CANCELLED if cancelled or CANCEL_REASON in (reason or "") else JobState.FAILED
         )
         reason = reason or "AWS Batch reported the job FAILED without a reason"
+        cloning = clone_exit_reason(exit_code) if exit_code is not None else None
+        reason = f"{cloning}; {reason}" if cloning else reason
     else:
         state = JobState.UNKNOWN
         reason = f"AWS Batch state {raw!r} is not one ScriptHut knows"

@@ -26,6 +26,8 @@ import math
 import shlex
 from dataclasses import dataclass
 
+from scripthut.workflow.clone import clone_exit_reason
+
 USER_DATA_LIMIT = 16384  # bytes, what EC2 accepts before base64
 CONTAINER_NAME = "scripthut-task"
 CONTAINER_SCRIPT = "/scripthut/task.sh"
@@ -132,4 +134,4 @@ def exit_reason(code: int, time_limit_s: int) -> str | None:
         return "the container image could not be pulled (see the log)"
     if code == EXIT_NO_SCRIPT:
         return "the task script could not be written on the instance"
-    return f"exit {code}"
+    return clone_exit_reason(code) or f"exit {code}"

@@ -82,8 +82,6 @@ def _duplicate_names(data: Mapping[str, Any], key: str, noun: str) -> Iterator[P
 def _unknown_backends(data: Mapping[str, Any], key: str, names: list[str]) -> Iterator[Problem]:
     for i, item in _entries(data, key):
         ref = item.get("backend")
-        if key == "sources" and item.get("type") != "path":
-            continue
         if isinstance(ref, str) and ref not in names:
             message = f"no backend named '{ref}'{suggestion(ref, names)}"
             message += f" (configured: {', '.join(names)})"

@@ -13,6 +13,7 @@ from scripthut.config import BackendConfig, Config, shares_filesystem
 from scripthut.engine.ids import attempt_tag
 from scripthut.env_rules import EnvRule
 from scripthut.store.records import RunRecord
+from scripthut.workflow.clone import TaskClone, clone_lines
 from scripthut.workflow.env import ResolvedEnv, build_seed, resolve_env
 from scripthut.workflow.model import TaskSpec
 from scripthut.workflow.script import render_task_script
@@ -35,6 +36,7 @@ class RunContext:
     workflow_env: Sequence[EnvRule]
     groups: Mapping[str, Sequence[EnvRule]]
     seed: Mapping[str, str]
+    clone: TaskClone | None = None  # the commit each task clones at its start (Batch, EC2)
     _envs: dict[tuple[int, ...], tuple[ResolvedEnv, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
@@ -60,7 +62,8 @@ class RunContext:
             git_branch=doc.get("git", {}).get("branch"),
             git_sha=doc.get("git", {}).get("sha"),
         )
-        return cls(config, entry, backend, run, workflow_env, groups, seed)
+        clone = TaskClone.from_json(doc.get("task_clone"))
+        return cls(config, entry, backend, run, workflow_env, groups, seed, clone)
 
     def resolved(self, task: TaskSpec) -> tuple[ResolvedEnv, dict[str, Any]]:
         """The task's env and its JSON form, computed once per distinct set of task rules."""
@@ -85,7 +88,7 @@ class RunContext:
 
         Relative working dirs on backends sharing this file system start at the base dir.
         In a run from a source, `~` (the default) is the clone or folder and relative dirs
-        start there, on every backend.
+        start there, on every backend (on Batch and EC2, the clone each task makes).
         """
         wd = task.working_dir
         root = self.run.base_dir if self.run.document.get("source") else None
@@ -117,6 +120,7 @@ class RunContext:
             exit_path=paths.exit_code,
             login_shell=bool(getattr(self.entry, "login_shell", False)),
             tag=tag,
+            before_cd=clone_lines(self.clone) if self.clone else (),
         )
         spec = JobSpec(
             tag=tag,

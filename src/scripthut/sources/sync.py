@@ -28,9 +28,10 @@ from scripthut.config import (
 from scripthut.config.checks import not_found
 from scripthut.errors import BackendUnavailable, InvalidInput, Issue, NotFound
 from scripthut.secrets import mask_urls
-from scripthut.sources import script
+from scripthut.sources import containers, script
 from scripthut.sources.state import StateFiles, SyncState, WorkflowFile, check_file, parse
 from scripthut.transport import LocalTransport, Transport, TransportError
+from scripthut.workflow.clone import TaskClone
 from scripthut.workflow.model import Workflow
 
 SYNC_TIMEOUT = 600.0
@@ -68,15 +69,23 @@ class Provenance:
     repo: str | None = None
     branch: str | None = None
     sha: str | None = None
+    clone: TaskClone | None = None  # what each task clones at its start (Batch, EC2)
 
     def document(self) -> dict[str, Any]:
-        """The run document's keys: `source`, and `git` (which seeds SCRIPTHUT_GIT_*)."""
+        """The run document's keys: `source`, `git` (which seeds SCRIPTHUT_GIT_*), and
+        `task_clone` when the tasks clone the commit themselves."""
         out: dict[str, Any] = {
             "source": {"type": self.kind, "name": self.name, "file": self.file, "root": self.root}
         }
         if self.sha is not None:
             out["git"] = {"repo": self.repo, "branch": self.branch, "sha": self.sha}
+        if self.clone is not None:
+            out["task_clone"] = self.clone.to_json()
         return out
+
+    def cloned_by_tasks(self, clone: TaskClone) -> Provenance:
+        """The same commit, cloned by each task into `clone.root` (the tasks' base dir)."""
+        return replace(self, root=clone.root, clone=clone)
 
 
 class Sources:
@@ -175,6 +184,9 @@ class Sources:
         tail = script.discover(entry.workflows_glob)
         if isinstance(entry, GitSourceConfig):
             spec = _git_spec(entry.name, entry.url, branch or entry.branch, entry)
+            if containers.task_clones(self.config, backend):  # read here; tasks clone
+                folder = containers.local_clone_dir(self.config, entry.name)
+                spec = replace(spec, clone_dir=folder, postclone=None)
             text = script.git_script(marker, spec, tail)
         else:
             text = script.path_script(marker, entry.path, tail)
@@ -205,11 +217,16 @@ class Sources:
     ) -> tuple[Workflow, Provenance, SyncState]:
         """Sync (joining one under way), then the file's workflow from the last good clone.
 
-        When the sync fails but an earlier clone is known, that clone is used."""
+        When the sync fails but an earlier clone is known, that clone is used. On Batch and
+        EC2 the run's tasks clone the commit themselves (`Provenance.clone`)."""
+        entry = self.entry(name)
+        target = self.config.backend(self.backend_of(entry, backend))
+        clones = containers.task_clones(self.config, target.name)
+        if clones:
+            containers.check(f"source '{name}'", entry, target)
         state = await self.sync(name, backend=backend, branch=branch)
         if state.root is None:
             raise SyncFailed(state.error or f"source '{name}' was never synced")
-        entry = self.entry(name)
         chosen: WorkflowFile = state.file(file)
         if not chosen.valid or chosen.text is None:
             issues = [Issue(f"source '{name}', file '{file}'", i) for i in chosen.issues]
@@ -224,6 +241,9 @@ class Sources:
             branch=state.branch,
             sha=state.sha,
         )
+        if clones and isinstance(entry, GitSourceConfig) and state.sha is not None:
+            clone = containers.task_clone(entry, target, state.branch or entry.branch, state.sha)
+            provenance = provenance.cloned_by_tasks(clone)
         return workflow, provenance, state
 
     async def workflow_command(
@@ -231,13 +251,23 @@ class Sources:
     ) -> tuple[str, Provenance]:
         """A configured workflow's command run in its clone: its output and where it ran."""
         marker = new_marker()
-        spec = _git_spec(f"workflow:{entry.name}", git.repo, _check_branch(git.branch), git)
-        text = script.git_script(marker, spec, script.command(entry.command))
         where = f"workflow '{entry.name}'"
+        key = f"workflow:{entry.name}"
+        spec = _git_spec(key, git.repo, _check_branch(git.branch), git)
+        target = self.config.backend(entry.backend)
+        clones = containers.task_clones(self.config, target.name)
+        if clones:  # the command runs here, in a clone of its own; the tasks clone again
+            containers.check(where, git, target)
+            spec = replace(spec, clone_dir=containers.local_clone_dir(self.config, key))
+        text = script.git_script(marker, spec, script.command(entry.command))
         found = await self._script(entry.backend, text, marker, where, timeout)
         sha, root = _root(found, where)
         output = command_output(found, where)
-        return output, Provenance("command", entry.name, root, None, git.repo, git.branch, sha)
+        provenance = Provenance("command", entry.name, root, None, git.repo, git.branch, sha)
+        if clones and sha is not None:
+            clone = containers.task_clone(git, target, git.branch, sha)
+            provenance = provenance.cloned_by_tasks(clone)
+        return output, provenance
 
     async def plain_command(self, entry: WorkflowConfig, timeout: float | None = None) -> str:
         """A configured workflow's command run in the home folder of its backend."""
