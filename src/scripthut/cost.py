@@ -218,7 +218,8 @@ def task_basis(spec: Mapping[str, Any], entry: BackendConfig | None) -> Basis:
     partition = str(named) if named else None
     cpus = _cpus(spec.get("cpus"))
     if entry is not None and entry.type == "batch":
-        return Basis(partition or entry.aws.job_queue, None, cpus)
+        queue = entry.aws.job_queue if partition in (None, DEFAULT_PARTITION) else partition
+        return Basis(str(queue), None, cpus)
     if entry is not None and entry.type == "ec2":
         types = entry.instance_types
         own = types.get(partition or "default") or types.get("default")
