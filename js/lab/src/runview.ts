@@ -23,6 +23,7 @@ export class RunPanel extends ModelView {
   private readonly note = h('div', { class: 'jp-ScriptHut-note', hidden: true });
   private readonly cost = h('div', { class: 'jp-ScriptHut-cost', hidden: true });
   private costTimer: ReturnType<typeof setTimeout> | null = null;
+  private costTook = 0; // ms the last cost read took: a large run's is read less often
   private queued: ServerEvent[] | null = null;
   private loading: Promise<void> | null = null;
 
@@ -112,7 +113,7 @@ export class RunPanel extends ModelView {
     this.runFeed.apply(event);
     this.timelineFeed.apply(event);
     if (event.run === this.runId && (event.kind === 'task' || event.kind === 'run')) {
-      this.costSoon(event.kind === 'run' ? 0 : COST_REFRESH_MS);
+      this.costSoon(event.kind === 'run' ? 0 : Math.max(COST_REFRESH_MS, 10 * this.costTook));
     }
   }
 
@@ -133,8 +134,10 @@ export class RunPanel extends ModelView {
   /** The run's cost (the server computes it from the stored attempts), without per-task items. */
   private async readCost(): Promise<void> {
     let cost: RunCost;
+    const started = Date.now();
     try {
       cost = await this.model.client.cost(this.runId);
+      this.costTook = Date.now() - started;
     } catch (error) {
       this.showCost(`Cost unavailable: ${describe(error)}`, '');
       return;
