@@ -22,7 +22,7 @@ from typing import Any
 
 from scripthut import __version__
 from scripthut.backends.registry import BackendRegistry
-from scripthut.config import Config, WorkflowConfig, load_config
+from scripthut.config import Config, PricingConfig, WorkflowConfig, load_config
 from scripthut.cost import Pricing, stored_run_cost
 from scripthut.engine.create import anchor_working_dirs, record_run
 from scripthut.engine.engine import Engine
@@ -102,7 +102,7 @@ class ScriptHutService:
         self.worker: StoreWorker | None = None  # heavy store work, off the event loop
         self.events = Broadcaster(buffer_size=options.stream_buffer)
         self.commands = CommandSlots(options.max_commands)
-        self._pricing: tuple[float, Pricing] | None = None
+        self._pricing: tuple[float, PricingConfig | None, Pricing] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
         try:
@@ -321,12 +321,14 @@ class ScriptHutService:
 
     async def pricing(self) -> Pricing:
         """The config's prices, read off the loop (a fetch may take seconds) and kept for
-        PRICING_REFRESH s."""
+        PRICING_REFRESH s, or until the config's pricing section changes."""
         config, _ = self._ready()
         now = time.monotonic()
-        if self._pricing is None or now - self._pricing[0] > PRICING_REFRESH:
-            self._pricing = (now, await asyncio.to_thread(Pricing.load, config))
-        return self._pricing[1]
+        kept = self._pricing
+        if kept is None or now - kept[0] > PRICING_REFRESH or kept[1] != config.pricing:
+            loaded = await asyncio.to_thread(Pricing.load, config)
+            self._pricing = kept = (now, config.pricing, loaded)
+        return kept[2]
 
     async def submit(self, body: Callable[[], object]) -> dict[str, Any]:
         """Start a run from `{"workflow": ...}` or `{"path": ...}`; 400 lists every problem.
