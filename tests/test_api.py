@@ -301,3 +301,24 @@ def test_the_python_api_never_returns_a_secret(client: LocalClient) -> None:
     assert task["spec"]["env"][0]["set"]["COPY"] == "prefix-***"
     for shown in (json.dumps(env), script, json.dumps(task), run.summary()):
         assert_no_secret(shown)
+
+
+def test_a_run_s_cost(client: LocalClient, isolated: Path) -> None:
+    """`Run.cost()` is the API's `GET runs/{id}/cost`: the same numbers as the store's."""
+    run = hut.run([hut.Task("a", "sleep 0.2"), hut.Task("b", "true", partition="unpriced")])
+    assert run.wait(timeout=60) == "completed"
+    cost = run.cost()
+    assert (cost["priced"], cost["costed"], cost["tasks"], cost["total"]) == (False, 0, 2, 0)
+    (isolated / "scripthut.yaml").write_text(
+        CONFIG + "pricing:\n  url: http://127.0.0.1:9/x\n  prices: {normal: 3600.0}\n"
+    )
+    priced = LocalClient(data_dir=str(isolated / "data"))
+    try:
+        cost = hut.Run(run.id, client=priced).cost()
+        a = next(t for t in run.tasks if t["id"] == "a")
+        assert cost["total"] == pytest.approx(a["ended_at"] - a["started_at"])
+        assert cost["summary"].endswith("(1 of 2 tasks costed), offline prices")
+        assert {i["task"]: i["cost"] is None for i in cost["items"]} == {"a": False, "b": True}
+        assert "items" not in hut.Run(run.id, client=priced).cost(items=False)
+    finally:
+        priced.close()

@@ -412,3 +412,37 @@ def test_a_run_name_has_the_api_s_length_limit(tmp_path: Path, env: dict[str, st
     result = hut("run", wf, "--name", "n" * 201, "--json", env=env)
     assert result.returncode == 2
     assert "at most 200 characters" in json.loads(result.stdout)["error"]["issues"][0]["message"]
+
+
+def test_show_gives_the_run_s_cost_when_the_config_prices_it(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    config = Path(env["SCRIPTHUT_CONFIG"])
+    doc = yaml.safe_load(config.read_text())
+    doc["pricing"] = {"url": "http://127.0.0.1:9/x", "prices": {"normal": 3600.0}}
+    config.write_text(yaml.safe_dump(doc))
+    wf = write(tmp_path / "wf.json", [{"id": "a", "command": "sleep 0.2"}])
+    run_id = json.loads(hut("run", wf, "--json", env=env).stdout)["run"]
+    shown = json.loads(hut("show", run_id, "--json", env=env).stdout)
+    [task] = shown["tasks"]
+    seconds = task["ended_at"] - task["started_at"]
+    assert task["cost"] == pytest.approx(seconds)  # one dollar a second
+    cost = shown["cost"]
+    assert (cost["priced"], cost["costed"], cost["tasks"], cost["source"]) == (
+        True,
+        1,
+        1,
+        "offline prices",
+    )
+    assert cost["total"] == pytest.approx(seconds) and "items" not in cost
+    table = hut("show", run_id, env=env).stdout
+    assert f"cost: {cost['summary']}" in table and "1 of 1 tasks costed" in table
+    assert f"${seconds:,.2f}" in table
+
+
+def test_show_without_pricing_says_nothing_of_cost(tmp_path: Path, env: dict[str, str]) -> None:
+    wf = write(tmp_path / "wf.json", [{"id": "a", "command": "true"}])
+    run_id = json.loads(hut("run", wf, "--json", env=env).stdout)["run"]
+    shown = json.loads(hut("show", run_id, "--json", env=env).stdout)
+    assert shown["cost"]["priced"] is False and shown["tasks"][0]["cost"] is None
+    assert "cost" not in hut("show", run_id, env=env).stdout

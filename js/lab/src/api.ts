@@ -121,6 +121,18 @@ export interface Run extends Row {
   tasks?: Row[];
 }
 
+/** `GET runs/{id}/cost`: the run's estimated cost (scripthut.cost). */
+export interface RunCost extends Row {
+  run: string;
+  priced: boolean;
+  total: number;
+  costed: number;
+  tasks: number;
+  source: string;
+  summary: string;
+  items?: Row[];
+}
+
 export interface Runs {
   runs: Run[];
   total: number;
@@ -281,6 +293,11 @@ export class ScriptHutClient implements ScriptHutApi {
 
   run(id: string, tasks = true): Promise<Run> {
     return this.call('GET', `runs/${seg(id)}`, { tasks: tasks ? 1 : 0 });
+  }
+
+  /** The run's estimated cost; `items` adds each task's. */
+  cost(id: string, items = false): Promise<RunCost> {
+    return this.call('GET', `runs/${seg(id)}/cost`, { items: items ? 1 : 0 });
   }
 
   /** Start a run of a workflow file (a path relative to the server's root directory). */

@@ -7,11 +7,13 @@ import { createRunView, RunViewHandle } from '../../widgets/components/runview';
 import { DataStore } from '../../widgets/components/store';
 import { createTimeline, TimelineView } from '../../widgets/components/timeline';
 import { h } from '../../widgets/components/format';
-import { describe } from './api';
+import { describe, type RunCost } from './api';
 import type { ServerEvent } from './events';
 import { RunFeed, TimelineFeed } from './feeds';
 import { ModelView } from './modelview';
 import type { ScriptHutModel } from './model';
+
+const COST_REFRESH_MS = 5_000;
 
 export class RunPanel extends ModelView {
   private readonly runFeed: RunFeed;
@@ -19,6 +21,9 @@ export class RunPanel extends ModelView {
   private readonly view: RunViewHandle;
   private readonly timeline: TimelineView;
   private readonly note = h('div', { class: 'jp-ScriptHut-note', hidden: true });
+  private readonly cost = h('div', { class: 'jp-ScriptHut-cost', hidden: true });
+  private costTimer: ReturnType<typeof setTimeout> | null = null;
+  private costTook = 0; // ms the last cost read took: a large run's is read less often
   private queued: ServerEvent[] | null = null;
   private loading: Promise<void> | null = null;
 
@@ -37,6 +42,7 @@ export class RunPanel extends ModelView {
       'div',
       { class: 'sh-root' },
       this.note,
+      this.cost,
       runEl,
       h('h3', { class: 'jp-ScriptHut-heading' }, 'Timeline'),
       timelineEl
@@ -82,6 +88,7 @@ export class RunPanel extends ModelView {
         this.title.caption = `ScriptHut run ${this.runId}${name ? ` (${name})` : ''}`;
         this.id = `scripthut-run-${this.runId}`;
         this.showNote('');
+        void this.readCost();
         if (this.selected && !this.isDisposed) {
           this.view.select(this.selected);
         }
@@ -105,6 +112,46 @@ export class RunPanel extends ModelView {
     }
     this.runFeed.apply(event);
     this.timelineFeed.apply(event);
+    if (event.run === this.runId && (event.kind === 'task' || event.kind === 'run')) {
+      this.costSoon(event.kind === 'run' ? 0 : Math.max(COST_REFRESH_MS, 10 * this.costTook));
+    }
+  }
+
+  /** Read the cost again within `delay` ms (task events come in bursts: one read each). */
+  private costSoon(delay: number): void {
+    if (this.costTimer !== null) {
+      if (delay > 0) {
+        return;
+      }
+      clearTimeout(this.costTimer);
+    }
+    this.costTimer = setTimeout(() => {
+      this.costTimer = null;
+      void this.readCost();
+    }, delay);
+  }
+
+  /** The run's cost (the server computes it from the stored attempts), without per-task items. */
+  private async readCost(): Promise<void> {
+    let cost: RunCost;
+    const started = Date.now();
+    try {
+      cost = await this.model.client.cost(this.runId);
+      this.costTook = Date.now() - started;
+    } catch (error) {
+      this.showCost(`Cost unavailable: ${describe(error)}`, '');
+      return;
+    }
+    this.showCost(cost.priced ? `Cost: ${cost.summary}` : '', cost.source);
+  }
+
+  private showCost(text: string, source: string): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this.cost.textContent = text;
+    this.cost.title = source;
+    this.cost.hidden = !text;
   }
 
   private showNote(text: string): void {
@@ -118,6 +165,9 @@ export class RunPanel extends ModelView {
     }
     this.model.event.disconnect(this.onEvent, this);
     this.model.refreshed.disconnect(this.reload, this);
+    if (this.costTimer !== null) {
+      clearTimeout(this.costTimer);
+    }
     this.view.destroy();
     this.timeline.destroy();
     super.dispose();

@@ -54,6 +54,12 @@ class Run:
         """Every task now (id, state, deps, attempt, job_id, exit_code, reason, times)."""
         return self.client.tasks(self.id)
 
+    def cost(self, items: bool = True) -> dict[str, Any]:
+        """The run's estimated cost now (scripthut.cost): `total` (USD), `costed` of `tasks`,
+        `summary` ("$1.20 (3 of 4 tasks costed)"), `source` of the prices and, with
+        `items`, each task's `cost` (None: not costed)."""
+        return self.client.cost(self.id, items=items)
+
     def table(self) -> Table:
         """The tasks as a pandas DataFrame (a list of dicts without pandas)."""
         return table(self.tasks, TASK_COLUMNS)

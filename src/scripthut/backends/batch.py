@@ -45,6 +45,7 @@ from scripthut.backends.batch_logs import LogStreams
 from scripthut.backends.remote import MissingClock, check_name
 from scripthut.errors import ScriptHutError
 from scripthut.states import JobState
+from scripthut.workflow.model import DEFAULT_PARTITION
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,9 @@ class BatchBackend(Backend):
         return JobPaths(stdout=stream, stderr=stream, exit_code=f"{base}.exit", script=f"{base}.sh")
 
     def queue_for(self, partition: str | None) -> str:
-        """A task's partition is its job queue; none means the configured `aws.job_queue`."""
-        return partition or self.job_queue
+        """A task's partition is its job queue; none (or the default partition, which the
+        engine passes for a task that names none) means the configured `aws.job_queue`."""
+        return self.job_queue if partition in (None, "", DEFAULT_PARTITION) else str(partition)
 
     def render_script(self, spec: JobSpec, body: str) -> str:
         """`body` with the env values moved out (they travel as container variables)."""

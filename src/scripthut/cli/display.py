@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from scripthut.cost import RunCost
 from scripthut.secrets import SecretMasker, document_pairs, spec_pairs
 from scripthut.states import TaskState
 from scripthut.store import RunRecord, TaskRecord
@@ -110,8 +111,18 @@ def _text(masker: SecretMasker, text: str | None) -> str | None:
     return None if text is None else masker.text(text)
 
 
-def summary_table(run: RunRecord, tasks: Sequence[TaskRecord]) -> Table:
-    """Failed tasks first, then the rest, at most SUMMARY_ROWS rows."""
+def cost_json(cost: RunCost, *, priced: bool) -> dict[str, Any]:
+    """A run's cost for `show --json`: the totals (each task's cost is on its task)."""
+    doc = cost.to_json()
+    del doc["items"]
+    return {"priced": priced, **doc}
+
+
+def summary_table(
+    run: RunRecord, tasks: Sequence[TaskRecord], costs: Mapping[str, float | None] | None = None
+) -> Table:
+    """Failed tasks first, then the rest, at most SUMMARY_ROWS rows; a cost column when
+    `costs` (task -> USD, None: not costed) is given."""
     order = {
         "failed": 0,
         "dep_failed": 1,
@@ -122,16 +133,19 @@ def summary_table(run: RunRecord, tasks: Sequence[TaskRecord]) -> Table:
     }
     rows = sorted(tasks, key=lambda t: (order.get(t.state.value, 9), t.seq))
     table = Table(title=f"run {run.id} ({run.name}) — {run.state.value}", title_justify="left")
-    for column in ("task", "state", "exit", "time", "reason"):
+    columns = ("task", "state", "exit", "time", *(("cost",) if costs is not None else ()))
+    for column in (*columns, "reason"):
         table.add_column(column, overflow="fold")
     for task in rows[:SUMMARY_ROWS]:
-        table.add_row(
+        cells = [
             task.task_id,
             f"[{STATE_STYLE[task.state.value]}]{task.state.value}[/]",
             "" if task.exit_code is None else str(task.exit_code),
             duration(task.started_at, task.ended_at),
-            task.reason or "",
-        )
+        ]
+        if costs is not None:
+            cells.append(money(costs.get(task.task_id)))
+        table.add_row(*cells, task.reason or "")
     if len(rows) > SUMMARY_ROWS:
         table.caption = f"{len(rows) - SUMMARY_ROWS} more tasks not shown (scripthut show {run.id})"
     return table
@@ -152,6 +166,10 @@ def runs_table(runs: Sequence[tuple[RunRecord, Mapping[str, int]]]) -> Table:
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at)),
         )
     return table
+
+
+def money(value: float | None) -> str:
+    return "not costed" if value is None else f"${value:,.2f}"
 
 
 def duration(start: float | None, end: float | None) -> str:

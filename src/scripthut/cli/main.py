@@ -18,6 +18,7 @@ from typing import Any
 
 from scripthut.cli import config_cmd, configured, display, files, setup_aws
 from scripthut.cli.session import Session, open_session
+from scripthut.cost import Pricing, stored_run_cost
 from scripthut.engine.create import anchor_working_dirs
 from scripthut.errors import InvalidInput, Issue, ScriptHutError
 from scripthut.states import RunState
@@ -376,14 +377,24 @@ def cmd_show(args: argparse.Namespace) -> int:
         run = session.store.get_run(session.resolve(args.run))
         tasks = session.store.tasks(run.id)
         counts = session.store.task_counts(run.id)
+        pricing = Pricing.load(session.config)
+        cost = stored_run_cost(session.store, session.config, pricing, run.id)
     run, tasks = display.masked(run, tasks)
+    costs = {item.task: item.cost for item in cost.items} if pricing.active else None
     if args.json:
-        doc = {**run.to_json(), "counts": counts, "tasks": [t.to_json() for t in tasks]}
+        doc = {
+            **run.to_json(),
+            "counts": counts,
+            "cost": display.cost_json(cost, priced=pricing.active),
+            "tasks": [{**t.to_json(), "cost": (costs or {}).get(t.task_id)} for t in tasks],
+        }
         print(json.dumps(doc, indent=2))
         return EXIT_OK
     display.out.print(f"{run.id}  {run.name}  on {run.backend}  [bold]{run.state.value}[/]")
     display.out.print(display.counts_text(counts))
-    display.out.print(display.summary_table(run, tasks))
+    if pricing.active:
+        display.out.print(f"cost: {cost.summary}")
+    display.out.print(display.summary_table(run, tasks, costs))
     return EXIT_OK
 
 

@@ -104,6 +104,11 @@ class Client(ABC):
     def script(self, run_id: str, task_id: str, *, attempt: int | None = None) -> str:
         """The script an attempt ran."""
 
+    def cost(self, run_id: str, *, items: bool = True) -> dict[str, Any]:
+        """The run's estimated cost (`GET runs/{run}/cost`): total, "N of M tasks costed",
+        where prices came from, and each task's cost unless `items` is False."""
+        raise NotImplementedError(f"{type(self).__name__} cannot give a run's cost")
+
     @abstractmethod
     def cancel(self, run_id: str) -> dict[str, Any]: ...
 

@@ -145,6 +145,11 @@ class HTTPClient(Client):
         path = f"runs/{run_id}/tasks/{task_id}/script"
         return str(self.request("GET", path, query={"attempt": attempt}))
 
+    def cost(self, run_id: str, *, items: bool = True) -> dict[str, Any]:
+        query = None if items else {"items": "false"}
+        reply: dict[str, Any] = self.request("GET", f"runs/{run_id}/cost", query=query)
+        return reply
+
     def cancel(self, run_id: str) -> dict[str, Any]:
         reply: dict[str, Any] = self.request("POST", f"runs/{run_id}/cancel", body={})
         return reply

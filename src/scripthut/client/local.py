@@ -141,6 +141,9 @@ class LocalClient(Client):
     def script(self, run_id: str, task_id: str, *, attempt: int | None = None) -> str:
         return self.call(lambda: self.service.script(run_id, task_id, attempt))
 
+    def cost(self, run_id: str, *, items: bool = True) -> dict[str, Any]:
+        return self.run_async(lambda: self.service.cost(run_id, items=items))
+
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self.run_async(lambda: self.service.cancel(run_id))
 

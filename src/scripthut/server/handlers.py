@@ -73,11 +73,13 @@ class ScriptHutHandler(APIHandler):
         self.set_status(status)
         self.finish(json.dumps(data))
 
-    async def reply_off_loop(self, data: dict[str, Any], status: int = 200) -> None:
+    async def reply_off_loop(
+        self, data: dict[str, Any], status: int = 200, *, key: str = "tasks"
+    ) -> None:
         """A large reply (a run with all its tasks), encoded in a thread (see encode_paged)."""
         box = [data]
         del data
-        body = await asyncio.to_thread(encode_paged, box)
+        body = await asyncio.to_thread(encode_paged, box, key)
         etag = await asyncio.to_thread(
             lambda: f'"{hashlib.blake2b(body, digest_size=20).hexdigest()}"'
         )
@@ -102,14 +104,14 @@ class ScriptHutHandler(APIHandler):
         return decode_body(self.request.body, self.service.options.max_body)
 
 
-def encode_paged(box: list[dict[str, Any]]) -> bytes:
-    """JSON of `box.pop()`, whose "tasks" list is encoded and freed a page at a time.
+def encode_paged(box: list[dict[str, Any]], key: str = "tasks") -> bytes:
+    """JSON of `box.pop()`, whose `key` list ("tasks") is encoded and freed a page at a time.
 
     The C encoder holds the interpreter for a whole call, as does freeing a large list, so
     one `json.dumps` of 100,000 tasks would stall every other thread, the loop's included.
     """
     data = box.pop()
-    tasks = data.pop("tasks", None)
+    tasks = data.pop(key, None)
     if not isinstance(tasks, list):
         return json.dumps(data).encode()
     pages = [json.dumps(tasks[i : i + PAGE])[1:-1] for i in range(0, len(tasks), PAGE)]
@@ -117,7 +119,7 @@ def encode_paged(box: list[dict[str, Any]]) -> bytes:
         del tasks[-PAGE:]
     head = json.dumps(data)
     return (
-        f'{head[:-1]}{", " if data else ""}"tasks": [{", ".join(p for p in pages if p)}]}}'.encode()
+        f'{head[:-1]}{", " if data else ""}"{key}": [{", ".join(p for p in pages if p)}]}}'.encode()
     )
 
 
@@ -225,6 +227,16 @@ class RunHandler(ScriptHutHandler):
         self.service.delete(run_id)
         self.set_status(204)
         self.finish()
+
+
+class RunCostHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        items = self.get_query_argument("items", "1") not in ("0", "false", "no")
+        await self.reply_off_loop(await self.service.cost(run_id, items=items), key="items")
 
 
 class RunCancelHandler(ScriptHutHandler):
@@ -455,6 +467,7 @@ ROUTES: tuple[tuple[str, type[ScriptHutHandler]], ...] = (
     (rf"/jobs/({ids.BACKEND})/({ids.JOB_ID})/cancel", JobCancelHandler),
     ("/runs", RunsHandler),
     (RUN, RunHandler),
+    (rf"{RUN}/cost", RunCostHandler),
     (rf"{RUN}/cancel", RunCancelHandler),
     (rf"{RUN}/rerun", RunRerunHandler),
     (TASK, TaskHandler),

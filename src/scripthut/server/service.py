@@ -22,7 +22,8 @@ from typing import Any
 
 from scripthut import __version__
 from scripthut.backends.registry import BackendRegistry
-from scripthut.config import Config, ConfigSource, WorkflowConfig
+from scripthut.config import Config, ConfigSource, PricingConfig, WorkflowConfig
+from scripthut.cost import Pricing, stored_run_cost
 from scripthut.engine.create import anchor_working_dirs, record_run
 from scripthut.engine.engine import Engine
 from scripthut.env_rules import EnvRule
@@ -55,6 +56,7 @@ log = logging.getLogger("scripthut.server")
 TAKEOVER_CHECK = 5.0
 CONFIG_CHECK = 1.0
 CHECKPOINT_INTERVAL = 1.0
+PRICING_REFRESH = 3600.0  # the price table is read again (cache file, fetch) this often
 
 
 class Mode(StrEnum):
@@ -113,6 +115,7 @@ class ScriptHutService:
         self.worker: StoreWorker | None = None  # heavy store work, off the event loop
         self.events = Broadcaster(buffer_size=options.stream_buffer)
         self.commands = CommandSlots(options.max_commands)
+        self._pricing: tuple[float, PricingConfig | None, Pricing] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
         self._sources: Sources | None = None
@@ -387,6 +390,32 @@ class ScriptHutService:
         return await self._worker().call(
             lambda reader: reads.run_json(reader, record, tasks=True), heavy=True
         )
+
+    async def cost(self, run_id: str, *, items: bool = True) -> dict[str, Any]:
+        """A run's estimated cost (`scripthut.cost.stored_run_cost`), read and priced in the
+        worker thread; `items` adds each task's cost."""
+        config, store = self._ready()
+        run_id = store.resolve_run_id(run_id)
+        pricing = await self.pricing()
+
+        def compute(reader: Store) -> dict[str, Any]:
+            doc = stored_run_cost(reader, config, pricing, run_id).to_json()
+            if not items:
+                del doc["items"]
+            return {"run": run_id, "priced": pricing.active, **doc}
+
+        return await self._worker().call(compute, heavy=True)
+
+    async def pricing(self) -> Pricing:
+        """The config's prices, read off the loop (a fetch may take seconds) and kept for
+        PRICING_REFRESH s, or until the config's pricing section changes."""
+        config, _ = self._ready()
+        now = time.monotonic()
+        kept = self._pricing
+        if kept is None or now - kept[0] > PRICING_REFRESH or kept[1] != config.pricing:
+            loaded = await asyncio.to_thread(Pricing.load, config)
+            self._pricing = kept = (now, config.pricing, loaded)
+        return kept[2]
 
     async def submit(self, body: Callable[[], object]) -> dict[str, Any]:
         """Start a run from `{"workflow": ...}` or `{"path": ...}`; 400 lists every problem.

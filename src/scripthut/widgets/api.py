@@ -1,6 +1,6 @@
 """What the widgets need from a client beyond the `Client` interface.
 
-Cancelling one job, the tasks' partitions and the pricing table are served by the API
+Cancelling one job, how a run's tasks are priced and the pricing table are served by the API
 (HTTP client) and by the service the in-process client hosts; this module asks
 whichever the client is. `api_base` tells the browser where it may call the REST API
 itself: only when the client talks to the Jupyter server that launched this kernel.
@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from scripthut.client.base import Client
-from scripthut.config import Config, PricingConfig, load_config
-from scripthut.widgets.cost import Pricing
-from scripthut.workflow.model import DEFAULT_PARTITION
+from scripthut.config import BackendConfig, Config, PricingConfig, load_config
+from scripthut.cost import Basis, Pricing, backend_entry, task_basis
 
 if TYPE_CHECKING:
     from scripthut.client.http import HTTPClient
@@ -66,48 +65,36 @@ def jobs_listing(client: Client, *, all_users: bool = False) -> dict[str, Any]:
     return {"jobs": jobs, "user_filter": None, "default_user_filter": None}
 
 
-def task_partitions(client: Client, run_id: str, task_ids: Iterable[str]) -> dict[str, str]:
-    """The partition each task asked for (the default one when its spec names none)."""
-    return {t: p for t, (p, _) in task_resources(client, run_id, task_ids).items()}
-
-
-def task_resources(
-    client: Client, run_id: str, task_ids: Iterable[str]
-) -> dict[str, tuple[str, int]]:
-    """The partition (the default one when its spec names none) and CPUs each task asked for."""
+def task_bases(
+    client: Client, run_id: str, task_ids: Iterable[str], entry: BackendConfig | None
+) -> dict[str, Basis]:
+    """How each task is priced (`scripthut.cost.task_basis`) on the run's backend `entry`."""
     wanted = list(task_ids)
     if not wanted:
         return {}
     if (local := _local(client)) is not None:
 
-        def read() -> dict[str, tuple[str, int]]:
+        def read() -> dict[str, Basis]:
             store = local.service.store
             if store is None:
                 return {}
             resolved = store.resolve_run_id(run_id)
-            return {t.task_id: _resources(t.spec) for t in store.tasks(resolved)}
+            return {t.task_id: task_basis(t.spec, entry) for t in store.tasks(resolved)}
 
         every = local.call(read)
         return {t: every[t] for t in wanted if t in every}
 
-    def one(task_id: str) -> tuple[str, tuple[str, int]]:
-        return task_id, _resources(client.task(run_id, task_id).get("spec") or {})
+    def one(task_id: str) -> tuple[str, Basis]:
+        return task_id, task_basis(client.task(run_id, task_id).get("spec") or {}, entry)
 
     with ThreadPoolExecutor(PARTITION_FETCHERS, thread_name_prefix="scripthut-spec") as pool:
         return dict(pool.map(one, wanted))
 
 
-def _resources(spec: dict[str, Any]) -> tuple[str, int]:
-    try:
-        cpus = max(1, int(spec.get("cpus") or 1))
-    except (TypeError, ValueError):
-        cpus = 1
-    return _partition(spec), cpus
-
-
-def _partition(spec: dict[str, Any]) -> str:
-    value = spec.get("partition")
-    return str(value) if value else DEFAULT_PARTITION
+def backend_of(client: Client, name: str) -> BackendConfig | None:
+    """The named backend of the config the engine uses (None when unknown)."""
+    config = _config_of(client)
+    return backend_entry(config, name) if config is not None else None
 
 
 def pricing_of(client: Client) -> PricingConfig | None:

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from scripthut.client.base import Client
+from scripthut.config import BackendConfig
+from scripthut.cost import Basis, Pricing, task_cost
 from scripthut.widgets import api
-from scripthut.widgets.cost import Pricing, task_cost
 from scripthut.widgets.diff import Row
+from scripthut.workflow.model import DEFAULT_PARTITION
 
 TASK_FIELDS = (
     "id",
@@ -440,8 +442,8 @@ class CostSource(Source):
         self.run_id = run_id
         self.pricing = pricing
         self.client: Client | None = None
-        self.partitions: dict[str, str] = {}
-        self.cpus: dict[str, int] = {}
+        self.entry: BackendConfig | None = None
+        self.bases: dict[str, Basis] = {}
         self.now = time.time()
 
     @property
@@ -452,18 +454,17 @@ class CostSource(Source):
         self.client = client
         record = client.run(self.run_id, tasks=True)
         self.run_id = str(record["id"])
+        self.entry = api.backend_of(client, str(record.get("backend")))
         tasks = record.get("tasks", [])
-        self._resources(client, [str(t["id"]) for t in tasks])
+        self._bases(client, [str(t["id"]) for t in tasks])
         self.meta = {"run": self.run_id, "name": record.get("name")}
         self.now = time.time()
         for task in tasks:
             self._put(str(task["id"]), task)
         self._full = True
 
-    def _resources(self, client: Client, task_ids: list[str]) -> None:
-        for task_id, (partition, cpus) in api.task_resources(client, self.run_id, task_ids).items():
-            self.partitions[task_id] = partition
-            self.cpus[task_id] = cpus
+    def _bases(self, client: Client, task_ids: list[str]) -> None:
+        self.bases.update(api.task_bases(client, self.run_id, task_ids, self.entry))
 
     def _put(self, task_id: str, fields: Mapping[str, Any]) -> None:
         row = self.tasks.get(task_id)
@@ -476,8 +477,9 @@ class CostSource(Source):
         self._cost(row)
 
     def _cost(self, row: Row) -> None:
-        task = {"id": row["task"], "cpus": self.cpus.get(row["task"], 1), **row}
-        item = task_cost(task, self.partitions.get(row["task"]), self.pricing, self.now)
+        basis = self.bases.get(row["task"]) or Basis(DEFAULT_PARTITION, None, 1)
+        task = {"id": row["task"], "cpus": basis.cpus, "instance_type": basis.instance_type}
+        item = task_cost({**task, **row}, basis.partition, self.pricing, self.now)
         row.update(
             partition=item.partition,
             priced_as=item.priced_as,
@@ -492,7 +494,7 @@ class CostSource(Source):
         if event.get("run") != self.run_id:
             return False
         if event.get("kind") == "tasks_added" and self.client is not None:
-            self._resources(self.client, [str(t["id"]) for t in event.get("tasks") or []])
+            self._bases(self.client, [str(t["id"]) for t in event.get("tasks") or []])
             for task in event.get("tasks") or []:
                 self._put(str(task["id"]), task)
             return True

@@ -9,9 +9,9 @@ import traitlets
 
 from scripthut.client.base import Client
 from scripthut.config import PricingConfig
+from scripthut.cost import Pricing
 from scripthut.widgets import api, render
 from scripthut.widgets.base import LiveWidget
-from scripthut.widgets.cost import Pricing
 from scripthut.widgets.diff import Row
 from scripthut.widgets.sources import CostSource, JobsSource, RunSource, TimelineSource
 
