@@ -271,7 +271,6 @@ def sacct_elements(rig: SlurmRig, since: str) -> list[tuple[str, str]]:
         "--noheader",
         "--parsable2",
         "--allocations",
-        "--array",
         f"--starttime={since}",
         "--format=JobID,Comment",
     )

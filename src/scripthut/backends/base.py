@@ -1,8 +1,9 @@
 """The one interface every backend implements, and the values that cross it.
 
 The engine owns all scheduler traffic and talks to backends only through `Backend`:
-submit many jobs at once, poll every tracked job in one query, find jobs again by
-tag after a crash, cancel, read logs and files, describe the cluster.
+submit many jobs at once (or as job arrays: `submit_arrays`, see backends/arrays.py),
+poll every tracked job in one query, find jobs again by tag after a crash, cancel, read
+logs and files, describe the cluster.
 
 Rules every backend keeps:
 - A failed or timed-out scheduler query is "unknown" (JobState.UNKNOWN or a missing
