@@ -108,11 +108,15 @@ def test_the_wrapper_runs_its_own_element_with_its_own_logs(tmp_path: Path) -> N
     wrapper.write_text("#!/bin/bash\n" + wrapper_body(jobs, index_expr="${SLURM_ARRAY_TASK_ID-}"))
     for index in (2, 0):
         env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(index), "X": "x"}
-        done = subprocess.run(["bash", str(wrapper)], env=env, cwd=tmp_path, check=False)
+        done = subprocess.run(
+            ["bash", "-c", 'umask 022; exec bash "$0"', str(wrapper)], env=env, check=False
+        )
         assert done.returncode == index + 4
     assert Path(jobs[0].paths.stdout).read_text() == "out 0 x\n"
     assert Path(jobs[2].paths.stderr).read_text() == "err 2\n"
     assert not Path(jobs[1].paths.stdout).exists()
+    for log in (jobs[0].paths.stdout, jobs[0].paths.stderr):
+        assert stat.S_IMODE(os.stat(log).st_mode) == 0o600  # private, whatever the umask
     assert not (tmp_path / "PWNED").exists()
     for bad in ("3", "-1", "x", ""):
         env = {**os.environ, "SLURM_ARRAY_TASK_ID": bad}
@@ -133,7 +137,7 @@ def test_the_submission_writes_every_element_privately_then_submits_once(tmp_pat
         str(tmp_path / "arrays" / "w.sh"),
         (str(folder), str(tmp_path / "arrays")),
         (str(tmp_path / "arrays" / "w.log"), ""),
-        elements=tuple((j.paths.script, j.script, j.paths.stdout, j.paths.stderr) for j in jobs),
+        elements=tuple((j.paths.script, j.script) for j in jobs),
     )
     counter = tmp_path / "calls"
     command = ("bash", "-c", f"cat >> {counter}; echo 77")
@@ -152,8 +156,6 @@ def test_the_submission_writes_every_element_privately_then_submits_once(tmp_pat
     for i, job in enumerate(jobs):
         assert Path(job.paths.script).read_text() == f"#!/bin/bash\necho {i}\n"
         assert stat.S_IMODE(os.stat(job.paths.script).st_mode) == 0o700
-        for log in (job.paths.stdout, job.paths.stderr):
-            assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
     assert (tmp_path / "idx" / "hut.r1.arr.x").read_text() == "77\n"
 
 
@@ -164,6 +166,10 @@ def test_site_limits_are_read_from_the_config_and_associations() -> None:
     limits = sa.read_limits(parse_sections(text, marker))
     assert limits == sa.SiteLimits(501, 9000, 200)
     assert limits.largest_array(None) == 200
+    assert limits.concurrency(10_000) == 200
+    assert sa.SiteLimits(1001, 10_000, None).concurrency(10_000) == 9000
+    assert sa.SiteLimits(1001, 10_000, None).concurrency(50) == 50
+    assert sa.SiteLimits(1001, None, None).concurrency(10_000) == 10_000
     assert sa.SiteLimits(501).largest_array(40) == 40
     assert sa.SiteLimits().largest_array(None) == sa.DEFAULT_MAX_ARRAY_SIZE
     failed = f"{marker} config 1\nUnable to contact slurm controller\n{marker} end\n"

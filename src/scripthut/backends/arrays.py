@@ -12,9 +12,10 @@ only a way to hand the scheduler many scripts in one submission.
 - `array_tag`: the array's own tag (its `--comment`, index file and wrapper name),
   derived from its elements' tags.
 - `wrapper_body`: the array job's script after its scheduler header. It maps the element's
-  index to that element's script and log paths through bash arrays of quoted literals, and
-  `exec`s the script with its own logs: no user text is ever evaluated by the wrapper, and
-  the element runs exactly as a plain job would (its shebang, its env, its exit-code file).
+  index to that element's script and log paths through bash arrays of quoted literals,
+  opens its logs (created 0600) and `exec`s the script: no user text is ever evaluated by
+  the wrapper, and the element runs exactly as a plain job would (its shebang, its env, its
+  exit-code file).
   Its first line lists the element tags: after a crash `find` reads it to learn which
   element of which array an attempt is.
 """
@@ -111,8 +112,13 @@ def wrapper_body(jobs: Sequence[JobSpec], *, index_expr: str, first: int = 0) ->
             f'    echo {shlex.quote("scripthut: this array has no element ")}"$__hut_i" >&2\n',
             "    exit 2\n",
             "fi\n",
-            'exec "${__hut_scripts[__hut_i]}" >> "${__hut_outs[__hut_i]}" '
-            '2>> "${__hut_errs[__hut_i]}"\n',
+            # The element's logs are created private, as a plain job's are before sbatch;
+            # its own commands get the job's umask back.
+            "__hut_umask=$(umask)\n",
+            "umask 077\n",
+            'exec >> "${__hut_outs[__hut_i]}" 2>> "${__hut_errs[__hut_i]}"\n',
+            'umask "$__hut_umask"\n',
+            'exec "${__hut_scripts[__hut_i]}"\n',
         ]
     )
 

@@ -243,8 +243,9 @@ class Submission:
     """One job for `submit_script`: tag, script text, where the script is kept, dirs it needs,
     and its logs (created 0600 before the submission, so the scheduler appends to them).
 
-    An array job also carries its `elements`: (script path, script text, stdout, stderr) of
-    each element, written (scripts 0700, logs 0600) before the one submit command runs.
+    An array job also carries its `elements`: (script path, script text) of each element,
+    written (0700) before the one submit command runs; the array's wrapper creates each
+    element's logs (0600) when the element starts.
     """
 
     tag: str
@@ -252,7 +253,7 @@ class Submission:
     script_path: str
     dirs: tuple[str, ...]
     logs: tuple[str, str] = ("", "")
-    elements: tuple[tuple[str, str, str, str], ...] = ()
+    elements: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +275,7 @@ __hut_tmp=$(mktemp "${TMPDIR:-/tmp}/scripthut-submit.XXXXXX" 2>/dev/null) ||
 trap 'rm -f -- "$__hut_tmp"' EXIT
 __hut_submit() {
     local i=$1 tag=$2 file=$3 text=$4 lo=$5 le=$6 out rc d k
-    local -a lines made=() logs els=("${__hut_el[@]}")
+    local -a lines made=() scripts=() els=("${__hut_el[@]}")
     __hut_el=()
     shift 6
     if [ -n "$__hut_stop" ]; then
@@ -296,16 +297,18 @@ __hut_submit() {
         printf '%s job %s error\ncannot write the job script %s\n' "$__hut_m" "$i" "$file"
         return 0
     fi
-    for ((k = 0; k < ${#els[@]}; k += 4)); do
-        if ! printf '%s' "${els[k + 1]}" 2>/dev/null > "${els[k]}" ||
-            ! chmod 700 -- "${els[k]}" 2>/dev/null; then
+    for ((k = 0; k < ${#els[@]}; k += 2)); do
+        if ! printf '%s' "${els[k + 1]}" 2>/dev/null > "${els[k]}"; then
             printf '%s job %s error\ncannot write the job script %s\n' "$__hut_m" "$i" "${els[k]}"
             return 0
         fi
+        scripts+=("${els[k]}")
     done
-    logs=("$lo" "$le")
-    for ((k = 0; k < ${#els[@]}; k += 4)); do logs+=("${els[k + 2]}" "${els[k + 3]}"); done
-    for d in "${logs[@]}"; do
+    if [ "${#scripts[@]}" -gt 0 ] && ! chmod 700 -- "${scripts[@]}" 2>/dev/null; then
+        printf '%s job %s error\ncannot make the element scripts executable\n' "$__hut_m" "$i"
+        return 0
+    fi
+    for d in "$lo" "$le"; do
         if [ -n "$d" ] && [ ! -e "$d" ] && [ ! -L "$d" ] && : 2>/dev/null >> "$d"; then
             made+=("$d")
         fi

@@ -273,8 +273,8 @@ class SlurmBackend(Backend):
         return self.arrays
 
     async def site_limits(self) -> sa.SiteLimits:
-        """MaxArraySize, MaxJobCount, MaxSubmitJobs: asked once, then kept. `max_concurrent`
-        is lowered to MaxSubmitJobs. TransportError when the cluster cannot be reached."""
+        """MaxArraySize, MaxJobCount, MaxSubmitJobs: asked once, then kept; `max_concurrent`
+        is lowered to what they allow. TransportError when the cluster cannot be reached."""
         if self.limits is None:
             _home, user = await self.host.identify()
             marker = new_marker()
@@ -283,8 +283,7 @@ class SlurmBackend(Backend):
             if limits is None:  # scontrol did not answer: Slurm's defaults, asked again later
                 return sa.SiteLimits()
             self.limits = limits
-            if limits.max_submit_jobs is not None:
-                self.max_concurrent = min(self.configured_max_concurrent, limits.max_submit_jobs)
+            self.max_concurrent = limits.concurrency(self.configured_max_concurrent)
         return self.limits
 
     async def submit_arrays(self, groups: Sequence[ArrayGroup]) -> list[list[SubmitOutcome]]:

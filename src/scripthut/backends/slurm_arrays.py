@@ -41,6 +41,16 @@ class SiteLimits:
     max_job_count: int | None = None
     max_submit_jobs: int | None = None
 
+    def concurrency(self, configured: int) -> int:
+        """Most jobs (array elements count one each) to keep queued or running: the config's,
+        at most MaxSubmitJobs and nine tenths of MaxJobCount (the controller's job table,
+        which holds every element, pending or ended less than MinJobAge ago, of every user:
+        past it sbatch blocks, retrying, instead of failing)."""
+        limits = [configured, self.max_submit_jobs]
+        if self.max_job_count is not None:
+            limits.append(max(1, self.max_job_count * 9 // 10))
+        return min(limit for limit in limits if limit is not None)
+
     def largest_array(self, configured: int | None) -> int:
         """Most elements in one array: the site's limit, the config's, MaxSubmitJobs."""
         sizes = [self.max_array_size, configured, self.max_submit_jobs]
@@ -205,7 +215,5 @@ def array_submission(
         paths.script,
         tuple(sorted(dirs)),
         (log_path, ""),
-        elements=tuple(
-            (spec.paths.script, spec.script, spec.paths.stdout, spec.paths.stderr) for spec in jobs
-        ),
+        elements=tuple((spec.paths.script, spec.script) for spec in jobs),
     )
