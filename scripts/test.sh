@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set everything up and run the whole test suite: ruff, mypy, pytest (Slurm/SSH rig, real
-# JupyterLab in headless Chromium) and the notebooks under nbval.
+# Set everything up and run the whole test suite: ruff, mypy, pytest (Slurm/SSH and Grid Engine
+# rigs, real JupyterLab in headless Chromium) and the notebooks under nbval.
 # Under CI=true a rig that cannot be started fails the run instead of skipping tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,10 @@ bash scripts/setup.sh
 if [ "$(id -u)" = 0 ]; then
   if ! bash tests/rig/slurm.sh up; then
     echo "the Slurm/SSH test rig did not start" >&2
+    [ "${CI:-}" = "true" ] && exit 1
+  fi
+  if ! bash tests/rig/sge.sh up; then
+    echo "the Grid Engine test rig did not start" >&2
     [ "${CI:-}" = "true" ] && exit 1
   fi
   if ! bash tests/browser/install.sh; then
@@ -22,6 +26,7 @@ fi
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 .venv/bin/mypy
+.venv/bin/cfn-lint cloudformation/*.yaml
 # The browser suites run in a session of their own: Playwright's sync API leaves an event
 # loop set on the main thread, which asyncio.run() in later tests refuses.
 .venv/bin/python -m pytest -q --ignore=tests/browser --ignore=tests/lab "$@"

@@ -533,8 +533,8 @@ def test_missing_explicit_file_names_the_path(tmp_path: Path) -> None:
 def test_lookup_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     xdg = write_into(tmp_path / "xdg" / "scripthut" / "scripthut.yaml")
     assert find_config_path() == xdg
-    cwd = write_into(tmp_path / "scripthut.yaml")
-    assert find_config_path() == cwd
+    write_into(tmp_path / "scripthut.yaml")  # a project file: a layer, never the global one
+    assert find_config_path() == xdg
     from_env = write_into(tmp_path / "env.yaml")
     monkeypatch.setenv("SCRIPTHUT_CONFIG", str(from_env))
     assert find_config_path() == from_env
@@ -557,7 +557,8 @@ def test_xdg_default_is_dot_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 
 def test_data_dir_from_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    write(tmp_path / "scripthut.yaml", "settings: {data_dir: /from/file}\n")
+    (tmp_path / "xdg" / "scripthut").mkdir(parents=True)
+    write(tmp_path / "xdg" / "scripthut" / "scripthut.yaml", "settings: {data_dir: /from/file}\n")
     assert load_config().data_dir == Path("/from/file")
     monkeypatch.setenv("SCRIPTHUT_DATA_DIR", str(tmp_path / "override"))
     assert load_config().data_dir == tmp_path / "override"
@@ -699,3 +700,23 @@ def test_boolean_keys_in_parsed_data_are_named_too() -> None:
     issue = only(caught.value.issues)
     assert issue.where == "env[0].set"
     assert "boolean" in issue.message
+
+
+def test_a_git_source_backend_is_checked_like_a_path_source(tmp_path: Path) -> None:
+    text = textwrap.dedent(
+        """\
+        backends:
+          - {name: hpc, type: local}
+        sources:
+          - name: code
+            type: git
+            url: https://git.example.org/code.git
+            backend: hcp
+          - {name: fine, type: git, url: https://git.example.org/fine.git}
+          - {name: here, type: path, path: x, backend: hpcc}
+        """
+    )
+    code, here = problems(tmp_path, text)
+    assert (code.where, code.field) == ("sources[0] (code) (line 7)", "backend")
+    assert code.message == "no backend named 'hcp' (did you mean 'hpc'?) (configured: hpc)"
+    assert (here.where, here.field) == ("sources[2] (here) (line 9)", "backend")

@@ -8,7 +8,7 @@ import pytest
 
 from scripthut.config import parse_config
 from scripthut.engine.create import anchor_working_dirs, check_run
-from scripthut.errors import BackendUnavailable, InvalidInput
+from scripthut.errors import InvalidInput
 from scripthut.workflow.parse import parse_document
 
 CONFIG = {
@@ -54,9 +54,3 @@ def test_check_run_checks_backend_and_env_includes() -> None:
     with pytest.raises(InvalidInput) as caught:
         check_run(config, bad, "box")
     assert "nope" in caught.value.render()
-    with pytest.raises(BackendUnavailable):
-        check_run(
-            parse_config({"backends": [{"name": "b", "type": "pbs", "transport": "local"}]}),
-            ok,
-            "b",
-        )

@@ -14,7 +14,7 @@ import pytest
 
 from scripthut.config import Config
 from scripthut.engine.engine import Engine
-from scripthut.errors import BackendUnavailable, InvalidInput, LeaseHeld, NotFound
+from scripthut.errors import InvalidInput, LeaseHeld, NotFound
 from scripthut.states import RunState, TaskState
 from scripthut.store import Store
 from scripthut.workflow.parse import parse_document
@@ -265,30 +265,6 @@ def test_bad_input_creates_nothing(config: Config) -> None:
 
     drive(config, body)
     assert Store.in_data_dir(config.data_dir).count_runs() == 0
-
-
-def test_backend_without_driver_says_so(data_dir: Path) -> None:
-    from scripthut.config import parse_config
-
-    config = parse_config(
-        {
-            "backends": [
-                {
-                    "name": "aws",
-                    "type": "batch",
-                    "aws": {"region": "eu-west-1", "job_queue": "q"},
-                    "default_image": "busybox",
-                }
-            ],
-            "settings": {"data_dir": str(data_dir)},
-        }
-    )
-
-    async def body(engine: Engine) -> None:
-        with pytest.raises(BackendUnavailable, match="not available yet"):
-            engine.submit(parse_document([{"id": "a", "command": "true"}]), backend="aws")
-
-    drive(config, body)
 
 
 def test_env_and_script_are_recorded_with_provenance(config: Config) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from scripthut.secrets import (
@@ -117,3 +119,20 @@ def test_documents_and_recorded_envs_are_masked() -> None:
     assert_no_secret(repr(masked))
     assert masked == env.to_json(mask_secrets=True)  # one rule for both shapes
     assert masked["values"]["COPY"]["secret"] is True
+
+
+def test_event_texts_never_carry_url_credentials(tmp_path: Path) -> None:
+    """A reason or a name that quotes a URL reaches the event stream masked."""
+    from scripthut.store import Store
+
+    store = Store.in_data_dir(tmp_path / "data")
+    try:
+        hook = "https://hooks.slack.com/services/T1/B2/sekret"
+        reason = "submission rejected: curl https://bob:hunter2@example.org/x failed"
+        (event,) = store.append_events([("task", "r", "t", {"reason": reason, "name": hook})])
+        stored = store.events_since(0)[0]
+        for data in (event.data, stored.data):
+            assert "hunter2" not in data["reason"] and "sekret" not in data["name"]
+            assert "bob:***@example.org" in data["reason"]
+    finally:
+        store.close()

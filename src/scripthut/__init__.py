@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
     from scripthut import api
-    from scripthut.api import Run, Task, jobs, run, runs
+    from scripthut.api import Run, Task, jobs, run, runs, sources, sync
     from scripthut.client import connect
 
 __version__ = "0.1.0"
@@ -24,6 +24,8 @@ _LAZY = {
     "Run": "scripthut.api",
     "jobs": "scripthut.api",
     "runs": "scripthut.api",
+    "sources": "scripthut.api",
+    "sync": "scripthut.api",
     "connect": "scripthut.client",
 }
 
@@ -67,4 +69,15 @@ def unload_ipython_extension(ipython: InteractiveShell) -> None:
     unload(ipython)
 
 
-__all__ = ["Run", "Task", "__version__", "api", "connect", "jobs", "run", "runs"]
+__all__ = [
+    "Run",
+    "Task",
+    "__version__",
+    "api",
+    "connect",
+    "jobs",
+    "run",
+    "runs",
+    "sources",
+    "sync",
+]

@@ -18,6 +18,16 @@ class Issue:
     where: str
     message: str
     field: str | None = None
+    file: str | None = None  # the file the problem is in, when it comes from one
+    line: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """`where`, `field`, `message`, and `file` and `line` when the issue is in a file."""
+        out: dict[str, object] = {"where": self.where, "field": self.field}
+        out["message"] = self.message
+        if self.file is not None:
+            out |= {"file": self.file, "line": self.line}
+        return out
 
     def __str__(self) -> str:
         place = f"{self.where}, field '{self.field}'" if self.field else self.where

@@ -20,7 +20,17 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from scripthut import api
 from scripthut.api import display
-from scripthut.api.tables import JOB_COLUMNS, TASK_STATES, run_row, table, text_table
+from scripthut.api.tables import (
+    JOB_COLUMNS,
+    SOURCE_COLUMNS,
+    SYNC_COLUMNS,
+    TASK_STATES,
+    run_row,
+    source_rows,
+    sync_row,
+    table,
+    text_table,
+)
 from scripthut.errors import InvalidInput, ScriptHutError
 from scripthut.server.errors import ServiceUnavailable
 
@@ -55,9 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="start a run of a workflow file")
-    run.add_argument("file", help="workflow JSON file")
+    run.add_argument("file", help="workflow JSON file (with --source: a file of the source)")
     _run_options(run)
     run.add_argument("--max-concurrent", type=int, metavar="N", help="at most N tasks at once")
+    run.add_argument("--source", metavar="S", help="run FILE of this source (synced first)")
+    run.add_argument("--branch", metavar="B", help="with --source: this branch")
+
+    sub.add_parser("sources", help="the sources and their workflow files")
+    sync = sub.add_parser("sync", help="sync a source (default: every one) now")
+    sync.add_argument("source", nargs="?")
+    sync.add_argument("--branch", metavar="B")
 
     task = sub.add_parser("task", help="(%%%%hut) run the cell as one task")
     _run_options(task)
@@ -141,6 +158,12 @@ class HutMagics(Magics):
           %hut run FILE [--backend B] [--max-concurrent N] [--name NAME] [--wait]
               Validate the workflow file, start a run, show it (a RunView) and
               return its `Run` (`r = %hut run flow.json`). --wait blocks until it ends.
+          %hut run --source S FILE [--branch B] [...]
+              Sync source S, then run its workflow file FILE at the branch head.
+          %hut sources
+              The sources: last sync (commit, time, error), workflow files and validity.
+          %hut sync [SOURCE] [--branch B]
+              Sync one source (or every one) now.
           %hut jobs [--backend B] [--state S] [--run R]
               The jobs on the backends now (a live JobTable).
           %hut runs [--limit N]
@@ -192,10 +215,25 @@ class HutMagics(Magics):
         print(inspect.getdoc(HutMagics.hut))
 
     def cmd_run(self, args: argparse.Namespace) -> api.Run:
+        if args.branch is not None and args.source is None:
+            raise MagicUsageError("%hut run: --branch needs --source")
         run = api.run(
-            args.file, backend=args.backend, max_concurrent=args.max_concurrent, name=args.name
+            args.file,
+            backend=args.backend,
+            max_concurrent=args.max_concurrent,
+            name=args.name,
+            source=args.source,
+            branch=args.branch,
         )
         return self.show(run, wait=args.wait)
+
+    def cmd_sources(self, args: argparse.Namespace) -> object:
+        rows = source_rows(api.default_client().sources())
+        return self.tabulate(rows, SOURCE_COLUMNS, only=True)
+
+    def cmd_sync(self, args: argparse.Namespace) -> object:
+        states = api.default_client().sync(args.source, branch=args.branch)
+        return self.tabulate([sync_row(s) for s in states], SYNC_COLUMNS, only=True)
 
     def cmd_task(self, args: argparse.Namespace) -> api.Run:
         command = str(args.cell).strip("\n")

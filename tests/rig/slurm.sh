@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # ScriptHut test rig: a single-node Slurm (munged, MariaDB + slurmdbd for sacct, slurmctld,
-# slurmd) and an OpenSSH server on 127.0.0.1:2222 with a key-only user `hutuser`.
+# slurmd) and an OpenSSH server on 127.0.0.1:2222 with a key-only user `hutuser`, and a git
+# server account `hutgit` on the same sshd (git-shell only, one deploy key).
 # No systemd: every daemon is started by hand and stopped by its pid file.
 #
-#   usage: tests/rig/slurm.sh up|down|status|env|reset [--keep-history]
+#   usage: tests/rig/slurm.sh up|down|status|env|reset [--keep-history]|git
 #
 # All rig state (configs, keys, known_hosts, pid files, logs, Slurm state) lives under
 # /var/lib/scripthut-rig; /etc/slurm/{slurm,slurmdbd}.conf are symlinks into it so that
@@ -16,6 +17,7 @@ readonly RIG_DIR=/var/lib/scripthut-rig
 readonly SSH_HOST=127.0.0.1
 readonly SSH_PORT=2222
 readonly SSH_USER=hutuser
+readonly GIT_USER=hutgit                    # git-shell only; repositories in ~hutgit/repos
 readonly CLUSTER=rig
 readonly PARTITION=debug                    # Default=YES
 readonly PARTITIONS="debug normal"          # "normal" is the task JSON default partition
@@ -29,6 +31,7 @@ readonly SLURM_DIR=$RIG_DIR/slurm
 readonly RUN_DIR=$RIG_DIR/run
 readonly LOG_DIR=$RIG_DIR/log
 readonly SSH_KEY=$SSH_DIR/hutuser_ed25519
+readonly DEPLOY_KEY=$SSH_DIR/deploy_ed25519  # the only key hutgit accepts ("restrict")
 readonly KNOWN_HOSTS=$SSH_DIR/known_hosts
 readonly SSHD_CONFIG=$SSH_DIR/sshd_config
 readonly SSH_CONFIG=$SSH_DIR/ssh_config
@@ -276,6 +279,34 @@ EOF
   install_if_changed "$tmp" "$SSH_CONFIG" root root 0644 || true
 }
 
+# The git server: an account whose shell is git-shell (no commands but git's), reached with
+# a deploy key marked "restrict" (no pty, no forwarding). hutuser trusts the sshd's host key,
+# as a cluster user's known_hosts would trust their git server.
+ensure_git_account() {
+  local gitshell; gitshell=$(command -v git-shell) || die "git-shell not found (apt-get install git)"
+  if ! id "$GIT_USER" >/dev/null 2>&1; then
+    say "creating git account $GIT_USER"
+    useradd -m -d "/home/$GIT_USER" -s "$gitshell" -c "ScriptHut test rig git server" "$GIT_USER"
+  fi
+  local home pw tmp; home=$(getent passwd "$GIT_USER" | cut -d: -f6)
+  [ "$(getent passwd "$GIT_USER" | cut -d: -f7)" = "$gitshell" ] || usermod -s "$gitshell" "$GIT_USER"
+  pw=$(getent shadow "$GIT_USER" | cut -d: -f2)
+  case $pw in '!'*|'') usermod -p '*' "$GIT_USER" ;; esac
+  chmod go-w "$home"
+  install -d -o "$GIT_USER" -g "$GIT_USER" -m 0755 "$home/repos"
+  [ -s "$DEPLOY_KEY" ] || ssh-keygen -q -t ed25519 -N '' -C "deploy@scripthut-rig" -f "$DEPLOY_KEY"
+  chown root:root "$DEPLOY_KEY"; chmod 600 "$DEPLOY_KEY"; chmod 644 "$DEPLOY_KEY.pub"
+  install -d -o "$GIT_USER" -g "$GIT_USER" -m 0700 "$home/.ssh"
+  tmp=$(mktemp); printf 'restrict %s\n' "$(cat "$DEPLOY_KEY.pub")" > "$tmp"
+  install_if_changed "$tmp" "$home/.ssh/authorized_keys" "$GIT_USER" "$GIT_USER" 0600 || true
+  local user_home hostkey line; user_home=$(getent passwd "$SSH_USER" | cut -d: -f6)
+  hostkey=$(cut -d' ' -f1,2 "$SSH_DIR/host_ed25519.pub"); line="[$SSH_HOST]:$SSH_PORT $hostkey"
+  install -d -o "$SSH_USER" -g "$SSH_USER" -m 0700 "$user_home/.ssh"
+  touch "$user_home/.ssh/known_hosts"
+  grep -qxF "$line" "$user_home/.ssh/known_hosts" || printf '%s\n' "$line" >> "$user_home/.ssh/known_hosts"
+  chown "$SSH_USER:$SSH_USER" "$user_home/.ssh/known_hosts"; chmod 600 "$user_home/.ssh/known_hosts"
+}
+
 gen_sshd_config() {
   local tmp; tmp=$(mktemp); cat > "$tmp" <<EOF
 # $MARKER (the system /etc/ssh/sshd_config is not used)
@@ -289,7 +320,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 PermitRootLogin no
-AllowUsers $SSH_USER
+AllowUsers $SSH_USER $GIT_USER
 StrictModes yes
 X11Forwarding no
 PrintMotd no
@@ -531,6 +562,7 @@ cmd_up() {
   ensure_user
   SSHD_CHANGED=0 SLURM_CHANGED=0 DBD_CHANGED=0
   ensure_keys
+  ensure_git_account
   gen_sshd_config
   gen_slurm_conf
   if [ "$SSHD_CHANGED$SLURM_CHANGED$DBD_CHANGED" = 000 ] && all_ours_alive && check_all quiet; then
@@ -545,6 +577,23 @@ cmd_up() {
   wait_accounting
   start_sshd
   say "rig UP in $(secs_since "$t0") s -- eval \"\$(bash $0 env)\" for connection details"
+}
+
+# Adds the git account to a rig that is already up; sshd re-reads its config on SIGHUP, so
+# open sessions are kept.
+cmd_git() {
+  need_root
+  lock
+  SSHD_CHANGED=0
+  ensure_git_account
+  gen_sshd_config
+  if [ "$SSHD_CHANGED" = 1 ]; then
+    local pid; pid=$(live_pid "$SSHD_PID" sshd) || die "sshd is not running: bash $0 up"
+    kill -HUP "$pid"
+    wait_for 20 chk_ssh || fail_with_log "sshd did not come back after reload" "$LOG_DIR/sshd.log"
+    say "sshd reloaded: $GIT_USER allowed"
+  fi
+  say "git account $GIT_USER ready (deploy key $DEPLOY_KEY)"
 }
 
 cmd_down() {
@@ -598,6 +647,8 @@ cmd_env() {
     SCRIPTHUT_RIG_SLURM_CONF /etc/slurm/slurm.conf
     SCRIPTHUT_RIG_TORQUE_BIN "$(torque_bin)"
     SCRIPTHUT_RIG_LOG_DIR "$LOG_DIR"
+    SCRIPTHUT_RIG_GIT_USER "$GIT_USER"
+    SCRIPTHUT_RIG_DEPLOY_KEY "$DEPLOY_KEY"
   )
   local i; for ((i = 0; i < ${#vars[@]}; i += 2)); do printf 'export %s=%q\n' "${vars[i]}" "${vars[i+1]}"; done
 }
@@ -629,5 +680,6 @@ case ${1:-} in
   status) cmd_status ;;
   env) cmd_env ;;
   reset) shift; cmd_reset "$@" ;;
-  *) echo "usage: $0 up|down|status|env|reset [--keep-history]" >&2; exit 2 ;;
+  git) cmd_git ;;
+  *) echo "usage: $0 up|down|status|env|reset [--keep-history]|git" >&2; exit 2 ;;
 esac

@@ -22,13 +22,10 @@ from typing import Any
 import pytest
 from pytest_jupyter.jupyter_server import *  # noqa: F403 - fixtures and hooks, this directory only
 
-from scripthut.backends.registry import AVAILABLE_TYPES
 from scripthut.server.app import ScriptHutApp
 
 Fetch = Callable[..., Awaitable[Any]]
 FINAL = {"completed", "failed", "cancelled"}
-# A scheduler type with `transport: local` that this version has no driver for, if any is left.
-NO_DRIVER = next((t for t in ("pbs", "slurm") if t not in AVAILABLE_TYPES), None)
 
 CONFIG = """\
 backends:
@@ -37,7 +34,7 @@ backends:
     max_concurrent: 4
     cpus: 4
   - name: hpc
-    type: {hpc_type}
+    type: pbs
     transport: local
   - name: remote
     type: slurm
@@ -53,8 +50,8 @@ workflows:
     backend: local
     description: two tasks printed by a command
     command: |-
-      printf '%s' '[{{"id": "one", "command": "echo one"}},
-        {{"id": "two", "command": "echo two", "deps": ["one"]}}]'
+      printf '%s' '[{"id": "one", "command": "echo one"},
+        {"id": "two", "command": "echo two", "deps": ["one"]}]'
   - name: broken
     backend: local
     command: |-
@@ -65,8 +62,8 @@ workflows:
   - name: on-hpc
     backend: hpc
     command: |-
-      printf '%s' '[{{"id": "x", "command": "hostname"}}]'
-""".format(hpc_type=NO_DRIVER or "pbs")
+      printf '%s' '[{"id": "x", "command": "hostname"}]'
+"""
 
 
 @pytest.fixture

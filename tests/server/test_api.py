@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from scripthut.server.app import ScriptHutApp
-from tests.server.conftest import FINAL, NO_DRIVER, Api
+from tests.server.conftest import FINAL, Api
 
 pytestmark = pytest.mark.filterwarnings("error::jupyter_server.utils.JupyterServerAuthWarning")
 
@@ -58,25 +58,6 @@ async def test_backends_show_status_and_explain_unavailable_types(api: Api) -> N
     assert remote["transport"] == "ssh"
     assert remote["status"] in ("unreachable", "unavailable", "error")  # nothing on port 1
     assert remote["message"]
-
-
-async def test_a_backend_type_without_a_driver_is_explained(api: Api) -> None:
-    if NO_DRIVER is None:
-        pytest.skip("every scheduler type has a driver now")
-    hpc = {b["name"]: b for b in (await api.get("backends"))["backends"]}["hpc"]
-    assert hpc["status"] == "unavailable"
-    assert hpc["available"] is False
-    assert "not available yet" in hpc["message"]
-    body = {"workflow": [{"id": "a", "command": "true"}], "backend": "hpc"}
-    code, reply = await api.call("POST", "runs", body)
-    assert code == 503
-    assert reply["reason"] == "backend_unavailable"
-    dry = await api.post("workflows/on-hpc/dry-run")  # its commands run through the local shell
-    assert dry["tasks"] == 1
-    code, reply = await api.call("POST", "workflows/on-hpc/run", {})
-    assert code == 503
-    assert reply["reason"] == "backend_unavailable"
-    assert (await api.get("runs"))["total"] == 0  # nothing was stored
 
 
 async def test_run_lifecycle_tasks_script_env_and_logs(api: Api) -> None:
@@ -325,7 +306,7 @@ async def test_configured_workflows_dry_run_and_run(api: Api) -> None:
     code, reply = await api.call("POST", "workflows/on-remote/dry-run")  # needs ssh: not here
     assert code == 503
     assert reply["reason"] == "backend_unavailable"
-    assert "local shell" in reply["message"]
+    assert "backend 'remote' unreachable" in reply["message"]  # tried over its transport
     code, _ = await api.call("POST", "workflows/nope/dry-run")
     assert code == 404
     code, reply = await api.call("POST", "workflows/demo/run", {"colour": 1})

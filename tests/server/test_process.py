@@ -282,6 +282,8 @@ def test_connect_under_jupyterhub_uses_the_hub_token(server: Server, tmp_path: P
     assert out["kinds"][-1] == ["run", "completed"]
     assert out["jobs"] == []
     refused = {**env, "JUPYTERHUB_API_TOKEN": "wrong", "SCRIPTHUT_DATA_DIR": str(tmp_path / "own")}
+    # its global file is the server's (else that file, above the root, is a project layer)
+    refused["SCRIPTHUT_CONFIG"] = str(tmp_path / "scripthut.yaml")
     out = run_python(
         client_script('print(json.dumps({"mode": client.mode}))'), refused, server.root
     )

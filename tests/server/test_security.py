@@ -36,7 +36,11 @@ RESOURCES = {
     "runs": "scripthut:runs",
     "workflows": "scripthut:workflows",
     "events": "scripthut:events",
+    "sources": "scripthut:sources",
+    "config": "scripthut:config",
 }
+# Syncing a source, previewing or running one of its files need what starting a run needs.
+POST_RESOURCES = {"sources": "scripthut:runs"}
 
 
 class RecordingAuthorizer(Authorizer):
@@ -233,7 +237,8 @@ async def test_handlers_are_authorized_on_stable_resources(
         checks = [(a, r) for p, a, r in RecordingAuthorizer.seen if r.startswith("scripthut:")]
         first = path.split("/")[2]
         action = "read" if method == "GET" else "write"
-        assert checks == [(action, RESOURCES[first])], (method, path, checks)
+        resource = POST_RESOURCES.get(first, RESOURCES[first]) if method == "POST" else None
+        assert checks == [(action, resource or RESOURCES[first])], (method, path, checks)
     RecordingAuthorizer.deny = True
     for method, path, _ in routes_seen:
         response = await raw(http_server_client, jp_base_url, method, path, headers=jp_auth_header)

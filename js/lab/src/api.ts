@@ -14,6 +14,38 @@ export interface Issue {
   where: string;
   field?: string | null;
   message: string;
+  /** The file the problem is in (configuration problems) and its line. */
+  file?: string;
+  line?: number | null;
+}
+
+export interface ConfigFile {
+  layer: 'global' | 'project' | string;
+  path: string;
+  exists: boolean;
+}
+
+export interface ConfigEntry {
+  key: string;
+  value: unknown;
+  /** The file and line the key came from (null: a default). */
+  file: string | null;
+  line: number | null;
+}
+
+/** GET config (and, without `entries`, `health.config` and POST config/reload). */
+export interface ConfigState {
+  status: 'ok' | 'error';
+  message?: string | null;
+  files: ConfigFile[];
+  errors: Issue[];
+  loaded_at?: number | null;
+  reloads?: number;
+  changes?: Record<string, unknown> | null;
+  notices?: string[];
+  entries?: ConfigEntry[];
+  /** Absolute file path -> the path Lab opens it by (files inside the server's root). */
+  lab_paths?: Record<string, string>;
 }
 
 export interface Health {
@@ -26,6 +58,7 @@ export interface Health {
   errors?: Issue[];
   lease?: Row | null;
   stream?: { clients?: number; dropped?: number; last_event_id?: number };
+  config?: ConfigState;
 }
 
 export interface BackendInfo {
@@ -124,6 +157,54 @@ export class NetworkError extends Error {
 
 type Query = Record<string, string | number | boolean | null | undefined>;
 
+export interface WorkflowFileInfo {
+  path: string;
+  title?: string | null;
+  tasks?: number | null;
+  valid: boolean;
+  issues: string[];
+}
+
+export interface SyncState {
+  source: string;
+  backend: string;
+  branch?: string | null;
+  sha?: string | null;
+  root?: string | null;
+  synced_at?: number | null;
+  attempted_at?: number | null;
+  error?: string | null;
+  files: WorkflowFileInfo[];
+}
+
+export interface Source {
+  name: string;
+  type: 'git' | 'path' | string;
+  backend: string;
+  url?: string | null;
+  branch?: string | null;
+  path?: string | null;
+  description?: string;
+  syncs: SyncState[];
+}
+
+export interface SourceChoice {
+  file?: string;
+  branch?: string;
+  backend?: string;
+}
+
+export interface DryRun {
+  source: string;
+  file: string;
+  tasks: number;
+  edges: number;
+  /** Each task's dependencies with patterns (`sim.*`) expanded, as the run would have them. */
+  deps: Record<string, string[]>;
+  document: { tasks?: Row[] } & Row;
+  provenance?: Row | null;
+}
+
 function seg(part: string): string {
   return encodeURIComponent(part);
 }
@@ -209,6 +290,34 @@ export class ScriptHutClient implements ScriptHutApi {
       body.backend = backend;
     }
     return this.call('POST', 'runs', {}, body);
+  }
+
+  sources(): Promise<{ sources: Source[] }> {
+    return this.call('GET', 'sources');
+  }
+
+  /** Sync a source now (joins a sync under way); the reply carries its error, if any. */
+  syncSource(name: string, choice: SourceChoice = {}): Promise<{ sources: SyncState[] }> {
+    return this.call('POST', `sources/${seg(name)}/sync`, {}, choice);
+  }
+
+  /** A source's workflow file validated, with its tasks; nothing is started. */
+  dryRunSource(name: string, choice: SourceChoice): Promise<DryRun> {
+    return this.call('POST', `sources/${seg(name)}/dry-run`, {}, choice);
+  }
+
+  runSource(name: string, choice: SourceChoice): Promise<Run> {
+    return this.call('POST', `sources/${seg(name)}/run`, {}, choice);
+  }
+
+  /** The configuration files in use, their problems, the merged result with provenance. */
+  config(): Promise<ConfigState> {
+    return this.call('GET', 'config');
+  }
+
+  /** Read the configuration files again now (the server also does when they change). */
+  reloadConfig(): Promise<ConfigState> {
+    return this.call('POST', 'config/reload', {}, {});
   }
 
   deleteRun(id: string): Promise<void> {

@@ -34,6 +34,20 @@ export namespace CommandIDs {
   export const rerunRun = 'scripthut:rerun-run';
   export const cancelJob = 'scripthut:cancel-job';
   export const openJobs = 'scripthut:open-jobs';
+  export const reloadConfig = 'scripthut:reload-config';
+  export const openConfigFile = 'scripthut:open-config-file';
+}
+
+/** What the file editor widget `docmanager:open` returns offers (no typing dependency). */
+interface EditorWidget {
+  context?: { ready: Promise<void> };
+  content?: {
+    editor?: {
+      setCursorPosition(position: { line: number; column: number }): void;
+      revealPosition?(position: { line: number; column: number }): void;
+      focus?(): void;
+    };
+  };
 }
 
 /** The settings of schema/plugin.json. */
@@ -121,7 +135,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
             apply({ ...settings, showExternalJobs: show });
           }
         },
-        setAllUsers
+        setAllUsers,
+        openFile: (path, line) =>
+          void app.commands.execute(CommandIDs.openConfigFile, { path, line })
       },
       {
         showExternalJobs: settings.showExternalJobs,
@@ -194,6 +210,48 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(CommandIDs.refresh, {
       label: 'Refresh ScriptHut',
       execute: () => model.refresh()
+    });
+
+    app.commands.addCommand(CommandIDs.reloadConfig, {
+      label: 'Reload ScriptHut Configuration',
+      caption: 'Read scripthut.yaml (global and project) again, without a restart',
+      execute: async () => {
+        try {
+          const outcome = await client.reloadConfig();
+          if (outcome.status === 'ok') {
+            Notification.success('ScriptHut: configuration reloaded', { autoClose: 3000 });
+          } else {
+            Notification.warning(
+              `ScriptHut kept its running configuration: ${outcome.errors.length} problem(s)`,
+              { autoClose: 5000 }
+            );
+          }
+        } catch (error) {
+          failed('Reload failed', error);
+        }
+        await model.refresh();
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.openConfigFile, {
+      label: 'Open a ScriptHut Configuration File at a Line',
+      execute: async args => {
+        const path = String(args.path ?? '');
+        const line = Math.max(1, Number(args.line ?? 1) || 1);
+        const widget = (await app.commands.execute('docmanager:open', {
+          path,
+          factory: 'Editor'
+        })) as EditorWidget | undefined;
+        await widget?.context?.ready;
+        const editor = widget?.content?.editor;
+        if (editor) {
+          const position = { line: line - 1, column: 0 };
+          editor.setCursorPosition(position);
+          editor.revealPosition?.(position);
+          editor.focus?.();
+        }
+        return widget;
+      }
     });
 
     app.commands.addCommand(CommandIDs.openRun, {
@@ -410,7 +468,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         CommandIDs.openPanel,
         CommandIDs.runFile,
         CommandIDs.openJobs,
-        CommandIDs.refresh
+        CommandIDs.refresh,
+        CommandIDs.reloadConfig
       ]) {
         palette.addItem({ command, category });
       }

@@ -74,6 +74,7 @@ export class ScriptHutModel {
   private readonly _changed = new Signal<this, void>(this);
   private readonly _event = new Signal<this, ServerEvent>(this);
   private readonly _refreshed = new Signal<this, void>(this);
+  private readonly _configChanged = new Signal<this, void>(this);
   private streamOpenedAt = 0;
   private lastRefresh = 0;
   private lastJobs = 0;
@@ -115,6 +116,11 @@ export class ScriptHutModel {
   /** After each full refresh (run views reload then when the stream is down). */
   get refreshed(): ISignal<this, void> {
     return this._refreshed;
+  }
+
+  /** The server read its configuration again (a `config` event): views re-read it. */
+  get configChanged(): ISignal<this, void> {
+    return this._configChanged;
   }
 
   get streamState(): StreamState {
@@ -401,6 +407,10 @@ export class ScriptHutModel {
         }
         this.runs = [...this.runs.slice(0, index), next, ...this.runs.slice(index + 1)];
       }
+    } else if (event.kind === 'config') {
+      // Backends may have come or gone: read them (and health) again now.
+      void this.refresh();
+      this._configChanged.emit();
     } else if (event.kind === 'task' && run && !this.runBackends.has(run)) {
       void this.loadRun(run).then(() => this.jobs.apply(event));
     }

@@ -6,8 +6,10 @@ import { h, statePill, userToggle } from '../../widgets/components/format';
 import { createProgress } from '../../widgets/components/progress';
 import { frameThrottle } from '../../widgets/components/store';
 import type { Backend, Run } from './api';
+import { ConfigSection } from './configview';
 import { ModelView } from './modelview';
 import type { ScriptHutModel } from './model';
+import { SourcesSection } from './sources';
 
 export interface PanelActions {
   openRun(id: string): void;
@@ -18,6 +20,7 @@ export interface PanelActions {
   refresh(): void;
   setShowExternal(show: boolean): void;
   setAllUsers(all: boolean): void;
+  openFile(path: string, line: number): void;
 }
 
 export interface PanelOptions {
@@ -94,6 +97,8 @@ export class ScriptHutPanel extends ModelView {
     hidden: ''
   });
   private readonly jobsSection: ReturnType<typeof section>;
+  private readonly sourcesSection: SourcesSection;
+  private readonly configSection: ConfigSection;
   private readonly schedule = frameThrottle(() => this.render());
   private filters = { state: '', backend: '' };
 
@@ -131,14 +136,26 @@ export class ScriptHutPanel extends ModelView {
       button('table', 'open-jobs', 'Open the job table in the main area')
     );
     this.jobsSection = section('jobs', 'Jobs', toolbar);
+    this.configSection = new ConfigSection(model.client, {
+      openFile: (path, line) => this.actions.openFile(path, line),
+      reloaded: () => this.actions.refresh()
+    });
     this.externalToggle.checked = options.showExternalJobs;
+    this.sourcesSection = new SourcesSection({
+      client: model.client,
+      backends: () => (model.backends?.backends ?? []).map(b => b.name),
+      openRun: id => actions.openRun(id)
+    });
     this.node.append(
       header,
       this.banner,
       this.backendsSection.el,
+      this.sourcesSection.el,
       this.runsSection.el,
-      this.jobsSection.el
+      this.jobsSection.el,
+      this.configSection.el
     );
+    model.refreshed.connect(() => void this.sourcesSection.load(), this);
     this.stateFilter.addEventListener('change', () => {
       this.filters.state = this.stateFilter.value;
       this.schedule();
@@ -152,7 +169,12 @@ export class ScriptHutPanel extends ModelView {
     );
     this.node.addEventListener('click', this.onClick);
     model.changed.connect(this.schedule, this);
+    model.configChanged.connect(this.onConfigChanged, this);
     this.render();
+  }
+
+  private onConfigChanged(): void {
+    this.configSection.invalidate();
   }
 
   configure(options: Partial<PanelOptions>): void {
@@ -166,7 +188,9 @@ export class ScriptHutPanel extends ModelView {
       return;
     }
     this.schedule.cancel();
+    this.sourcesSection.dispose();
     this.model.changed.disconnect(this.schedule, this);
+    this.model.configChanged.disconnect(this.onConfigChanged, this);
     super.dispose();
   }
 
@@ -208,9 +232,14 @@ export class ScriptHutPanel extends ModelView {
     this.backendsSection.el.hidden = !usable && !model.backends;
     this.runsSection.el.hidden = !usable && !model.runs.length;
     this.jobsSection.el.hidden = !usable && !model.jobs.rows.length;
+    this.configSection.el.hidden = !usable && model.status !== 'config_error';
     this.renderBackends();
     this.renderRuns();
     this.renderJobs();
+    const config = model.health?.config;
+    if (config) {
+      this.configSection.showStatus(config);
+    }
   }
 
   private renderConnection(): void {
@@ -283,7 +312,14 @@ export class ScriptHutPanel extends ModelView {
         } else if (model.message) {
           parts.push(h('p', {}, model.message));
         }
-        parts.push(h('p', {}, 'Fix the file, then restart the Jupyter server.'));
+        parts.push(
+          h(
+            'p',
+            {},
+            'Fix the file: ScriptHut starts as soon as it is valid, without a restart. ',
+            'The Configuration section below opens each problem at its line.'
+          )
+        );
         break;
       }
       case 'error':
@@ -328,6 +364,18 @@ export class ScriptHutPanel extends ModelView {
         }
         if (model.backendsError) {
           parts.push(h('p', {}, `Backends: ${model.backendsError}`));
+        }
+        const config = health?.config;
+        if (config && config.status === 'error') {
+          kind = kind || 'config';
+          parts.push(
+            h(
+              'p',
+              {},
+              h('strong', {}, `The configuration has ${config.errors.length} problem(s). `),
+              'The running configuration is kept until they are fixed: see Configuration below.'
+            )
+          );
         }
       }
     }

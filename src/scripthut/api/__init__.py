@@ -18,7 +18,17 @@ from __future__ import annotations
 
 from scripthut.api.handle import Run
 from scripthut.api.session import default_client, resolve, set_default_client
-from scripthut.api.tables import JOB_COLUMNS, RUN_COLUMNS, Table, run_row, table
+from scripthut.api.tables import (
+    JOB_COLUMNS,
+    RUN_COLUMNS,
+    SOURCE_COLUMNS,
+    SYNC_COLUMNS,
+    Table,
+    run_row,
+    source_rows,
+    sync_row,
+    table,
+)
 from scripthut.api.task import RunInput, Task, workflow_input
 from scripthut.client import Client
 
@@ -29,18 +39,49 @@ def run(
     max_concurrent: int | None = None,
     name: str | None = None,
     client: Client | None = None,
+    *,
+    source: str | None = None,
+    branch: str | None = None,
 ) -> Run:
     """Start a run and return it at once (`Run.wait()` blocks until it ends).
 
     `workflow` is a workflow file's path, a document (a list of tasks or
     `{"tasks": [...], "env": [...]}`) whose tasks may be `Task`s or dicts, or a single
     `Task`. It is validated in full first: `InvalidInput` lists every problem.
+    With `source`, `workflow` is a file of that source as `hut.sources()` lists it; the
+    source is synced first (at `branch`, default the configured one) and the run records
+    the commit.
     """
     chosen = resolve(client)
+    if source is not None:
+        if not isinstance(workflow, str):
+            raise TypeError("with source=, workflow is the file's path in the source")
+        record = chosen.run_source(
+            source,
+            workflow,
+            branch=branch,
+            backend=backend,
+            name=name,
+            max_concurrent=max_concurrent,
+        )
+        return Run.from_record(record, chosen)
     record = chosen.submit(
         workflow_input(workflow), backend, name=name, max_concurrent=max_concurrent
     )
     return Run.from_record(record, chosen)
+
+
+def sources(client: Client | None = None) -> Table:
+    """The configured sources: the last sync (commit, time, error) and its workflow files."""
+    return table(source_rows(resolve(client).sources()), SOURCE_COLUMNS)
+
+
+def sync(
+    source: str | None = None, branch: str | None = None, client: Client | None = None
+) -> Table:
+    """Sync one source (or every one) now; the table shows each one's commit or error."""
+    states = resolve(client).sync(source, branch=branch)
+    return table([sync_row(state) for state in states], SYNC_COLUMNS)
 
 
 def runs(limit: int = 50, client: Client | None = None) -> Table:
@@ -79,4 +120,6 @@ __all__ = [
     "run",
     "runs",
     "set_default_client",
+    "sources",
+    "sync",
 ]

@@ -44,6 +44,60 @@ TASK_COLUMNS = (
     "ended_at",
 )
 JOB_COLUMNS = ("backend", "job_id", "state", "source", "run", "task", "name")
+SYNC_COLUMNS = ("source", "backend", "branch", "sha", "synced_at", "error", "files")
+SOURCE_COLUMNS = (
+    "source",
+    "type",
+    "backend",
+    "branch",
+    "sha",
+    "synced_at",
+    "error",
+    "file",
+    "title",
+    "tasks",
+    "valid",
+    "issues",
+)
+
+
+def sync_row(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A sync's outcome: the commit (or folder) found, or why it failed; its file count."""
+    row = {key: state.get(key) for key in SYNC_COLUMNS if key != "files"}
+    row["files"] = len(state.get("files") or [])
+    return row
+
+
+def source_rows(sources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per workflow file of each source's latest sync (one row for a source never
+    synced), so a table shows title, task count and validity beside the commit."""
+    rows: list[dict[str, Any]] = []
+    for source in sources:
+        syncs = source.get("syncs") or [{}]
+        for state in syncs:
+            base = {
+                "source": source["name"],
+                "type": source.get("type"),
+                "backend": state.get("backend") or source.get("backend"),
+                "branch": state.get("branch") or source.get("branch"),
+                "sha": state.get("sha"),
+                "synced_at": state.get("synced_at"),
+                "error": state.get("error"),
+            }
+            files = state.get("files") or [{}]
+            for file in files:
+                issues = "; ".join(file.get("issues") or [])
+                rows.append(
+                    {
+                        **base,
+                        "file": file.get("path"),
+                        "title": file.get("title"),
+                        "tasks": file.get("tasks"),
+                        "valid": file.get("valid"),
+                        "issues": issues,
+                    }
+                )
+    return rows
 
 
 def run_row(run: Mapping[str, Any]) -> dict[str, Any]:

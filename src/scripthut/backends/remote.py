@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from scripthut.backends.base import LogChunk
-from scripthut.config import PBSBackendConfig, SlurmBackendConfig
+from scripthut.config import PBSBackendConfig, SGEBackendConfig, SlurmBackendConfig
 from scripthut.errors import ScriptHutError
 from scripthut.transport import LocalTransport, SSHTransport, Transport, TransportError
 from scripthut.transport.base import DEFAULT_TIMEOUT
@@ -61,7 +61,7 @@ def parent_dir(path: str) -> str | None:
     return head if head not in ("", "~") else None
 
 
-def make_transport(entry: SlurmBackendConfig | PBSBackendConfig) -> Transport:
+def make_transport(entry: SlurmBackendConfig | PBSBackendConfig | SGEBackendConfig) -> Transport:
     """The transport of a scheduler backend: the local shell, or SSH with verified host keys."""
     if entry.transport == "local":
         return LocalTransport()
@@ -344,8 +344,12 @@ def submit_script(
     index_dir: str,
     marker: str,
     transient: Sequence[str],
+    script_arg: bool = False,
 ) -> str:
     """Bash that submits `items` in order with `command < script`, one section per job.
+
+    With `script_arg`, the script's path is the command's last argument instead (for
+    submit commands that cannot read a script on stdin), and stdin is /dev/null.
 
     Everything the script creates (folders, job scripts, logs, the tag index) is private:
     it runs under umask 077, except the submit command itself, which gets the user's
@@ -354,7 +358,8 @@ def submit_script(
     skipped: their fate is then learnt through `find`, never guessed.
     """
     patterns = "|".join(f"*{shlex.quote(text)}*" for text in transient) or "''"
-    function = _SUBMIT_FUNCTION.replace("__SUBMIT__", shlex.join(command))
+    submit = shlex.join(command) + (' "$file" < /dev/null' if script_arg else ' < "$file"')
+    function = _SUBMIT_FUNCTION.replace('__SUBMIT__ < "$file"', submit)
     function = function.replace("__TRANSIENT__", patterns)
     dirs = sorted({d for item in items for d in item.dirs} | {index_dir})
     lines = [

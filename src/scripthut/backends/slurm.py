@@ -439,7 +439,11 @@ class SlurmBackend(Backend):
         result.external = [
             sp.external_status(row)
             for row in rows.values()
-            if row.job_id not in tracked and not sp.is_hut_tag(row.comment)
+            # A job named by a tag is ScriptHut's too: its PBS backend names jobs so, and
+            # Torque-like wrappers over Slurm give it no comment.
+            if row.job_id not in tracked
+            and not sp.is_hut_tag(row.comment)
+            and not sp.is_hut_tag(row.name)
         ]
         return result
 

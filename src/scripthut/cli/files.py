@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from scripthut.config import load_config
+from scripthut.config import load_config, load_file
 from scripthut.config.legacy import LEGACY_SECTIONS, migrate_data
 from scripthut.engine.create import check_run
 from scripthut.errors import InvalidInput, Issue
@@ -60,7 +60,7 @@ def migrated_text(path: Path) -> tuple[str, bool]:
 
 
 def _migrate_config(path: Path, text: str) -> tuple[str, bool]:
-    load_config(path)  # every problem of the file, located, before anything is rewritten
+    load_file(path)  # every problem of the file, located, before anything is rewritten
     data = yaml.safe_load(text) or {}
     modern = migrate_data(data)
     changed = any(key in data for key in LEGACY_SECTIONS)

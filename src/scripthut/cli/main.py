@@ -13,14 +13,13 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from scripthut.cli import display, files
+from scripthut.cli import config_cmd, configured, display, files, setup_aws
 from scripthut.cli.session import Session, open_session
 from scripthut.engine.create import anchor_working_dirs
-from scripthut.errors import InvalidInput, ScriptHutError
+from scripthut.errors import InvalidInput, Issue, ScriptHutError
 from scripthut.states import RunState
 from scripthut.store import RunRecord
 from scripthut.workflow.parse import load_workflow
@@ -34,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         metavar="FILE",
         default=argparse.SUPPRESS,
-        help="scripthut.yaml to use (default: $SCRIPTHUT_CONFIG, ./scripthut.yaml, "
-        "~/.config/scripthut/scripthut.yaml)",
+        help="the global scripthut.yaml (default: $SCRIPTHUT_CONFIG, else "
+        "~/.config/scripthut/scripthut.yaml); a project scripthut.yaml found from the "
+        "current folder upwards is layered over it",
     )
     common.add_argument(
         "--json",
@@ -59,11 +59,26 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", parents=[common], help="start a run of a workflow file and follow it"
     )
-    run.add_argument("file", help="workflow JSON file")
-    run.add_argument("--backend", help="backend name from the config (default: the first)")
+    _workflow_choice(run)
     run.add_argument("--max-concurrent", type=int, help="at most N tasks of this run at once")
     run.add_argument("--name", help="run name (default: the file name)")
     run.add_argument("--detach", action="store_true", help="start the run and return at once")
+
+    dry = sub.add_parser(
+        "dry-run",
+        parents=[common],
+        help="show the tasks a run would have (a source's file or a configured workflow's "
+        "command output), starting nothing",
+    )
+    _workflow_choice(dry)
+
+    sub.add_parser(
+        "sources", parents=[common], help="the sources, their last sync and workflow files"
+    )
+    sync = sub.add_parser("sync", parents=[common], help="sync a source (default: every one)")
+    sync.add_argument("source", nargs="?")
+    sync.add_argument("--branch", help="this branch instead of the configured one")
+    sync.add_argument("--backend", help="on this backend instead of the source's")
 
     validate = sub.add_parser(
         "validate",
@@ -118,7 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", parents=[common], help="a run as one JSON document")
     export.add_argument("run")
+    setup_aws.add_parser(sub, [common])
+    config_cmd.add_parser(sub, common)
     return parser
+
+
+def _workflow_choice(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file", nargs="?", help="workflow JSON file (with --source: a file as `sources` lists it)"
+    )
+    parser.add_argument("--source", help="take FILE from this source (synced first)")
+    parser.add_argument("--branch", help="with --source: this branch instead of the configured")
+    parser.add_argument("--workflow", metavar="NAME", help="a workflow configured by name")
+    parser.add_argument("--backend", help="backend name from the config (default: the first)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,7 +171,7 @@ def _failed(args: argparse.Namespace, exc: ScriptHutError) -> int:
     if args.json:
         error: dict[str, Any] = {"kind": type(exc).__name__, "message": str(exc)}
         if isinstance(exc, InvalidInput):
-            error |= {"title": exc.title, "issues": [asdict(issue) for issue in exc.issues]}
+            error |= {"title": exc.title, "issues": [issue.to_json() for issue in exc.issues]}
         print(json.dumps({"error": error, "exit_code": EXIT_INVALID}))
     elif isinstance(exc, InvalidInput):
         display.err.print(exc.render(), markup=False, soft_wrap=True)
@@ -190,6 +217,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.source is not None or args.workflow is not None:
+        return cmd_run_configured(args)
+    _check_choice(args)
     workflow = load_workflow(args.file)
     path = Path(args.file).resolve()
 
@@ -208,6 +238,95 @@ def cmd_run(args: argparse.Namespace) -> int:
         return await follow(session, record, args)
 
     return _finish(args, asyncio.run(_with_session(args, go, host_engine=not args.detach)))
+
+
+def cmd_run_configured(args: argparse.Namespace) -> int:
+    _check_choice(args)
+
+    async def go(session: Session) -> RunRecord:
+        chosen = await configured.chosen(session, args)
+        record = session.submit(
+            chosen.workflow,
+            backend=chosen.backend,
+            name=args.name or chosen.name,
+            max_concurrent=args.max_concurrent or chosen.max_concurrent,
+            source=chosen.source,
+            base_dir=chosen.provenance.root if chosen.provenance else None,
+            workflow_env=chosen.env,
+            provenance=chosen.provenance.document() if chosen.provenance else None,
+        )
+        if args.detach:
+            return record
+        return await follow(session, record, args)
+
+    return _finish(args, asyncio.run(_with_session(args, go, host_engine=not args.detach)))
+
+
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    _check_choice(args, dry=True)
+
+    async def go(session: Session) -> dict[str, Any]:
+        return configured.preview(await configured.chosen(session, args))
+
+    with open_session(args.config, host_engine=False) as session:
+        doc = asyncio.run(_closing(session, go))
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        display.out.print(configured.preview_text(doc), markup=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def cmd_sources(args: argparse.Namespace) -> int:
+    with open_session(args.config, host_engine=False) as session:
+        listing = session.sources.listing()
+    if args.json:
+        print(json.dumps(listing, indent=2))
+    else:
+        display.out.print(configured.sources_table(listing["sources"]))
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    async def go(session: Session) -> list[dict[str, Any]]:
+        names = [args.source] if args.source else [s.name for s in session.config.sources]
+        for name in names:
+            session.sources.entry(name)
+        states = await asyncio.gather(
+            *(session.sources.sync(n, backend=args.backend, branch=args.branch) for n in names)
+        )
+        return [state.to_json() for state in states]
+
+    with open_session(args.config, host_engine=False) as session:
+        states = asyncio.run(_closing(session, go))
+    if args.json:
+        print(json.dumps({"sources": states}, indent=2))
+    else:
+        display.out.print(configured.sync_table(states))
+    return EXIT_OK if all(s["error"] is None for s in states) else EXIT_RUN_FAILED
+
+
+def _check_choice(args: argparse.Namespace, *, dry: bool = False) -> None:
+    """One of FILE, --source S FILE, --workflow NAME; the error names what is wrong."""
+    where = "scripthut dry-run" if dry else "scripthut run"
+    problem = None
+    if args.workflow is not None and (args.source is not None or args.file is not None):
+        problem = "--workflow NAME takes no FILE and no --source"
+    elif args.workflow is None and args.file is None:
+        problem = "give a workflow FILE (with --source: a file of the source) or --workflow NAME"
+    elif args.branch is not None and args.source is None:
+        problem = "--branch needs --source"
+    elif dry and args.source is None and args.workflow is None:
+        problem = "needs --source SOURCE FILE or --workflow NAME (`validate` checks a plain file)"
+    if problem is not None:
+        raise InvalidInput([Issue(where, problem)], f"invalid {where} arguments")
+
+
+async def _closing(session: Session, body: Callable[[Session], Any]) -> Any:
+    try:
+        return await body(session)
+    finally:
+        await session.registry.close()
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -294,6 +413,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
+    "dry-run": cmd_dry_run,
+    "sources": cmd_sources,
+    "sync": cmd_sync,
     "validate": cmd_validate,
     "migrate": cmd_migrate,
     "runs": cmd_runs,
@@ -303,6 +425,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "rerun": cmd_rerun,
     "watch": cmd_watch,
     "export": cmd_export,
+    "setup-aws-ec2": setup_aws.cmd_setup_aws_ec2,
+    "config": lambda args: config_cmd.run(args, display.out, display.err),
 }
 
 

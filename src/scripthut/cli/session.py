@@ -8,6 +8,7 @@ the session records runs and requests in the store and that engine carries them 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -15,10 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from scripthut.backends.registry import BackendRegistry
-from scripthut.config import Config, load_config
+from scripthut.config import Config, ConfigSource, load_config
 from scripthut.engine.create import record_run
 from scripthut.engine.engine import Engine
-from scripthut.errors import LeaseHeld, NotFound
+from scripthut.errors import InvalidInput, LeaseHeld, NotFound
+from scripthut.server.config_reload import ConfigReloads, keep_running_settings
+from scripthut.sources import Sources, transports_of
 from scripthut.store import RunRecord, Store
 from scripthut.workflow.model import Workflow
 
@@ -33,6 +36,8 @@ class Session:
         self.host_engine = host_engine
         self.engine: Engine | None = None
         self.registry = BackendRegistry(config)
+        self.sources = Sources(config, transports_of(self.registry.get))
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if not self.host_engine:
@@ -43,8 +48,28 @@ class Session:
         except LeaseHeld:
             return
         self.engine = engine
+        if isinstance(self.config.layers, ConfigSource):  # edits apply while the command runs
+            reloads = ConfigReloads(self.config.layers)
+            self._watch = asyncio.create_task(reloads.watch(lambda: self._reload(reloads), 1.0))
+
+    async def _reload(self, reloads: ConfigReloads) -> None:
+        """The engine hosted here takes the edited files; a broken edit keeps the running ones."""
+        try:
+            config = await asyncio.to_thread(reloads.source.load)
+        except InvalidInput as exc:
+            reloads.failed(exc)
+            return
+        notices = keep_running_settings(self.config, config)
+        if self.engine is not None:
+            reloads.succeeded(await self.engine.reload(config), notices)
+        self.config = config
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         if self.engine is not None:
             await self.engine.stop()
             self.engine = None

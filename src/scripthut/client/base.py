@@ -57,6 +57,10 @@ def run_body(
     return body
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
 class Client(ABC):
     """ScriptHut from a kernel: start runs, read their state and logs, follow events."""
 
@@ -137,6 +141,42 @@ class Client(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @abstractmethod
+    def sources(self) -> list[dict[str, Any]]:
+        """The configured sources, each with its latest syncs."""
+
+    @abstractmethod
+    def source_action(self, action: str, name: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        """`sync` (name None: every source), `dry-run` or `run` of a source."""
+
+    def sync(
+        self, name: str | None = None, *, branch: str | None = None, backend: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Sync one source or all; each state says its error, if any."""
+        body = _given(branch=branch, backend=backend)
+        states: list[dict[str, Any]] = self.source_action("sync", name, body)["sources"]
+        return states
+
+    def run_source(
+        self,
+        source: str,
+        file: str,
+        *,
+        branch: str | None = None,
+        backend: str | None = None,
+        name: str | None = None,
+        max_concurrent: int | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Start a run of a source's workflow file (or, with `dry_run`, only show it)."""
+        body = _given(
+            file=file, branch=branch, backend=backend, name=name, max_concurrent=max_concurrent
+        )
+        if dry_run:
+            body.pop("name", None)
+            body.pop("max_concurrent", None)
+        return self.source_action("dry-run" if dry_run else "run", source, body)
 
     def on_event(
         self,

@@ -25,6 +25,9 @@ STREAM_READ_TIMEOUT = 45.0  # the server sends a heartbeat every 15 s
 RECONNECT_LIMIT = 6
 
 
+SOURCE_TIMEOUT = 900.0  # a sync may clone a large repository
+
+
 class HTTPClient(Client):
     mode = "server"
 
@@ -108,6 +111,15 @@ class HTTPClient(Client):
     ) -> dict[str, Any]:
         body = run_body(workflow, backend, name, max_concurrent)
         reply: dict[str, Any] = self.request("POST", "runs", body=body)
+        return reply
+
+    def sources(self) -> list[dict[str, Any]]:
+        sources: list[dict[str, Any]] = self.request("GET", "sources")["sources"]
+        return sources
+
+    def source_action(self, action: str, name: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        path = "sources/sync" if name is None else f"sources/{quote(name, safe='')}/{action}"
+        reply: dict[str, Any] = self.request("POST", path, body=body, timeout=SOURCE_TIMEOUT)
         return reply
 
     def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from scripthut.errors import InvalidInput
 from scripthut.server.service import Mode, ScriptHutService, ServiceOptions
 
 T = TypeVar("T")
+SOURCE_TIMEOUT = 900.0  # a sync may clone a large repository
 CALL_TIMEOUT = 300.0
 QUEUE_SIZE = 10_000
 _END = object()
@@ -109,6 +110,19 @@ class LocalClient(Client):
     ) -> dict[str, Any]:
         body = run_body(workflow, backend, name, max_concurrent)
         return self.run_async(lambda: self.service.submit(lambda: body))
+
+    def sources(self) -> list[dict[str, Any]]:
+        sources: list[dict[str, Any]] = self.call(self.service.sources)["sources"]
+        return sources
+
+    def source_action(self, action: str, name: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        if action == "sync":
+            return self.run_async(lambda: self.service.sync(name, body), SOURCE_TIMEOUT)
+        if name is None:
+            raise ValueError(f"{action} needs a source name")
+        if action == "dry-run":
+            return self.run_async(lambda: self.service.source_dry_run(name, body), SOURCE_TIMEOUT)
+        return self.run_async(lambda: self.service.run_source(name, body), SOURCE_TIMEOUT)
 
     def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         page = self.call(lambda: self.service.runs(limit=limit, offset=offset))

@@ -3,7 +3,8 @@
 Every public name is re-exported here: `from scripthut.config import Config, load_config`.
 """
 
-from scripthut.config.load import find_config_path, load_config, parse_config
+from scripthut.config.layers import find_config_path, find_project_path
+from scripthut.config.load import load_file, parse_config
 from scripthut.config.models import (
     BACKEND_NAME,
     CONFIG_FILE_NAME,
@@ -21,6 +22,7 @@ from scripthut.config.models import (
     PBSBackendConfig,
     PricingConfig,
     Settings,
+    SGEBackendConfig,
     SlurmBackendConfig,
     SourceConfig,
     SSHConfig,
@@ -28,6 +30,7 @@ from scripthut.config.models import (
     WorkflowGitConfig,
     shares_filesystem,
 )
+from scripthut.config.source import ConfigSource, LayerFile, load_config
 
 __all__ = [
     "BACKEND_NAME",
@@ -39,12 +42,15 @@ __all__ = [
     "BackendConfig",
     "BatchBackendConfig",
     "Config",
+    "ConfigSource",
     "EC2BackendConfig",
     "GitSourceConfig",
+    "LayerFile",
     "LocalBackendConfig",
     "PBSBackendConfig",
     "PathSourceConfig",
     "PricingConfig",
+    "SGEBackendConfig",
     "SSHConfig",
     "Settings",
     "SlurmBackendConfig",
@@ -52,7 +58,9 @@ __all__ = [
     "WorkflowConfig",
     "WorkflowGitConfig",
     "find_config_path",
+    "find_project_path",
     "load_config",
+    "load_file",
     "parse_config",
     "shares_filesystem",
 ]

@@ -41,8 +41,10 @@ class Problem(NamedTuple):
     line: int | None = None
 
     def issue(self, data: object, root: yaml.Node | None) -> tuple[int | None, Issue]:
-        line = self.line or line_of(root, self.steps if self.anchor is None else self.anchor)
-        return line, Issue(where(self.steps, data, line), self.message, self.field)
+        steps = self.steps if self.anchor is None else self.anchor
+        line = self.line or line_of(root, steps)
+        file = file_of(root, steps)
+        return line, Issue(where(self.steps, data, line), self.message, self.field, file, line)
 
 
 def _entries(data: Mapping[str, Any], key: str) -> list[tuple[int, dict[str, Any]]]:
@@ -80,8 +82,6 @@ def _duplicate_names(data: Mapping[str, Any], key: str, noun: str) -> Iterator[P
 def _unknown_backends(data: Mapping[str, Any], key: str, names: list[str]) -> Iterator[Problem]:
     for i, item in _entries(data, key):
         ref = item.get("backend")
-        if key == "sources" and item.get("type") != "path":
-            continue
         if isinstance(ref, str) and ref not in names:
             message = f"no backend named '{ref}'{suggestion(ref, names)}"
             message += f" (configured: {', '.join(names)})"
@@ -158,6 +158,18 @@ def _child_node(node: yaml.Node, step: Step) -> tuple[yaml.Node, int] | None:
         item = node.value[int(step)]
         return item, item.start_mark.line + 1
     return None
+
+
+def file_of(root: yaml.Node | None, steps: Steps) -> str | None:
+    """The file the deepest node of `steps` was read from (its mark's name), if a file."""
+    node = root
+    for step in steps:
+        found = _child_node(node, step) if node is not None else None
+        if found is None:
+            break
+        node = found[0]
+    name = node.start_mark.name if node is not None else None
+    return name if name and not name.startswith("<") else None
 
 
 def line_of(root: yaml.Node | None, steps: Steps) -> int | None:

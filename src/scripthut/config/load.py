@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -13,7 +13,7 @@ from pydantic_core import ErrorDetails
 from scripthut.config.checks import CHECKED, Problem, Steps, cross_problems
 from scripthut.config.issues import error_problem
 from scripthut.config.legacy import warn_legacy
-from scripthut.config.models import CONFIG_FILE_NAME, Config
+from scripthut.config.models import Config
 from scripthut.errors import InvalidInput, Issue
 
 
@@ -46,6 +46,13 @@ def _yaml_keys(node: yaml.Node | None, steps: Steps, seen: set[int]) -> Iterator
             yield from _yaml_keys(value, (*steps, key.value), seen)
 
 
+def key_problems(data: object, root: yaml.Node | None) -> list[Issue]:
+    """Keys given twice and boolean keys of one file, located (checked per file)."""
+    if root is None:
+        return []
+    return [problem.issue(data, root)[1] for problem in _yaml_keys(root, (), set())]
+
+
 def _data_bool_keys(data: object, steps: Steps) -> Iterator[Problem]:
     """Boolean keys in data parsed elsewhere (no YAML nodes to read the spelling from)."""
     items = (
@@ -68,9 +75,22 @@ def _bool_key_error(err: ErrorDetails) -> bool:
     return bool(is_key) and isinstance(err["input"], bool)
 
 
-def _validate(data: object, source: str, root: yaml.Node | None) -> Config:
+def validate(
+    data: object,
+    source: str,
+    root: yaml.Node | None,
+    *,
+    title: str | None = None,
+    issues: Sequence[Issue] = (),
+    keys_checked: bool = False,
+) -> Config:
+    """The Config of `data`, or InvalidInput with every problem (and `issues` found before).
+
+    With `title` (several files merged), each problem's place starts with its file."""
     data = {} if data is None else data
-    keys = _yaml_keys(root, (), set()) if root is not None else _data_bool_keys(data, ())
+    keys: Iterable[Problem] = ()
+    if not keys_checked:
+        keys = _yaml_keys(root, (), set()) if root is not None else _data_bool_keys(data, ())
     problems = [*keys, *cross_problems(data)]
     config: Config | None = None
     try:
@@ -78,20 +98,33 @@ def _validate(data: object, source: str, root: yaml.Node | None) -> Config:
     except ValidationError as exc:
         errors = [e for e in exc.errors(include_url=False) if not _bool_key_error(e)]
         problems.extend(error_problem(err, data) for err in errors)
-    if problems or config is None:
+    if problems or config is None or issues:
         located = [problem.issue(data, root) for problem in problems]
         located.sort(key=lambda pair: pair[0] if pair[0] is not None else float("inf"))
-        raise InvalidInput([issue for _, issue in located], f"invalid config file {source}")
+        found = [issue for _, issue in located]
+        if title is not None:
+            found = [_in_file(issue) for issue in found]
+        raise InvalidInput([*issues, *found], title or f"invalid config file {source}")
     return config
+
+
+def _in_file(issue: Issue) -> Issue:
+    """The issue with its file named first in its place (for a merge of several files)."""
+    if issue.file is None:
+        return issue
+    return replace(issue, where=f"{issue.file}: {issue.where}")
 
 
 def parse_config(data: object, source: str = "<config>") -> Config:
     """Validate already-parsed data (a mapping, or None for defaults)."""
-    return _validate(data, source, None)
+    return validate(data, source, None)
 
 
-def _read_yaml(text: str, title: str) -> tuple[object, yaml.Node | None]:
+def read_yaml(text: str, title: str, name: str | None = None) -> tuple[object, yaml.Node | None]:
+    """The data and node tree of a YAML text; marks carry `name` (the file) when given."""
     loader = yaml.SafeLoader(text)
+    if name is not None:
+        loader.name = name
     try:
         root = loader.get_single_node()
         return (loader.construct_document(root) if root is not None else None), root
@@ -99,14 +132,17 @@ def _read_yaml(text: str, title: str) -> tuple[object, yaml.Node | None]:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
         detail = " ".join(part for part in (exc.context, exc.problem) if part)
-        raise InvalidInput([Issue(where, f"YAML syntax error: {detail}")], title) from None
+        line = mark.line + 1 if mark else None
+        issue = Issue(where, f"YAML syntax error: {detail}", None, name, line)
+        raise InvalidInput([issue], title) from None
     except yaml.YAMLError as exc:
         raise InvalidInput([Issue("YAML", f"YAML error: {exc}")], title) from None
     finally:
         loader.dispose()
 
 
-def _load_file(path: Path) -> Config:
+def load_file(path: Path) -> Config:
+    """One file on its own, validated (no layering): what `scripthut migrate` rewrites."""
     title = f"invalid config file {path}"
     try:
         text = path.read_text(encoding="utf-8")
@@ -115,34 +151,8 @@ def _load_file(path: Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise InvalidInput([Issue(str(path), f"cannot read: {detail}")], title) from None
-    data, root = _read_yaml(text, title)
-    config = _validate(data, str(path), root)
+    data, root = read_yaml(text, title, str(path))
+    config = validate(data, str(path), root)
     warn_legacy(data, str(path))
     config.source_path = path.absolute()
-    return config
-
-
-def _config_home() -> Path:
-    configured = os.environ.get("XDG_CONFIG_HOME")
-    return Path(configured) if configured else Path("~/.config").expanduser()
-
-
-def find_config_path(explicit: str | Path | None = None) -> Path | None:
-    """explicit > $SCRIPTHUT_CONFIG > ./scripthut.yaml > $XDG_CONFIG_HOME/scripthut/."""
-    if explicit is not None and str(explicit):
-        return Path(explicit).expanduser()
-    from_env = os.environ.get("SCRIPTHUT_CONFIG")
-    if from_env:
-        return Path(from_env).expanduser()
-    candidates = (Path.cwd() / CONFIG_FILE_NAME, _config_home() / "scripthut" / CONFIG_FILE_NAME)
-    return next((path for path in candidates if path.is_file()), None)
-
-
-def load_config(path: str | Path | None = None) -> Config:
-    """The config from the first file found (defaults if none); $SCRIPTHUT_DATA_DIR wins."""
-    found = find_config_path(path)
-    config = Config() if found is None else _load_file(found)
-    data_dir = os.environ.get("SCRIPTHUT_DATA_DIR")
-    if data_dir:
-        config.settings.data_dir = Path(data_dir).expanduser().absolute()
     return config

@@ -146,6 +146,39 @@ class PBSBackendConfig(_SchedulerBackend):
 
     type: Literal["pbs"] = "pbs"
     queue: str | None = None
+    flavor: Literal["torque", "pbspro", "auto"] = "auto"
+    bin_dir: str | None = None
+
+    @field_validator("queue", "account")
+    @classmethod
+    def _plain_word(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.@+-]+", value):
+            raise ValueError(
+                f"{value!r} cannot be passed to qsub: use letters, digits and _ . @ + -"
+            )
+        return value
+
+    @field_validator("bin_dir")
+    @classmethod
+    def _absolute_dir(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "\n" in value or "\0" in value):
+            raise ValueError(f"bin_dir {value!r} must be an absolute path on one line")
+        return value.rstrip("/") or "/" if value is not None else None
+
+
+class SGEBackendConfig(_SchedulerBackend):
+    """A Grid Engine cluster (Son of Grid Engine, Univa, Altair GE), over SSH or the local shell.
+
+    `queue` overrides the task's partition (else `partition_map`, else the partition as the
+    queue name); `parallel_env` is the site's parallel environment for tasks asking for more
+    than one cpu (`-pe <parallel_env> N`); memory is requested as `memory_resource` per slot.
+    """
+
+    type: Literal["sge"] = "sge"
+    queue: str | None = None
+    partition_map: dict[str, str] = Field(default_factory=dict)
+    parallel_env: str | None = None
+    memory_resource: str | None = "h_vmem"
 
 
 class LocalBackendConfig(_ShellBackend):
@@ -180,6 +213,10 @@ class BatchBackendConfig(_BackendBase):
             raise ValueError(
                 "set job_definition (a registered definition) or default_image (to register one)"
             )
+        if self.job_definition is None and self.job_definition_mode == "revisions":
+            raise ValueError(
+                "job_definition_mode 'revisions' needs a job_definition (the template)"
+            )
         return self
 
 
@@ -206,6 +243,7 @@ class EC2BackendConfig(_BackendBase):
 BackendConfig = (
     SlurmBackendConfig
     | PBSBackendConfig
+    | SGEBackendConfig
     | BatchBackendConfig
     | EC2BackendConfig
     | LocalBackendConfig
@@ -221,6 +259,13 @@ def shares_filesystem(entry: BackendConfig) -> bool:
 # --- Sources, workflows, pricing, settings --------------------------------------------
 
 
+def _git_url(value: str) -> str:
+    """A repository URL git cannot read as an option, on one line."""
+    if not value or value.startswith("-") or not value.isprintable():
+        raise ValueError("must be a repository URL on one line, not starting with '-'")
+    return value
+
+
 class GitSourceConfig(_Model):
     """A git repository whose workflow files are cloned onto a backend."""
 
@@ -229,12 +274,18 @@ class GitSourceConfig(_Model):
     url: str
     branch: str = "main"
     deploy_key: Path | None = None
-    backend: str | None = Field(default=None, exclude=True)  # accepted, no longer used
+    accept_new_host_key: bool = False
+    backend: str | None = None  # where it is cloned (default: the first backend)
     workflows_glob: str = ".hut/workflows/*.json"
     clone_dir: str = "~/scripthut-repos"
     postclone: str | None = None
     max_concurrent: int | None = Field(default=None, ge=1)
     description: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_plain(cls, value: str) -> str:
+        return _git_url(value)
 
 
 class PathSourceConfig(_Model):
@@ -259,8 +310,14 @@ class WorkflowGitConfig(_Model):
     repo: str
     branch: str = "main"
     deploy_key: Path | None = None
+    accept_new_host_key: bool = False
     clone_dir: str = "~/scripthut-repos"
     postclone: str | None = None
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_is_plain(cls, value: str) -> str:
+        return _git_url(value)
 
 
 class WorkflowConfig(_Model):
@@ -277,8 +334,10 @@ class WorkflowConfig(_Model):
 
 
 class PricingConfig(_Model):
-    """Cost estimates: partitions map to instance types, `prices` are hourly prices."""
+    """Cost estimates: partitions map to instance types, priced from `url` (instances.vantage.sh
+    data, cached 24 h) for `region` and `price_type`; `prices` (hourly) override them."""
 
+    url: str = Field(default="https://instances.vantage.sh/instances.json", pattern="^https?://")
     region: str = "us-east-1"
     price_type: Literal["ondemand", "spot_avg", "spot_min", "spot_max"] = "ondemand"
     partitions: dict[str, str] = Field(default_factory=dict)
@@ -343,6 +402,8 @@ class Config(_Model):
     environments: list[LegacyEnvironment] = Field(default_factory=list, exclude=True)
     projects: list[LegacyProject] = Field(default_factory=list, exclude=True)
     _source_path: Path | None = PrivateAttr(default=None)
+    _origin: tuple[object, Any] | None = PrivateAttr(default=None)
+    _layers: Any = PrivateAttr(default=None)  # a ConfigSource (config/source.py)
 
     @model_validator(mode="after")
     def _complete(self, info: ValidationInfo) -> Self:
@@ -377,6 +438,35 @@ class Config(_Model):
     @source_path.setter
     def source_path(self, value: Path | None) -> None:
         self._source_path = value
+
+    @property
+    def origin(self) -> tuple[object, Any] | None:
+        """The merged data and YAML node tree this config was validated from (provenance)."""
+        return self._origin
+
+    @origin.setter
+    def origin(self, value: tuple[object, Any] | None) -> None:
+        self._origin = value
+
+    @property
+    def layers(self) -> Any:
+        """The ConfigSource that read this config and reads it again (None: built in code)."""
+        return self._layers
+
+    @layers.setter
+    def layers(self, value: Any) -> None:
+        self._layers = value
+
+    def for_folder(self, folder: str | Path | None, *, strict: bool = False) -> Config:
+        """The configuration for work started in `folder`: the global file plus the project
+        file found walking up from it. Without layers (built in code) or a folder, this one.
+
+        A broken project file gives its last good reading (or the global file alone), unless
+        `strict`, which raises its located errors (a new run from there)."""
+        if folder is None or self._layers is None:
+            return self
+        result: Config = self._layers.for_folder(self, Path(folder), strict=strict)
+        return result
 
     @property
     def data_dir(self) -> Path:

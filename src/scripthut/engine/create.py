@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,21 +43,26 @@ def record_run(
     source: str | None = None,
     base_dir: str | None = None,
     workflow_env: Sequence[EnvRule] = (),
+    provenance: Mapping[str, Any] | None = None,
 ) -> NewRun:
     """Validate against the config and write the run with all its tasks (state pending).
 
     The run's name is `name`, else the document's title, else the file name (`source`).
+    `provenance` (a run from a source or a configured workflow's clone: its `source` and
+    `git` keys) is kept in the run's document; `git` seeds SCRIPTHUT_GIT_*.
     """
     if max_concurrent is not None and max_concurrent < 1:
         raise InvalidInput([Issue("run", "must be at least 1", "max_concurrent")], "invalid run")
+    config = config.for_folder(base_dir, strict=True)  # with the project file of its folder
     now = time.time()
     run_id = new_run_id(now)
     run_name = name or workflow.title or _file_stem(source)
     if len(run_name) > MAX_NAME or not run_name.isprintable():
         message = f"must be printable and at most {MAX_NAME} characters"
         raise InvalidInput([Issue("run", message, "name")], "invalid run")
+    git = (provenance or {}).get("git") or {}
     entry = check_run(
-        config, workflow, backend, workflow_env, run_name=run_name, run_id=run_id, now=now
+        config, workflow, backend, workflow_env, run_name=run_name, run_id=run_id, now=now, git=git
     )
     document: dict[str, Any] = {
         "env": [
@@ -71,6 +76,7 @@ def record_run(
     }
     if workflow.title:
         document["title"] = workflow.title
+    document.update(provenance or {})
     run = RunRecord(
         id=run_id,
         name=run_name,
@@ -99,6 +105,7 @@ def check_run(
     run_name: str = "workflow",
     run_id: str = "check",
     now: float | None = None,
+    git: Mapping[str, str | None] | None = None,
 ) -> BackendConfig:
     """Everything a run checks before it is stored: the backend, and every task's env rules."""
     entry = config.backend(backend)
@@ -109,7 +116,7 @@ def check_run(
         )
     when = time.time() if now is None else now
     rules = [*workflow_env, *workflow.env]
-    _check_env(config, entry.name, workflow, rules, run_name, run_id, when)
+    _check_env(config, entry.name, workflow, rules, run_name, run_id, when, git or {})
     return entry
 
 
@@ -159,12 +166,21 @@ def _check_env(
     run_name: str,
     run_id: str,
     now: float,
+    git: Mapping[str, str | None],
 ) -> None:
     """Resolve env rules once per distinct rule set, so include errors stop the run here."""
     entry = config.backend(backend)
     groups = {**entry.env_groups, **config.env_groups, **workflow.env_groups}
     created = datetime.fromtimestamp(now, UTC)
-    seed = build_seed(backend=backend, workflow=run_name, run_id=run_id, created_at=created)
+    seed = build_seed(
+        backend=backend,
+        workflow=run_name,
+        run_id=run_id,
+        created_at=created,
+        git_repo=git.get("repo"),
+        git_branch=git.get("branch"),
+        git_sha=git.get("sha"),
+    )
     base = [(f"backend:{backend}", entry.env), ("server", config.env), ("workflow", workflow_env)]
     issues: list[Issue] = []
     seen: set[tuple[str, ...]] = set()

@@ -16,15 +16,17 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from scripthut.backends.base import JobStatus
 from scripthut.backends.registry import AVAILABLE_TYPES
+from scripthut.config import Config
 from scripthut.engine.create import record_run
 from scripthut.engine.jobs import RunContext
 from scripthut.engine.loading import LoadedRun, load_run
 from scripthut.engine.polling import Polling
+from scripthut.engine.reload import Reloading, ReloadPlan, plan_reload
 from scripthut.engine.state import (
     ActiveRun,
     BackendSlot,
@@ -60,11 +62,12 @@ EVENTS_KEPT = 200_000
 CANCEL_CHUNK = 250  # tasks cancelled (or rerun) per transaction; the loop runs between
 
 
-class Engine(Submission, Polling):
+class Engine(Reloading, Submission, Polling):
     """Drives every unfinished run of one data directory.
 
-    Its parts are mixins over one shared state (`EngineCore`): `Outages`, `Submission` and
-    `Polling`; this class holds the lifecycle, the public operations and the loops."""
+    Its parts are mixins over one shared state (`EngineCore`): `Outages`, `Submission`,
+    `Polling` and `Reloading`; this class holds the lifecycle, the public operations and
+    the loops."""
 
     async def start(self) -> None:
         """Take the lease, load unfinished runs and their jobs, start the loops."""
@@ -100,6 +103,37 @@ class Engine(Submission, Polling):
             drop_resident(id(run))
         self.store.release_lease(self.owner)
 
+    async def reload(self, config: Config) -> ReloadPlan:
+        """Use a new configuration without a restart (see engine/reload.py): new backends are
+        polled, removed ones are not (their runs stranded), a backend whose connection
+        changed is reached anew, limits and env rules apply to what is not yet submitted."""
+        plan = plan_reload(self.config, config)
+        self.config = self.registry.config = config
+        self.max_poll_interval = float(max(config.settings.poll_interval, self.min_poll_interval))
+        for name in plan.removed:
+            await self._retire_slot(name)
+        for name in plan.reconnected:
+            await self._reconnect(name)
+        self._resize(plan.resized)
+        self._rebuild_contexts()
+        self._watch_configured_backends()
+        await self._revive_stranded(set(plan.added))
+        for slot in self.slots.values():
+            self._ensure_loop(slot)
+        return plan
+
+    async def _revive_stranded(self, revived: set[str]) -> None:
+        """Stranded runs whose backend is configured again are driven; the jobs of backends
+        that had no slot are adopted from their open attempts, as after a restart."""
+        configured, had_slot = {b.name for b in self.config.backends}, set(self.slots)
+        for run_id in list(self.stranded):
+            record = self.store.get_run(run_id)
+            if record.state.is_final or record.backend not in configured:
+                continue
+            if self._activate(record, loaded=await self._load_off_loop(record)) is not None:
+                revived |= {record.backend} - had_slot
+        self._adopt_open_attempts(revived)
+
     def submit(
         self,
         workflow: Workflow,
@@ -110,6 +144,7 @@ class Engine(Submission, Polling):
         source: str | None = None,
         base_dir: str | None = None,
         workflow_env: Sequence[EnvRule] = (),
+        provenance: Mapping[str, Any] | None = None,
     ) -> RunRecord:
         """Record a new run and start driving it. Invalid input raises before anything is stored."""
         new = record_run(
@@ -122,6 +157,7 @@ class Engine(Submission, Polling):
             source=source,
             base_dir=base_dir,
             workflow_env=workflow_env,
+            provenance=provenance,
         )
         self._publish_run_created(new.run)
         self._activate(new.run, new.tasks, {t.id: t for t in workflow.tasks})
@@ -290,7 +326,7 @@ class Engine(Submission, Polling):
         self.stranded.pop(record.id, None)
         if loaded is None:
             loaded = load_run(self.store, record.id, tasks, specs)
-        context = RunContext.for_run(self.config, backend, record)
+        context = RunContext.for_run(self.config.for_folder(record.base_dir), backend, record)
         run = ActiveRun(
             record=record,
             graph=loaded.graph,
@@ -341,8 +377,11 @@ class Engine(Submission, Polling):
             )
         self._commit(changes)
 
-    def _adopt_open_attempts(self) -> None:
+    def _adopt_open_attempts(self, backends: set[str] | None = None) -> None:
+        """Jobs of open attempts (all, or those of `backends`) are tracked again."""
         for attempt in self.store.open_attempts():
+            if backends is not None and attempt.backend not in backends:
+                continue
             run = self.runs.get(attempt.run_id)
             if run is None:
                 self._adopt_zombie(attempt)

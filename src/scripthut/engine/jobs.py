@@ -13,6 +13,7 @@ from scripthut.config import BackendConfig, Config, shares_filesystem
 from scripthut.engine.ids import attempt_tag
 from scripthut.env_rules import EnvRule
 from scripthut.store.records import RunRecord
+from scripthut.workflow.clone import TaskClone, clone_lines
 from scripthut.workflow.env import ResolvedEnv, build_seed, resolve_env
 from scripthut.workflow.model import TaskSpec
 from scripthut.workflow.script import render_task_script
@@ -35,6 +36,7 @@ class RunContext:
     workflow_env: Sequence[EnvRule]
     groups: Mapping[str, Sequence[EnvRule]]
     seed: Mapping[str, str]
+    clone: TaskClone | None = None  # the commit each task clones at its start (Batch, EC2)
     _envs: dict[tuple[int, ...], tuple[ResolvedEnv, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
@@ -60,7 +62,8 @@ class RunContext:
             git_branch=doc.get("git", {}).get("branch"),
             git_sha=doc.get("git", {}).get("sha"),
         )
-        return cls(config, entry, backend, run, workflow_env, groups, seed)
+        clone = TaskClone.from_json(doc.get("task_clone"))
+        return cls(config, entry, backend, run, workflow_env, groups, seed, clone)
 
     def resolved(self, task: TaskSpec) -> tuple[ResolvedEnv, dict[str, Any]]:
         """The task's env and its JSON form, computed once per distinct set of task rules."""
@@ -84,8 +87,13 @@ class RunContext:
         """The task's directory as the backend's host sees it (`~` is the home there).
 
         Relative working dirs on backends sharing this file system start at the base dir.
+        In a run from a source, `~` (the default) is the clone or folder and relative dirs
+        start there, on every backend (on Batch and EC2, the clone each task makes).
         """
         wd = task.working_dir
+        root = self.run.base_dir if self.run.document.get("source") else None
+        if root is not None:
+            return self.backend.host_path(source_dir(root, wd))
         if shares_filesystem(self.entry) and self.run.base_dir and not _is_rooted(wd):
             return os.path.normpath(os.path.join(self.run.base_dir, wd))
         return self.backend.host_path(wd)
@@ -112,6 +120,7 @@ class RunContext:
             exit_path=paths.exit_code,
             login_shell=bool(getattr(self.entry, "login_shell", False)),
             tag=tag,
+            before_cd=clone_lines(self.clone) if self.clone else (),
         )
         spec = JobSpec(
             tag=tag,
@@ -132,6 +141,16 @@ class RunContext:
         )
         script = self.backend.render_script(spec, body)
         return BuiltJob(spec=replace(spec, script=script), env=env_json)
+
+
+def source_dir(root: str, working_dir: str) -> str:
+    """A task's directory in a run from a source: omitted or `~` is `root`, relative ones
+    start there, absolute ones and `~/...` are kept as written."""
+    if working_dir in ("~", "", "."):
+        return root
+    if _is_rooted(working_dir):
+        return working_dir
+    return os.path.normpath(os.path.join(root, working_dir))
 
 
 def join_path(working_dir: str, path: str) -> str:

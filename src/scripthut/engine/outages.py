@@ -142,19 +142,40 @@ class Outages(EngineCore):
         self._commit(changes)
         self._finish_runs({run_id for _, run_id, _, _, _ in doomed})
 
+    async def _find(self, slot: BackendSlot, tags: list[str]) -> dict[str, str] | None:
+        """The backend's jobs for these tags (tag -> job id); None when the look-up failed
+        (then the backend is marked unreachable): nothing may be taken for absent."""
+        try:
+            found = await slot.backend.find(tags)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._down(slot, f"looking up submitted jobs failed: {exc}")
+            return None
+        if found is None:
+            self._down(slot, "looking up submitted jobs failed")
+            return None
+        self._up(slot)
+        return found
+
+    async def _cancel_jobs(self, slot: BackendSlot, job_ids: list[str]) -> bool:
+        """Ask the backend to cancel these jobs; False (backend marked unreachable) on failure."""
+        try:
+            await slot.backend.cancel(job_ids)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._down(slot, f"cancel failed: {exc}")
+            return False
+        return True
+
     async def _bury_zombies(self, slot: BackendSlot) -> None:
         """Find the jobs of unconfirmed submissions of cancelled tasks, cancel every one."""
         unconfirmed = [tag for tag, z in slot.zombies.items() if z.job_id is None]
         changes = Changes()
         now = time.time()
         if unconfirmed:
-            try:
-                found = await slot.backend.find(unconfirmed)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._down(slot, f"looking up submitted jobs failed: {exc}")
-                return
+            found = await self._find(slot, unconfirmed)
             if found is None:
                 return
             for tag in unconfirmed:
@@ -169,15 +190,7 @@ class Outages(EngineCore):
                     ended_at=now,
                 )
         jobs = {tag: z for tag, z in slot.zombies.items() if z.job_id}
-        if jobs:
-            try:
-                await slot.backend.cancel([z.job_id for z in jobs.values() if z.job_id])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._commit(changes)
-                self._down(slot, f"cancel failed: {exc}")
-                return
+        if jobs and await self._cancel_jobs(slot, [z.job_id for z in jobs.values() if z.job_id]):
             for tag, zombie in jobs.items():
                 del slot.zombies[tag]
                 log.info(

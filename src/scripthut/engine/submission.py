@@ -189,17 +189,9 @@ class Submission(Outages):
     async def _reconcile(self, slot: BackendSlot) -> None:
         """Intents whose submission is unknown: adopt what the backend has, resubmit the rest."""
         tags = list(slot.intents)
-        try:
-            found = await slot.backend.find(tags)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._down(slot, f"looking up submitted jobs failed: {exc}")
-            return
+        found = await self._find(slot, tags)
         if found is None:
-            self._down(slot, "looking up submitted jobs failed")
             return
-        self._up(slot)
         slot.needs_find = False
         present = [
             (slot.intents[t].spec, SubmitOutcome(job_id=found[t])) for t in tags if t in found
@@ -218,14 +210,7 @@ class Submission(Outages):
             and self._cancel_requested(t.run_id)
             and t.run_id not in self._in_steps
         ]
-        if not pending:
-            return
-        try:
-            await slot.backend.cancel([t.ref.job_id for t in pending])
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._down(slot, f"cancel failed: {exc}")
+        if not pending or not await self._cancel_jobs(slot, [t.ref.job_id for t in pending]):
             return
         for tracked in pending:
             tracked.cancel_sent = True

@@ -35,9 +35,10 @@ class ScriptHut(Configurable):
     config_file = Unicode(
         None,
         allow_none=True,
-        help="""Path of scripthut.yaml. When unset: $SCRIPTHUT_CONFIG, then ./scripthut.yaml
-        (the server's working directory), then $XDG_CONFIG_HOME/scripthut/scripthut.yaml,
-        else the built-in defaults (one local backend).""",
+        help="""Path of the global scripthut.yaml. When unset: $SCRIPTHUT_CONFIG, then
+        $XDG_CONFIG_HOME/scripthut/scripthut.yaml. A project scripthut.yaml found in the
+        server's root folder or a parent is layered over it; with neither, the built-in
+        defaults (one local backend).""",
     ).tag(config=True)
 
     data_dir = Unicode(
@@ -84,6 +85,13 @@ class ScriptHut(Configurable):
         request beyond that gets 429 with Retry-After rather than waiting.""",
     ).tag(config=True)
 
+    config_check_interval = Float(
+        1.0,
+        help="""Seconds between looks at the config files (the global scripthut.yaml and the
+        project one found from the server's root); a change is applied without a restart.
+        0 turns watching off (POST scripthut/api/config/reload still reloads).""",
+    ).tag(config=True)
+
     @validate("max_body_mb", "max_workflow_commands")
     def _positive(self, proposal: dict[str, Any]) -> float:
         value: float = proposal["value"]
@@ -125,6 +133,7 @@ class ScriptHutApp(ExtensionApp):
             max_commands=s.max_workflow_commands,
             max_body=int(s.max_body_mb * 2**20),
             stream_buffer=s.stream_buffer,
+            config_check=max(0.0, s.config_check_interval),
         )
         self.service = ScriptHutService(options)
         if self.service.problem is not None:

@@ -1,9 +1,11 @@
 """Running a configured workflow's command to get its task JSON (dry-run and run).
 
 The command is trusted config text (it comes from scripthut.yaml, never from a request).
-It runs with the local shell, from the server's root directory, with no stdin, in its own
-process group, and is killed when it takes too long. Only backends whose commands run on
-this machine can do this: `local`, and `slurm`/`pbs` with `transport: local`. At most
+On a backend sharing this machine's files, with no `git` block, it runs with the local
+shell from the server's root directory, with no stdin, in its own process group, and is
+killed when it takes too long. Otherwise it runs on the backend through its transport (SSH
+or local), in the home folder, or with a `git` block in a clone of the repository at the
+branch head (`sources.Sources.workflow_command`: resolve, clone, postclone, run). At most
 `CommandSlots.limit` commands run at once per server; a request beyond that is refused at
 once with 429 (it is not queued: a page or script that floods the server gets a clear
 answer rather than a growing backlog of processes).
@@ -21,6 +23,7 @@ from pathlib import Path
 from scripthut.config import Config, WorkflowConfig, shares_filesystem
 from scripthut.errors import BackendUnavailable, InvalidInput, Issue
 from scripthut.server.errors import TooManyRequests
+from scripthut.sources import Provenance, Sources
 from scripthut.workflow.model import Workflow
 from scripthut.workflow.parse import decode_json, parse_document
 
@@ -53,26 +56,35 @@ class CommandSlots:
 
 
 async def workflow_tasks(
-    config: Config, entry: WorkflowConfig, cwd: Path, timeout: float = DEFAULT_TIMEOUT
-) -> Workflow:
-    """The workflow the command prints; InvalidInput naming what went wrong."""
+    config: Config,
+    entry: WorkflowConfig,
+    cwd: Path,
+    timeout: float = DEFAULT_TIMEOUT,
+    sources: Sources | None = None,
+) -> tuple[Workflow, Provenance | None]:
+    """The workflow the command prints, and the clone it ran in (if any); InvalidInput
+    naming what went wrong."""
     backend = config.backend(entry.backend)
     where = f"workflow '{entry.name}'"
-    if not shares_filesystem(backend):
-        raise BackendUnavailable(
-            f"{where} runs on backend '{backend.name}' (type {backend.type}, transport "
-            f"{getattr(backend, 'transport', 'n/a')}); the server runs workflow commands only "
-            "for backends reached through the local shell"
-        )
-    if entry.git is not None:
-        raise BackendUnavailable(f"{where} needs a git clone, which the server does not make yet")
-    code, out, err = await _run(entry.command, cwd, timeout)
-    if code != 0:
-        detail = err.decode("utf-8", "replace").strip()[-STDERR_SHOWN:]
-        message = f"command exited with status {code}" + (f": {detail}" if detail else "")
-        raise InvalidInput([Issue(where, message, "command")], f"{where} failed")
+    provenance = None
+    if entry.git is not None or not shares_filesystem(backend):
+        if sources is None:
+            message = f"{where} runs on backend '{backend.name}', which is not reachable here"
+            raise BackendUnavailable(message)
+        if entry.git is not None:
+            text, provenance = await sources.workflow_command(entry, entry.git, timeout)
+        else:
+            text = await sources.plain_command(entry, timeout)
+    else:
+        code, out, err = await _run(entry.command, cwd, timeout)
+        if code != 0:
+            detail = err.decode("utf-8", "replace").strip()[-STDERR_SHOWN:]
+            message = f"command exited with status {code}" + (f": {detail}" if detail else "")
+            raise InvalidInput([Issue(where, message, "command")], f"{where} failed")
+        text = out.decode("utf-8", "replace")
     source = f"output of {where}"
-    return parse_document(decode_json(out.decode("utf-8", "replace"), source=source), source=source)
+    workflow = parse_document(decode_json(text, source=source), source=source)
+    return workflow, provenance
 
 
 async def _run(command: str, cwd: Path, timeout: float) -> tuple[int, bytes, bytes]:

@@ -55,7 +55,7 @@ STATUS_TABLE: tuple[tuple[type[ScriptHutError], int, str], ...] = (
 
 
 def issues_json(issues: list[Issue]) -> list[dict[str, Any]]:
-    return [{"where": i.where, "field": i.field, "message": i.message} for i in issues]
+    return [i.to_json() for i in issues]
 
 
 def error_reply(exc: ScriptHutError) -> tuple[int, dict[str, Any]]:
@@ -75,7 +75,13 @@ def error_from_reply(status: int, body: dict[str, Any]) -> ScriptHutError:
     reason = str(body.get("reason") or "")
     message = str(body.get("message") or f"HTTP {status}")
     issues = [
-        Issue(str(e.get("where", "")), str(e.get("message", "")), e.get("field"))
+        Issue(
+            str(e.get("where", "")),
+            str(e.get("message", "")),
+            e.get("field"),
+            e.get("file"),
+            e.get("line"),
+        )
         for e in body.get("errors") or []
         if isinstance(e, dict)
     ]

@@ -140,6 +140,29 @@ class OpenAPIHandler(ScriptHutHandler):
         self.finish(text, set_content_type="application/yaml; charset=utf-8")
 
 
+class ConfigHandler(ScriptHutHandler):
+    """The configuration files in use, their problems, the merged result with provenance."""
+
+    auth_resource = "scripthut:config"
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.reply(self.service.config_json())
+
+
+class ConfigReloadHandler(ScriptHutHandler):
+    """Read the files again now (the server also watches them); a broken file keeps the
+    running configuration and the reply lists its located errors."""
+
+    auth_resource = "scripthut:config"
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        self.reply(await self.service.reload_config())
+
+
 class BackendsHandler(ScriptHutHandler):
     auth_resource = "scripthut:backends"
 
@@ -303,6 +326,49 @@ class WorkflowDryRunHandler(ScriptHutHandler):
         self.reply(await self.service.dry_run(name))
 
 
+class SourcesHandler(ScriptHutHandler):
+    """The configured sources and what their last syncs found (read)."""
+
+    auth_resource = "scripthut:sources"
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.reply(self.service.sources())
+
+
+class SourceSyncHandler(ScriptHutHandler):
+    """Sync, dry-run and run run git on a backend or start a run, so they need what starting
+    a run needs (write on scripthut:runs) and the XSRF check of a POST."""
+
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    async def post(self, name: str | None = None) -> None:
+        self.reply(await self.service.sync(name, self.body()))
+
+
+class SourceDryRunHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    async def post(self, name: str) -> None:
+        self.reply(await self.service.source_dry_run(name, self.body()))
+
+
+class SourceRunHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    async def post(self, name: str) -> None:
+        run = await self.service.run_source(name, self.body())
+        self.set_header("Location", f"{self.base_url}{API}/runs/{run['id']}")
+        self.reply(run, 201)
+
+
 class EventsHandler(ScriptHutHandler):
     """Server-Sent Events: replay after `Last-Event-ID` (or `?after=`), then live."""
 
@@ -382,6 +448,8 @@ TASK = rf"{RUN}/tasks/({ids.TASK_ID})"
 ROUTES: tuple[tuple[str, type[ScriptHutHandler]], ...] = (
     ("/health", HealthHandler),
     ("/openapi.yaml", OpenAPIHandler),
+    ("/config", ConfigHandler),
+    ("/config/reload", ConfigReloadHandler),
     ("/backends", BackendsHandler),
     ("/jobs", JobsHandler),
     (rf"/jobs/({ids.BACKEND})/({ids.JOB_ID})/cancel", JobCancelHandler),
@@ -396,6 +464,11 @@ ROUTES: tuple[tuple[str, type[ScriptHutHandler]], ...] = (
     ("/workflows", WorkflowsHandler),
     (rf"/workflows/({ids.WORKFLOW})/run", WorkflowRunHandler),
     (rf"/workflows/({ids.WORKFLOW})/dry-run", WorkflowDryRunHandler),
+    ("/sources", SourcesHandler),
+    ("/sources/sync", SourceSyncHandler),
+    (rf"/sources/({ids.SOURCE})/sync", SourceSyncHandler),
+    (rf"/sources/({ids.SOURCE})/dry-run", SourceDryRunHandler),
+    (rf"/sources/({ids.SOURCE})/run", SourceRunHandler),
     ("/events", EventsHandler),
 )
 

@@ -26,6 +26,7 @@ from scripthut.secrets import (
     rule_pairs,
     spec_pairs,
 )
+from scripthut.sources import Provenance
 from scripthut.states import JobState, TaskState
 from scripthut.store import AttemptRecord, RunRecord, Store, TaskRecord
 from scripthut.workflow.env import EnvOp, EnvValue, ResolvedEnv, inherited_layer
@@ -246,6 +247,7 @@ def _external_row(backend: str, status: JobStatus) -> dict[str, Any]:
         status.job_id,
         status.state.value,
         "external",
+        raw_state=status.raw_state or None,
         name=status.name,
         user=status.user,
         partition=status.partition,
@@ -342,4 +344,33 @@ def dry_run_json(entry: WorkflowConfig, workflow: Workflow) -> dict[str, Any]:
         "tasks": len(workflow.tasks),
         "edges": sum(len(d) for d in workflow.deps.values()),
         "document": mask_document(document, workflow_masker(entry, document)),
+    }
+
+
+def provenance_json(provenance: Provenance | None) -> dict[str, Any]:
+    """Where a workflow came from (a source's clone or folder, a command's clone)."""
+    if provenance is None:
+        return {}
+    document = provenance.document()
+    git = document.get("git")
+    if git is not None:
+        git = {**git, "repo": mask_urls(git["repo"]) if git.get("repo") else None}
+    return {"provenance": {**document["source"], "git": git}}
+
+
+def source_dry_run_json(
+    name: str, file: str, workflow: Workflow, provenance: Provenance
+) -> dict[str, Any]:
+    """A source file's dry run: counts and the document (secret values masked), and where
+    it came from. Nothing is started."""
+    document = workflow.to_document()
+    masker = SecretMasker(list(document_pairs(document)))
+    return {
+        "source": name,
+        "file": file,
+        "tasks": len(workflow.tasks),
+        "edges": sum(len(d) for d in workflow.deps.values()),
+        "deps": {task: list(deps) for task, deps in workflow.deps.items() if deps},
+        "document": mask_document(document, masker),
+        **provenance_json(provenance),
     }

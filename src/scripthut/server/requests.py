@@ -119,6 +119,37 @@ def read_run_options(body: object) -> RunOptions:
     return options
 
 
+SOURCE_KEYS = frozenset({"file", "branch", "backend"})
+SYNC_KEYS = frozenset({"branch", "backend"})
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRequest:
+    """A sync, dry-run or run of a source: which file, branch and backend; run options."""
+
+    file: str = ""
+    branch: str | None = None
+    backend: str | None = None
+    options: RunOptions = RunOptions()
+
+
+def read_source_request(body: object, *, file: bool = True, run: bool = False) -> SourceRequest:
+    """`file` (required when `file`), `branch`, `backend`; with `run`, `name` and
+    `max_concurrent` too. Every problem is listed."""
+    data = _object({} if body is None else body)
+    allowed = (SOURCE_KEYS if file else SYNC_KEYS) | (WORKFLOW_RUN_KEYS if run else frozenset())
+    issues = _unknown_keys(data, allowed)
+    path = _optional_text(data, "file", issues) if file else None
+    if file and path is None and "file" not in data:
+        issues.append(Issue(BODY, "required: the workflow file, as the source lists it", "file"))
+    branch = _optional_text(data, "branch", issues)
+    backend = _optional_text(data, "backend", issues)
+    options = _options(data, issues) if run else RunOptions()
+    if issues:
+        raise InvalidInput(issues, "invalid source request")
+    return SourceRequest(path or "", branch, backend, options)
+
+
 def _object(body: object) -> Mapping[str, Any]:
     if not isinstance(body, dict):
         raise InvalidInput([Issue(BODY, "expected a JSON object")], "invalid run request")

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,7 +22,7 @@ from typing import Any
 
 from scripthut import __version__
 from scripthut.backends.registry import BackendRegistry
-from scripthut.config import Config, WorkflowConfig, load_config
+from scripthut.config import Config, ConfigSource, WorkflowConfig
 from scripthut.engine.create import anchor_working_dirs, record_run
 from scripthut.engine.engine import Engine
 from scripthut.env_rules import EnvRule
@@ -33,22 +34,26 @@ from scripthut.server.commands import (
     CommandSlots,
     workflow_tasks,
 )
+from scripthut.server.config_reload import ConfigReloads, keep_running_settings
 from scripthut.server.errors import Conflict, ServiceUnavailable, issues_json
-from scripthut.server.ids import addressable_workflow
+from scripthut.server.ids import addressable_source, addressable_workflow
 from scripthut.server.logs import DEFAULT_LIMIT, read_log
 from scripthut.server.requests import (
     DEFAULT_MAX_BODY,
     RunRequest,
     read_run_options,
     read_run_request,
+    read_source_request,
 )
 from scripthut.server.stream import DEFAULT_BUFFER, Broadcaster, Listener
+from scripthut.sources import Provenance, Sources, transports_of
 from scripthut.store import RunRecord, Store, StoreWorker, release
 from scripthut.workflow.model import Workflow
 
 log = logging.getLogger("scripthut.server")
 
 TAKEOVER_CHECK = 5.0
+CONFIG_CHECK = 1.0
 CHECKPOINT_INTERVAL = 1.0
 
 
@@ -75,16 +80,25 @@ class ServiceOptions:
     max_body: int = DEFAULT_MAX_BODY  # bytes of a request body (more: 413)
     stream_buffer: int = DEFAULT_BUFFER
     takeover_check: float = TAKEOVER_CHECK
+    config_check: float = CONFIG_CHECK  # seconds between looks at the config files (0: never)
+
+
+def config_source(options: ServiceOptions) -> ConfigSource:
+    """The files the service reads: the global file, and the project file found from the
+    server's root (or the current folder); options win over both."""
+
+    def adjust(config: Config) -> None:
+        if options.data_dir:
+            config.settings.data_dir = Path(options.data_dir).expanduser().absolute()
+        if options.poll_interval:
+            config.settings.poll_interval = options.poll_interval
+
+    return ConfigSource(options.config_file or None, options.root_dir, adjust)
 
 
 def load_settings(options: ServiceOptions) -> Config:
     """Precedence: options > $SCRIPTHUT_CONFIG / $SCRIPTHUT_DATA_DIR > scripthut.yaml > defaults."""
-    config = load_config(options.config_file or None)
-    if options.data_dir:
-        config.settings.data_dir = Path(options.data_dir).expanduser().absolute()
-    if options.poll_interval:
-        config.settings.poll_interval = options.poll_interval
-    return config
+    return config_source(options).load()
 
 
 class ScriptHutService:
@@ -101,16 +115,30 @@ class ScriptHutService:
         self.commands = CommandSlots(options.max_commands)
         self._watch: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
+        self._sources: Sources | None = None
+        self.source = config_source(options)
+        self.reloads = ConfigReloads(self.source)
         try:
-            self.config = load_settings(options)
+            self.config = self.source.load()
+            self.reloads.loaded_at = time.time()
         except InvalidInput as exc:
             self.problem = ServiceUnavailable(exc.title, exc.issues)
             self.mode = Mode.CONFIG_ERROR
+            self.reloads.failed(exc)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store and host the engine, or run as a client of the lease holder."""
+        """Open the store and host the engine, or run as a client of the lease holder; watch
+        the config files (a broken config at start is taken up once it is fixed)."""
+        if self.options.config_check > 0 and self.reloads.task is None:
+            self.reloads.task = asyncio.create_task(
+                self.reloads.watch(self.reload_config, self.options.config_check),
+                name="scripthut-config",
+            )
+        await self._open()
+
+    async def _open(self) -> None:
         if self.config is None:
             return
         try:
@@ -126,7 +154,7 @@ class ScriptHutService:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop the stream and the engine (jobs keep running) and close the store."""
-        for task in (self._watch, self._checkpoints):
+        for task in (self._watch, self._checkpoints, self.reloads.task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -213,6 +241,65 @@ class ScriptHutService:
             raise ServiceUnavailable(f"ScriptHut is {self.mode.value}")
         return registry
 
+    # -- configuration --------------------------------------------------------------------
+
+    async def reload_config(self) -> dict[str, Any]:
+        """Read the config files again and use them; a broken edit keeps the running config
+        and its located errors are reported (here, in `health`, `GET config`)."""
+        async with self.reloads.lock:
+            try:
+                config = await asyncio.to_thread(self.source.load)
+            except InvalidInput as exc:
+                self.reloads.failed(exc)
+                self._publish_config()
+                return self.reloads.status()
+            if self.config is None:  # broken at start: start now
+                self.config, self.problem, self.mode = config, None, Mode.STARTING
+                self.reloads.succeeded(None, [])
+                await self._open()
+                log.info("ScriptHut started (%s mode) with the fixed config", self.mode.value)
+                return self.reloads.status()
+            notices = keep_running_settings(self.config, config)
+            plan = None
+            if self.engine is not None:
+                plan = await self.engine.reload(config)
+            elif self.registry is not None:
+                old, self.registry = self.registry, BackendRegistry(config)
+                with contextlib.suppress(Exception):
+                    await old.close()
+            self.config = config
+            self.reloads.succeeded(plan, notices)
+            self._publish_config()
+            return self.reloads.status()
+
+    def _publish_config(self) -> None:
+        """A `config` event on the stream: views read the configuration (and backends) again."""
+        if self.store is None:
+            return
+        status = self.reloads.status()
+        data = {k: status[k] for k in ("status", "reloads", "loaded_at")}
+        records = self.store.append_events([("config", None, None, data)])
+        if self.engine is not None:
+            self.engine.events.publish(records)
+
+    def config_json(self) -> dict[str, Any]:
+        """The files in use, their problems, and the merged config with provenance; files
+        inside the server's root also get the path Lab opens them by (`lab_paths`)."""
+        out = self.reloads.describe(self.config)
+        files = {f["path"] for f in out["files"]}
+        files |= {e["file"] for e in (*out["errors"], *out["entries"]) if e.get("file")}
+        out["lab_paths"] = {f: rel for f in sorted(files) if (rel := self._in_root(f))}
+        return out
+
+    def _in_root(self, file: str) -> str | None:
+        root = self.options.root_dir
+        if root is None:
+            return None
+        try:
+            return Path(file).resolve().relative_to(root).as_posix()
+        except (ValueError, OSError):
+            return None
+
     # -- status ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
@@ -241,6 +328,7 @@ class ScriptHutService:
             )
         if self.engine is not None:
             out["engine"] = {"owner": self.engine.owner, "active_runs": len(self.engine.runs)}
+        out["config"] = self.reloads.status()
         return out
 
     def _config_file(self) -> str | None:
@@ -322,7 +410,10 @@ class ScriptHutService:
         return await self._start(read)
 
     async def _start(
-        self, read: Callable[[], RunRequest], workflow_env: Sequence[EnvRule] = ()
+        self,
+        read: Callable[[], RunRequest],
+        workflow_env: Sequence[EnvRule] = (),
+        provenance: Provenance | None = None,
     ) -> dict[str, Any]:
         """Read, validate and record the run in the worker thread (its own connection, one
         transaction), then have the engine adopt it, or queue it for the lease holder.
@@ -341,6 +432,7 @@ class ScriptHutService:
                 source=request.source,
                 base_dir=request.base_dir,
                 workflow_env=workflow_env,
+                provenance=provenance.document() if provenance else None,
             )
             release(new.tasks)  # only the run goes back to the loop: the rest is freed here
             release(request.workflow.tasks)
@@ -436,13 +528,14 @@ class ScriptHutService:
     async def dry_run(self, name: str) -> dict[str, Any]:
         config, _ = self._ready()
         entry = config.workflow(name)
-        return reads.dry_run_json(entry, await self._command(config, entry))
+        workflow, provenance = await self._command(config, entry)
+        return {**reads.dry_run_json(entry, workflow), **reads.provenance_json(provenance)}
 
     async def run_workflow(self, name: str, body: object) -> dict[str, Any]:
         config, _ = self._ready()
         entry = config.workflow(name)
         options = read_run_options(body)
-        workflow = await self._command(config, entry)
+        workflow, provenance = await self._command(config, entry)
         workflow.env_groups = {**entry.env_groups, **workflow.env_groups}
         request = RunRequest(
             workflow,
@@ -450,14 +543,74 @@ class ScriptHutService:
             name=options.name or entry.name,
             max_concurrent=options.max_concurrent or entry.max_concurrent,
             source=f"workflow '{entry.name}' in {self._config_file() or 'the config'}",
-            base_dir=str(self._cwd()),
+            base_dir=provenance.root if provenance else str(self._cwd()),
         )
-        return await self._start(lambda: request, workflow_env=entry.env)
+        return await self._start(lambda: request, entry.env, provenance)
 
-    async def _command(self, config: Config, entry: WorkflowConfig) -> Workflow:
+    async def _command(
+        self, config: Config, entry: WorkflowConfig
+    ) -> tuple[Workflow, Provenance | None]:
         """The tasks a workflow's command prints, within the server's command slots."""
         with self.commands.slot():
-            return await workflow_tasks(config, entry, self._cwd(), self.options.command_timeout)
+            return await workflow_tasks(
+                config, entry, self._cwd(), self.options.command_timeout, self._source_syncs()
+            )
+
+    # -- sources --------------------------------------------------------------------------
+
+    def _source_syncs(self) -> Sources:
+        config, _ = self._ready()
+        if self._sources is None:
+            self._sources = Sources(config, transports_of(lambda b: self._registry().get(b)))
+        return self._sources
+
+    def sources(self) -> dict[str, Any]:
+        """Every source and its latest syncs; `addressable`: its name fits in an API path."""
+        listing = self._source_syncs().listing()
+        for source in listing["sources"]:
+            source["addressable"] = addressable_source(source["name"])
+        return listing
+
+    async def sync(self, name: str | None = None, body: object = None) -> dict[str, Any]:
+        """Sync one source (or all); each reply carries its error, if any, beside the last
+        good clone. Syncs of the same source under way are joined."""
+        choice = read_source_request(body, file=False)
+        backend, branch = choice.backend, choice.branch
+        syncs = self._source_syncs()
+        names = [name] if name is not None else [s.name for s in syncs.config.sources]
+        for each in names:
+            syncs.entry(each)  # unknown names: 404 before anything runs
+        states = await asyncio.gather(
+            *(syncs.sync(each, backend=backend, branch=branch) for each in names)
+        )
+        return {"sources": [state.to_json() for state in states]}
+
+    async def source_dry_run(self, name: str, body: object) -> dict[str, Any]:
+        """The tasks and DAG of a source's workflow file, nothing started."""
+        choice = read_source_request(body)
+        workflow, provenance, _ = await self._source_syncs().workflow(
+            name, choice.file, backend=choice.backend, branch=choice.branch
+        )
+        return reads.source_dry_run_json(name, choice.file, workflow, provenance)
+
+    async def run_source(self, name: str, body: object) -> dict[str, Any]:
+        """Start a run of a source's workflow file at the branch head (synced first)."""
+        choice = read_source_request(body, run=True)
+        options = choice.options
+        syncs = self._source_syncs()
+        workflow, provenance, state = await syncs.workflow(
+            name, choice.file, backend=choice.backend, branch=choice.branch
+        )
+        entry = syncs.entry(name)
+        request = RunRequest(
+            workflow,
+            backend=state.backend,
+            name=options.name,
+            max_concurrent=options.max_concurrent or entry.max_concurrent,
+            source=f"{name}:{choice.file}",
+            base_dir=provenance.root,
+        )
+        return await self._start(lambda: request, (), provenance)
 
     def _cwd(self) -> Path:
         return self.options.root_dir or Path.cwd()

@@ -42,7 +42,19 @@ class RunRecord:
             "source": self.source,
             "cancel_requested": self.cancel_requested,
             "message": None if self.message is None else mask_urls(self.message),
+            "provenance": self.provenance(),
         }
+
+    def provenance(self) -> dict[str, Any] | None:
+        """Where a run from a source or a configured workflow's clone came from: the source,
+        file and folder, and the repository, branch and commit (URL passwords masked)."""
+        source = self.document.get("source")
+        if not isinstance(source, dict):
+            return None
+        git = self.document.get("git")
+        if isinstance(git, dict):
+            git = {**git, "repo": mask_urls(str(git.get("repo") or ""))}
+        return {**source, "git": git}
 
 
 @dataclass(slots=True)

@@ -20,7 +20,14 @@ from typing import Any
 
 from scripthut.errors import NotFound
 from scripthut.processes import pid_alive
-from scripthut.secrets import SecretMasker, document_pairs, env_pairs, mask_document, mask_env
+from scripthut.secrets import (
+    SecretMasker,
+    document_pairs,
+    env_pairs,
+    mask_document,
+    mask_env,
+    mask_urls,
+)
 from scripthut.states import RunState, TaskState
 from scripthut.store.privacy import open_private, secure_data_dir
 from scripthut.store.records import AttemptRecord, EventRecord, RunRecord, TaskRecord
@@ -372,6 +379,7 @@ class Store:
         """Insert events; ids are contiguous because the write lock is held throughout."""
         if not events:
             return []
+        events = [(kind, run_id, task, _masked_texts(data)) for kind, run_id, task, data in events]
         now = time.time()
         with self.transaction():
             self._conn.executemany(
@@ -554,3 +562,15 @@ def _masked_task(task: dict[str, Any], masker: SecretMasker) -> dict[str, Any]:
         "name": masker.text(str(task["name"])),
         "reason": reason if reason is None else masker.text(str(reason)),
     }
+
+
+_EVENT_TEXTS = ("reason", "name", "message")
+
+
+def _masked_texts(data: dict[str, Any]) -> dict[str, Any]:
+    """Event data as every reader may see it: credentials in URLs of its texts masked (a
+    reason or a name can quote a URL; env values never reach events)."""
+    texts = [key for key in _EVENT_TEXTS if isinstance(data.get(key), str) and "://" in data[key]]
+    if not texts:
+        return data
+    return data | {key: mask_urls(data[key]) for key in texts}

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from scripthut.client.base import Client
-from scripthut.config import PricingConfig, load_config
+from scripthut.config import Config, PricingConfig, load_config
+from scripthut.widgets.cost import Pricing
 from scripthut.workflow.model import DEFAULT_PARTITION
 
 if TYPE_CHECKING:
@@ -67,26 +68,41 @@ def jobs_listing(client: Client, *, all_users: bool = False) -> dict[str, Any]:
 
 def task_partitions(client: Client, run_id: str, task_ids: Iterable[str]) -> dict[str, str]:
     """The partition each task asked for (the default one when its spec names none)."""
+    return {t: p for t, (p, _) in task_resources(client, run_id, task_ids).items()}
+
+
+def task_resources(
+    client: Client, run_id: str, task_ids: Iterable[str]
+) -> dict[str, tuple[str, int]]:
+    """The partition (the default one when its spec names none) and CPUs each task asked for."""
     wanted = list(task_ids)
     if not wanted:
         return {}
     if (local := _local(client)) is not None:
 
-        def read() -> dict[str, str]:
+        def read() -> dict[str, tuple[str, int]]:
             store = local.service.store
             if store is None:
                 return {}
             resolved = store.resolve_run_id(run_id)
-            return {t.task_id: _partition(t.spec) for t in store.tasks(resolved)}
+            return {t.task_id: _resources(t.spec) for t in store.tasks(resolved)}
 
         every = local.call(read)
         return {t: every[t] for t in wanted if t in every}
 
-    def one(task_id: str) -> tuple[str, str]:
-        return task_id, _partition(client.task(run_id, task_id).get("spec") or {})
+    def one(task_id: str) -> tuple[str, tuple[str, int]]:
+        return task_id, _resources(client.task(run_id, task_id).get("spec") or {})
 
     with ThreadPoolExecutor(PARTITION_FETCHERS, thread_name_prefix="scripthut-spec") as pool:
         return dict(pool.map(one, wanted))
+
+
+def _resources(spec: dict[str, Any]) -> tuple[str, int]:
+    try:
+        cpus = max(1, int(spec.get("cpus") or 1))
+    except (TypeError, ValueError):
+        cpus = 1
+    return _partition(spec), cpus
 
 
 def _partition(spec: dict[str, Any]) -> str:
@@ -95,10 +111,20 @@ def _partition(spec: dict[str, Any]) -> str:
 
 
 def pricing_of(client: Client) -> PricingConfig | None:
-    """The pricing table of the config the engine uses (None when there is none)."""
+    """The pricing section of the config the engine uses (None when there is none)."""
+    config = _config_of(client)
+    return config.pricing if config is not None else None
+
+
+def pricing_for(client: Client) -> Pricing:
+    """The config's pricing with its price table (live, cached or offline)."""
+    config = _config_of(client)
+    return Pricing.load(config) if config is not None else Pricing()
+
+
+def _config_of(client: Client) -> Config | None:
     if (local := _local(client)) is not None:
-        config = local.service.config
-        return config.pricing if config is not None else None
+        return local.service.config
     try:
         path = client.health().get("config_file")
     except Exception:
@@ -106,9 +132,9 @@ def pricing_of(client: Client) -> PricingConfig | None:
     if not path:
         return None
     try:
-        return load_config(str(path)).pricing
+        return load_config(str(path))
     except Exception:
-        return None  # a config this kernel cannot read: nothing is costed
+        return None
 
 
 def api_base(client: Client) -> str:

@@ -197,6 +197,7 @@ def cost_text(meta: Mapping[str, Any]) -> str:
     return (
         f"ScriptHut cost of run {meta.get('run')}: {money(meta.get('total'))} "
         f"({meta.get('costed', 0)} of {meta.get('tasks', 0)} tasks costed)"
+        + (", offline prices" if meta.get("prices") == "offline prices" else "")
     )
 
 

@@ -441,6 +441,7 @@ class CostSource(Source):
         self.pricing = pricing
         self.client: Client | None = None
         self.partitions: dict[str, str] = {}
+        self.cpus: dict[str, int] = {}
         self.now = time.time()
 
     @property
@@ -452,12 +453,17 @@ class CostSource(Source):
         record = client.run(self.run_id, tasks=True)
         self.run_id = str(record["id"])
         tasks = record.get("tasks", [])
-        self.partitions = api.task_partitions(client, self.run_id, [str(t["id"]) for t in tasks])
+        self._resources(client, [str(t["id"]) for t in tasks])
         self.meta = {"run": self.run_id, "name": record.get("name")}
         self.now = time.time()
         for task in tasks:
             self._put(str(task["id"]), task)
         self._full = True
+
+    def _resources(self, client: Client, task_ids: list[str]) -> None:
+        for task_id, (partition, cpus) in api.task_resources(client, self.run_id, task_ids).items():
+            self.partitions[task_id] = partition
+            self.cpus[task_id] = cpus
 
     def _put(self, task_id: str, fields: Mapping[str, Any]) -> None:
         row = self.tasks.get(task_id)
@@ -470,14 +476,14 @@ class CostSource(Source):
         self._cost(row)
 
     def _cost(self, row: Row) -> None:
-        item = task_cost(
-            {"id": row["task"], **row}, self.partitions.get(row["task"]), self.pricing, self.now
-        )
+        task = {"id": row["task"], "cpus": self.cpus.get(row["task"], 1), **row}
+        item = task_cost(task, self.partitions.get(row["task"]), self.pricing, self.now)
         row.update(
             partition=item.partition,
             priced_as=item.priced_as,
             price=item.price,
             hours=item.hours,
+            share=item.share,
             cost=item.cost,
         )
         self.touch("tasks", row["task"])
@@ -486,8 +492,7 @@ class CostSource(Source):
         if event.get("run") != self.run_id:
             return False
         if event.get("kind") == "tasks_added" and self.client is not None:
-            added = [str(t["id"]) for t in event.get("tasks") or []]
-            self.partitions.update(api.task_partitions(self.client, self.run_id, added))
+            self._resources(self.client, [str(t["id"]) for t in event.get("tasks") or []])
             for task in event.get("tasks") or []:
                 self._put(str(task["id"]), task)
             return True
@@ -515,6 +520,7 @@ class CostSource(Source):
             "total": sum(costs),
             "costed": len(costs),
             "tasks": len(self.tasks),
-            "priced": bool(self.pricing.prices),
+            "priced": self.pricing.active,
+            "prices": self.pricing.source,
             "running": sum(1 for r in self.tasks.values() if r["started_at"] and not r["ended_at"]),
         }

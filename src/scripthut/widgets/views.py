@@ -119,7 +119,8 @@ class Timeline(LiveWidget):
 
 
 class CostView(LiveWidget):
-    """A run's estimated cost, per task and in total, from the config's pricing table.
+    """A run's estimated cost, per task and in total, from the config's pricing section
+    (live instances.vantage.sh prices, cached 24 h, or the offline table: "offline prices").
 
     `pricing` replaces the config's table (a `PricingConfig`, a `Pricing` or a mapping
     with `prices` and `partitions`).
@@ -137,7 +138,7 @@ class CostView(LiveWidget):
         from scripthut.widgets.base import default_client
 
         chosen = client or default_client()
-        table = Pricing.of(pricing if pricing is not None else api.pricing_of(chosen))
+        table = Pricing.of(pricing) if pricing is not None else api.pricing_for(chosen)
         super().__init__(chosen, CostSource(run_id, table))
 
     def summary_text(self) -> str:

@@ -86,13 +86,19 @@ def render_task_script(
     login_shell: bool = False,
     header: Sequence[str] = (),
     tag: str = "",
+    before_cd: Sequence[str] = (),
 ) -> str:
-    """The whole script for one attempt of `task`, ending with a newline."""
+    """The whole script for one attempt of `task`, ending with a newline.
+
+    `before_cd` is bash run after the exports, before the script changes to the task's
+    working directory (a task's clone of its commit: `workflow.clone`); a non-zero exit
+    there ends the script with that status, recorded like the command's."""
     lines = [LOGIN_SHEBANG if login_shell else SHEBANG, *_header(header)]
     lines.append(_comment(task.id, tag))
     lines.extend(_exit_recording(exit_path))
     lines.extend(f"eval {shell_quote(text)}" for text in env.init_lines())
     lines.extend(_exports(env, task.id, tag))
+    lines.extend(before_cd)
     lines.append(_change_dir(task.working_dir))
     lines.append(f"__hut_cmd={shell_quote(task.command)}")
     lines.extend(_RUN_COMMAND)

@@ -1,0 +1,601 @@
+"""The PBS backend: qsub/qstat/qdel/pbsnodes through a transport, Torque or PBS Pro dialect.
+
+Every operation costs a fixed number of round trips, whatever the number of jobs:
+- `submit`: one generated script per chunk of up to 200 jobs (`remote.submit_script`): each
+  job's script is written beside its logs and given to `qsub` as a file; its tag is the job
+  name (`-N`, shown by `qstat -f`) and an index file under `<log_dir>/.tags/`, so a crash at
+  any instant can be reconciled.
+- `poll`: one script running `qstat -f` once (every job the server lists, kept to the
+  user's by `Job_Owner` before it crosses the wire); for tracked jobs it shows finished or
+  not at all, the same script reads their exit-code files and, on PBS Pro, runs one
+  `qstat -x -f` for all of them. At most two scheduler commands per cycle.
+- `find`: the tag index, then job names in `qstat -f` (`-x` on PBS Pro), in one script.
+- `cancel`: one `qdel` with every id. `info`: `pbsnodes -a` and `qstat -Q` in one script.
+
+The dialect (`flavor`) is configured or learnt once from `qstat --version`. A query that
+fails is "unknown" (PollResult.ok False, find None), never "failed". A tracked job that
+neither qstat nor its exit-code file can place stays UNKNOWN for `missing_grace_s`, then
+FAILED with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+
+from scripthut.backends import pbs_parse as pp
+from scripthut.backends import pbs_script as ps
+from scripthut.backends.base import (
+    Backend,
+    BackendInfo,
+    JobPaths,
+    JobRef,
+    JobSpec,
+    JobStatus,
+    LogChunk,
+    PollResult,
+    SubmitOutcome,
+)
+from scripthut.backends.remote import (
+    MissingClock,
+    RemoteHost,
+    Section,
+    Submission,
+    SubmitReply,
+    capture,
+    check_name,
+    exit_codes,
+    exit_files_script,
+    in_chunks,
+    index_script,
+    indexed,
+    is_safe_name,
+    new_marker,
+    parent_dir,
+    script_end,
+    script_start,
+    submit_replies,
+    submit_script,
+)
+from scripthut.errors import ScriptHutError
+from scripthut.states import JobState
+from scripthut.transport import LocalTransport, Transport, TransportError
+from scripthut.workflow.script import LOGIN_SHEBANG, SHEBANG
+
+log = logging.getLogger(__name__)
+
+SUBMIT_CHUNK = 200
+SUBMIT_PARALLEL = 4
+CANCEL_CHUNK = 500
+MISSING_GRACE_S = 180.0
+ENDED_GRACE_S = 30.0
+POLL_TIMEOUT = 120.0
+TAGS_DIR = ".tags"
+JSON_SINCE = 14  # PBS Pro major version from which `qstat -F json` is used
+# qsub errors that mean "the server did not answer": nothing may be concluded.
+TRANSIENT_ERRORS = (
+    "cannot connect to server",
+    "Connection refused",
+    "Connection timed out",
+    "End of File",
+    "Unable to contact slurm controller",
+    "Socket timed out",
+    "temporarily unable to accept",
+    "Resource temporarily unavailable",
+)
+_BENIGN_CANCEL = ("Unknown Job Id", "Job has finished", "invalid state for job - COMPLETE")
+_VERSION = re.compile(r"pbs_version\s*=\s*([0-9]+)", re.IGNORECASE)
+# The user's records of `qstat -f` (blank-line separated); any other text (errors) passes.
+_OWNER_FILTER = (
+    'BEGIN { RS = ""; o = "Job_Owner = " u "@" } '
+    '!/(^|\\n)Job Id:/ || index($0, o) { print; print "" }'
+)
+_LIVE_KEYS = '/^Job Id:/ { id = $3; sub(/\\..*/, "", id) } /^[ \\t]+job_state = / { print id, $3 }'
+
+
+class PBSBackend(Backend):
+    """One PBS server (Torque or PBS Pro / OpenPBS), reached through a transport."""
+
+    kind = "pbs"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        transport: Transport,
+        max_concurrent: int,
+        log_dir: str,
+        flavor: str = "auto",
+        queue: str | None = None,
+        account: str | None = None,
+        bin_dir: str | None = None,
+        login_shell: bool = False,
+        missing_grace_s: float = MISSING_GRACE_S,
+        ended_grace_s: float = ENDED_GRACE_S,
+        submit_chunk: int = SUBMIT_CHUNK,
+        submit_parallel: int = SUBMIT_PARALLEL,
+        qstat_json: bool | None = None,
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        if flavor not in (*ps.FLAVORS, "auto"):
+            raise ValueError(f"unknown PBS flavor {flavor!r} (torque, pbspro or auto)")
+        super().__init__(name, max_concurrent)
+        self.host = RemoteHost(transport)
+        self.log_dir = log_dir.rstrip("/") or "/"
+        self.flavor = flavor
+        self.queue = queue
+        self.account = account
+        self.bin_dir = bin_dir
+        self.login_shell = login_shell
+        self.submit_chunk = max(1, submit_chunk)
+        self.submit_parallel = max(1, submit_parallel)
+        self.use_json = bool(qstat_json)
+        # Nothing to learn when the dialect is given and, for PBS Pro, whether -F json works.
+        self._detected = flavor == "torque" or (flavor == "pbspro" and qstat_json is not None)
+        self._missing = MissingClock(missing_grace_s)
+        self._ended = MissingClock(ended_grace_s)
+        self._deleted: set[str] = set()  # keys of jobs this backend gave to qdel
+
+    @property
+    def transport(self) -> Transport:
+        return self.host.transport
+
+    @property
+    def missing_grace_s(self) -> float:
+        return self._missing.grace_s
+
+    @missing_grace_s.setter
+    def missing_grace_s(self, seconds: float) -> None:
+        self._missing.grace_s = seconds
+
+    @property
+    def dialect(self) -> str:
+        """`torque` or `pbspro` (Torque-like until the server says otherwise)."""
+        return "torque" if self.flavor == "auto" else self.flavor
+
+    async def start(self) -> None:
+        try:
+            await self.host.identify()
+            await self.detect()
+        except TransportError as exc:
+            log.debug("backend '%s': %s (will retry on first use)", self.name, exc)
+
+    async def close(self) -> None:
+        await self.host.close()
+
+    def _path(self, name: str) -> str:
+        return f"{self.bin_dir}/{name}" if self.bin_dir else name
+
+    def command(self, name: str) -> str:
+        """A PBS command as a shell word: from `bin_dir` when configured."""
+        return shlex.quote(self._path(name))
+
+    async def detect(self) -> None:
+        """Learn the dialect (flavor auto) and the PBS Pro version once, from `--version`."""
+        if self._detected:
+            return
+        marker = new_marker()
+        text = "".join(
+            [
+                script_start(marker),
+                capture("version", f"{self.command('qstat')} --version"),
+                capture("nodes", f"{self.command('pbsnodes')} --version"),
+                script_end(),
+            ]
+        )
+        sections = await self.host.script(text, marker)
+        output = "\n".join(s.body for s in sections)
+        found = pp.detect_flavor(output)
+        if self.flavor == "auto":
+            self.flavor = found
+        version = _VERSION.search(output)
+        self.use_json = (
+            self.flavor == "pbspro" and version is not None and int(version[1]) >= JSON_SINCE
+        )
+        self._detected = True
+
+    # -- paths and scripts ----------------------------------------------------------------
+
+    def job_paths(self, run_id: str, task_id: str, attempt: int) -> JobPaths:
+        check_name("run id", run_id)
+        check_name("task id", task_id)
+        base = f"{self.host.absolute(self.log_dir)}/{run_id}/{task_id}.{attempt}"
+        return JobPaths(
+            stdout=f"{base}.out",
+            stderr=f"{base}.err",
+            exit_code=f"{base}.exit",
+            script=f"{base}.sh",
+        )
+
+    def queue_for(self, partition: str | None) -> str | None:
+        """The configured `queue` overrides the task's partition."""
+        return self.queue or partition
+
+    def render_script(self, spec: JobSpec, body: str) -> str:
+        """`body` with #PBS lines after its shebang, then its output sent to its logs."""
+        if not is_safe_name(spec.tag):
+            raise ScriptHutError(f"tag {spec.tag!r} is not safe as a job name ([A-Za-z0-9._-])")
+        shebang, _, rest = body.partition("\n")
+        if not shebang.startswith("#!"):
+            shebang, rest = SHEBANG, body
+        if self.login_shell and shebang == SHEBANG:
+            shebang = LOGIN_SHEBANG
+        try:
+            header = self.job_header(spec)
+        except ValueError as exc:
+            raise ScriptHutError(f"task '{spec.task_id}': {exc}") from None
+        redirect = ps.log_redirect(spec.paths.stdout, spec.paths.stderr)
+        return "\n".join([shebang, *header, redirect, rest])
+
+    def job_header(self, spec: JobSpec) -> list[str]:
+        """The #PBS lines of one job."""
+        res = ps.Resources(spec.cpus, spec.memory_mb, spec.time_limit_s, spec.gres)
+        return ps.job_header(
+            self.dialect,
+            name=spec.tag,
+            queue=self.queue_for(spec.partition),
+            account=self.account,
+            res=res,
+        )
+
+    def _index_dir(self) -> str:
+        return f"{self.log_dir}/{TAGS_DIR}"
+
+    # -- submitting -----------------------------------------------------------------------
+
+    async def submit(self, jobs: Sequence[JobSpec]) -> list[SubmitOutcome]:
+        """Every job through qsub, at most `submit_chunk` jobs per round trip."""
+        return await in_chunks(
+            jobs, self._submit_chunk, largest=self.submit_chunk, parallel=self.submit_parallel
+        )
+
+    async def _submit_chunk(self, jobs: Sequence[JobSpec]) -> list[SubmitOutcome]:
+        outcomes: list[SubmitOutcome | None] = [None] * len(jobs)
+        items: list[Submission] = []
+        positions: list[int] = []
+        for position, spec in enumerate(jobs):
+            if not is_safe_name(spec.tag):
+                outcomes[position] = SubmitOutcome(error=f"unsafe tag {spec.tag!r}")
+                continue
+            items.append(_submission(spec))
+            positions.append(position)
+        if items:
+            marker = new_marker()
+            text = self.submit_script(items, marker)
+            sections = await self.host.script(text, marker, timeout=60.0 + 0.5 * len(items))
+            replies = submit_replies(sections, len(items))
+            for position, reply in zip(positions, replies, strict=True):
+                outcomes[position] = _outcome(reply)
+            unsure = sum(outcome is None for outcome in outcomes)
+            if unsure:
+                raise TransportError(
+                    f"{self.transport.description}: the outcome of {unsure} of {len(jobs)} "
+                    f"submissions is unknown ({_why_unsure(replies)})"
+                )
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def submit_script(self, items: Sequence[Submission], marker: str) -> str:
+        """qsub with the script as a file (the scheduler's own output files: /dev/null)."""
+        return submit_script(
+            items,
+            command=(self._path("qsub"), "-o", "/dev/null", "-e", "/dev/null"),
+            index_dir=self._index_dir(),
+            marker=marker,
+            transient=TRANSIENT_ERRORS,
+            script_arg=True,
+        )
+
+    # -- polling --------------------------------------------------------------------------
+
+    async def poll(self, jobs: Sequence[JobRef]) -> PollResult:
+        """Every tracked job's state, and the user's other jobs, in one round trip."""
+        try:
+            _home, user = await self.host.identify()
+            await self.detect()
+            marker = new_marker()
+            sections = await self.host.script(
+                self.poll_script(jobs, user, marker), marker, timeout=POLL_TIMEOUT
+            )
+        except TransportError as exc:
+            return PollResult(ok=False, error=str(exc))
+        return self.read_poll(jobs, user, sections)
+
+    def qstat_command(self, user: str, *, history: bool = False) -> str:
+        """`qstat -f` (`-x` too: finished jobs) kept to the user's records, times in UTC."""
+        flags = "-x -f" if history else "-f"
+        awk = f"awk -v u={shlex.quote(user)} {shlex.quote(_OWNER_FILTER)}"
+        return f"set -o pipefail; {{ TZ=UTC {self.command('qstat')} {flags}; }} 2>&1 | {awk}"
+
+    def history_command(self) -> str:
+        """PBS Pro: `qstat -x -f` for the tracked jobs qstat -f no longer lists."""
+        if self.use_json:
+            return f'TZ=UTC {self.command("qstat")} -x -f -F json "${{__hut_done[@]}}" 2>/dev/null'
+        return f'TZ=UTC {self.command("qstat")} -x -f "${{__hut_done[@]}}"'
+
+    def poll_script(self, jobs: Sequence[JobRef], user: str, marker: str) -> str:
+        valid = [ref for ref in jobs if pp.is_job_id(ref.job_id)]
+        finals = "|".join(pp.FINAL_LETTERS)
+        history = [
+            'if [ "${#__hut_done[@]}" -gt 0 ]; then\n',
+            f"__hut_out=$({self.history_command()})\n",
+            "__hut_rc=$?\n",
+            'printf \'%s history %s\\n%s\\n\' "$__hut_m" "$__hut_rc" "$__hut_out"\n',
+            "fi\n",
+        ]
+        return "".join(
+            [
+                script_start(marker),
+                capture("qstat", self.qstat_command(user)),
+                'if [ "$__hut_rc" -eq 0 ]; then\n',
+                "declare -A __hut_live=()\n",
+                "while read -r __hut_id __hut_st; do\n",
+                f"    case $__hut_st in {finals}) ;; *) __hut_live[$__hut_id]=1 ;; esac\n",
+                f'done < <(awk {shlex.quote(_LIVE_KEYS)} <<< "$__hut_out")\n',
+                exit_files_script(
+                    [pp.job_key(ref.job_id) for ref in valid],
+                    [ref.paths.exit_code for ref in valid],
+                ),
+                *(history if self.flavor == "pbspro" else []),
+                "fi\n",
+                script_end(),
+            ]
+        )
+
+    def read_poll(
+        self, jobs: Sequence[JobRef], user: str, sections: Sequence[Section]
+    ) -> PollResult:
+        qstat = next((s for s in sections if s.name == "qstat"), None)
+        if qstat is None or qstat.rc() != 0:
+            detail = pp.one_line(qstat.body) if qstat is not None else "no output"
+            return PollResult(ok=False, error=f"qstat failed: {detail or 'no output'}")
+        live = {job.key: job for job in pp.owned_by(pp.parse_qstat_f(qstat.body), user)}
+        past, history_ok = self._history(sections)
+        exits = exit_codes(sections)
+        result = PollResult(jobs={})
+        for ref in jobs:
+            key = pp.job_key(ref.job_id)
+            job = live.get(key) or past.get(key)
+            result.jobs[ref.job_id] = self._status(ref, job, exits.get(key), history_ok)
+        tracked = {pp.job_key(ref.job_id) for ref in jobs}
+        self._missing.keep_only({ref.job_id for ref in jobs})
+        self._ended.keep_only({ref.job_id for ref in jobs})
+        self._deleted &= tracked
+        result.external = [
+            pp.external_status(job)
+            for key, job in live.items()
+            if key not in tracked and not pp.is_hut_tag(job.name)
+        ]
+        return result
+
+    def _history(self, sections: Sequence[Section]) -> tuple[dict[str, pp.PBSJob], bool]:
+        """Finished jobs from `qstat -x` (PBS Pro); ok is False when it did not answer.
+
+        Exit 153 only says some ids are unknown (purged): the others are still listed.
+        """
+        section = next((s for s in sections if s.name == "history"), None)
+        if section is None:
+            return {}, True
+        if section.rc() not in (0, pp.UNKNOWN_JOB_RC):
+            if self.use_json and section.rc() == 2:  # no -F json here after all
+                self.use_json = False
+            return {}, False
+        try:
+            jobs = pp.parse_qstat(section.body)
+        except ValueError as exc:
+            log.info("backend '%s': qstat -x output unreadable: %s", self.name, exc)
+            return {}, False
+        return {job.key: job for job in jobs}, True
+
+    def _status(
+        self, ref: JobRef, job: pp.PBSJob | None, exit_file: int | None, history_ok: bool
+    ) -> JobStatus:
+        if job is not None and not pp.is_final(job.state):
+            self._missing.seen(ref.job_id)
+            return pp.live_status(job, ref.job_id)
+        status = pp.final_status(ref.job_id, job, exit_file)
+        if status is not None:
+            self._missing.seen(ref.job_id)
+            return status
+        if job is not None:
+            return self._ended_without_code(ref, job)
+        if not history_ok:
+            reason = "not listed by qstat, and qstat -x did not answer: unknown for now"
+            return JobStatus(ref.job_id, JobState.UNKNOWN, "UNKNOWN", reason=reason)
+        over, waited = self._missing.over(ref.job_id)
+        if not over:
+            reason = f"not listed by qstat and no exit code yet (for {waited:.0f} s)"
+            return JobStatus(ref.job_id, JobState.UNKNOWN, "UNKNOWN", reason=reason)
+        reason = (
+            f"the job left the PBS server's list and its exit-code file "
+            f"({ref.paths.exit_code}) says nothing (waited {waited:.0f} s)"
+        )
+        return JobStatus(ref.job_id, JobState.FAILED, "LOST", reason=reason)
+
+    def _ended_without_code(self, ref: JobRef, job: pp.PBSJob) -> JobStatus:
+        """Finished per the server, no exit status, no exit-code file (yet): a shared file
+        system may show the file late; after the grace, the job never ran its command."""
+        self._missing.seen(ref.job_id)
+        if job.key in self._deleted:
+            reason = "cancelled (qdel) before its script could record an exit code"
+            return JobStatus(ref.job_id, JobState.CANCELLED, job.state, reason=reason)
+        over, waited = self._ended.over(ref.job_id)
+        if not over:
+            reason = f"finished; waiting for its exit-code file (for {waited:.0f} s)"
+            return JobStatus(ref.job_id, JobState.UNKNOWN, job.state, reason=reason)
+        reason = (
+            "finished without an exit code: it was deleted before it ran, or killed "
+            f"before its script could record one ({ref.paths.exit_code})"
+        )
+        return JobStatus(
+            ref.job_id,
+            JobState.FAILED,
+            job.state,
+            reason=reason,
+            name=job.name,
+            user=job.owner,
+            partition=job.get("queue"),
+        )
+
+    # -- finding jobs again ---------------------------------------------------------------
+
+    async def find(self, tags: Sequence[str]) -> dict[str, str] | None:
+        """Jobs for these tags: the tag index, then job names in qstat -f (PBS Pro: -x).
+
+        None when qstat fails: a job accepted by qsub must never be taken for missing.
+        TransportError when the cluster cannot be reached.
+        """
+        wanted = [tag for tag in dict.fromkeys(tags) if is_safe_name(tag)]
+        if not wanted:
+            return {}
+        _home, user = await self.host.identify()
+        await self.detect()
+        marker = new_marker()
+        sections = await self.host.script(
+            self.find_script(wanted, user, marker), marker, timeout=POLL_TIMEOUT
+        )
+        return self.read_find(wanted, user, sections)
+
+    def find_script(self, tags: Sequence[str], user: str, marker: str) -> str:
+        history = self.flavor == "pbspro"
+        return "".join(
+            [
+                script_start(marker),
+                index_script(tags, self._index_dir()),
+                'if [ "$__hut_missing" = 1 ]; then\n',
+                capture("qstat", self.qstat_command(user, history=history)),
+                "fi\n",
+                script_end(),
+            ]
+        )
+
+    def read_find(
+        self, tags: Sequence[str], user: str, sections: Sequence[Section]
+    ) -> dict[str, str] | None:
+        wanted = set(tags)
+        found: dict[str, str] = {}
+        for tag, text in indexed(sections).items():
+            job_id = pp.submitted_job_id(text)
+            if tag in wanted and job_id is not None:
+                found[tag] = job_id
+        if len(found) == len(wanted):
+            return found
+        qstat = next((s for s in sections if s.name == "qstat"), None)
+        if qstat is None or qstat.rc() != 0:
+            return None
+        for job in pp.owned_by(pp.parse_qstat_f(qstat.body), user):
+            if job.name in wanted and job.name not in found:
+                found[job.name] = job.job_id
+        return found
+
+    # -- cancelling, logs, info -----------------------------------------------------------
+
+    async def cancel(self, job_ids: Sequence[str]) -> None:
+        """One `qdel` per 500 ids; jobs that already ended are not an error."""
+        ids = [job_id for job_id in dict.fromkeys(job_ids) if pp.is_job_id(job_id)]
+        qdel = self._path("qdel")
+        self._deleted.update(pp.job_key(job_id) for job_id in ids)
+        for start in range(0, len(ids), CANCEL_CHUNK):
+            result = await self.transport.run([qdel, *ids[start : start + CANCEL_CHUNK]])
+            errors = [
+                line
+                for line in result.stderr.splitlines()
+                if line.strip() and not any(text in line for text in _BENIGN_CANCEL)
+            ]
+            if not result.ok and errors:
+                raise ScriptHutError(f"qdel failed: {pp.one_line(chr(10).join(errors))}")
+
+    async def read_log(self, path: str, offset: int = 0, limit: int = 1 << 20) -> LogChunk:
+        return await self.host.read_log(path, offset, limit)
+
+    async def read_text(self, path: str, limit: int = 16 << 20) -> str:
+        return await self.host.read_text(path, limit)
+
+    def host_path(self, path: str) -> str:
+        return self.host.absolute(path) if path else path
+
+    def inherited_env(self) -> tuple[dict[str, str] | None, str]:
+        """qsub does not pass the submitter's environment on (no -V): PBS starts each job in
+        a login environment on its node, over the local shell as over SSH."""
+        where = (
+            "this host"
+            if isinstance(self.transport, LocalTransport)
+            else (self.transport.description)
+        )
+        return None, f"the login environment PBS gives jobs on {where} (not known here)"
+
+    async def info(self) -> BackendInfo:
+        """CPUs from `pbsnodes -a`, queues and their counts from `qstat -Q`."""
+        try:
+            await self.host.identify()
+            marker = new_marker()
+            text = "".join(
+                [
+                    script_start(marker),
+                    capture("nodes", f"{self.command('pbsnodes')} -a"),
+                    capture("queues", f"{self.command('qstat')} -Q"),
+                    script_end(),
+                ]
+            )
+            sections = await self.host.script(text, marker)
+        except TransportError as exc:
+            return BackendInfo(self.name, self.kind, reachable=False, message=str(exc))
+        return self.read_info(sections)
+
+    def read_info(self, sections: Sequence[Section]) -> BackendInfo:
+        by_name: Mapping[str, Section] = {s.name: s for s in sections}
+        nodes, queues = by_name.get("nodes"), by_name.get("queues")
+        if nodes is None or nodes.rc() != 0:
+            why = pp.one_line(nodes.body) if nodes is not None else "no output"
+            return BackendInfo(self.name, self.kind, reachable=False, message=f"pbsnodes: {why}")
+        cpus = pp.parse_pbsnodes(nodes.body)
+        parts, queued, running = pp.parse_queues(queues.body if queues is not None else "")
+        message = f"PBS ({self.flavor})"
+        if queued is not None and running is not None:
+            message += f": {queued} queued, {running} running on the cluster"
+        return BackendInfo(
+            name=self.name,
+            kind=self.kind,
+            reachable=True,
+            message=message,
+            cpus_idle=cpus[0] if cpus else None,
+            cpus_total=cpus[1] if cpus else None,
+            queue_depth=queued,
+            partitions=tuple(parts),
+        )
+
+
+def _submission(spec: JobSpec) -> Submission:
+    paths = spec.paths
+    dirs = {parent_dir(p) for p in (paths.stdout, paths.stderr, paths.exit_code, paths.script)}
+    return Submission(
+        spec.tag,
+        spec.script,
+        paths.script,
+        tuple(sorted(d for d in dirs if d is not None)),
+        (paths.stdout, paths.stderr),
+    )
+
+
+def _outcome(reply: SubmitReply | None) -> SubmitOutcome | None:
+    """The outcome of one reply; None when it is unknown."""
+    if reply is None or reply.kind == "skipped":
+        return None
+    if reply.kind == "error":
+        return SubmitOutcome(error=pp.one_line(reply.text) or "not submitted")
+    job_id = pp.submitted_job_id(reply.text)
+    if reply.kind == "known" or reply.rc == 0:
+        return SubmitOutcome(job_id=job_id) if job_id is not None else None
+    if any(text in reply.text for text in TRANSIENT_ERRORS):
+        return None
+    text = pp.one_line(reply.text) or f"exit {reply.rc}"
+    return SubmitOutcome(error=text if text.startswith("qsub:") else f"qsub: {text}")
+
+
+def _why_unsure(replies: Sequence[SubmitReply | None]) -> str:
+    for reply in replies:
+        if reply is not None and reply.kind == "rc" and reply.rc != 0:
+            return f"qsub: {pp.one_line(reply.text, 300)}"
+    return "the submission script stopped early"

@@ -1,0 +1,537 @@
+"""The Grid Engine backend (Son of Grid Engine, Univa, Altair GE) through a transport.
+
+Every operation costs a fixed number of round trips, whatever the number of jobs:
+- `submit`: one generated script per chunk of up to 200 jobs (`remote.submit_script`): each
+  job's script goes to `qsub -terse` on stdin; its tag is in the job context
+  (`-ac scripthut_tag=<tag>`, shown by `qstat -j`) and in an index file under
+  `<log_dir>/.tags/`, written before the reply, so a crash at any instant can be reconciled.
+- `poll`: one script running `qstat -xml` once (the user's pending, running, suspended and
+  zombie jobs); for tracked jobs it shows ended or no longer lists, the same script reads their
+  exit-code files and runs one `qacct` for the user's recent jobs, filtered to those. At most
+  two scheduler commands per cycle.
+- `find`: the tag index, then the contexts of the user's queued jobs (`qstat -xml -j`).
+- `cancel`: one `qdel` with every id. `info`: `qstat -g c -xml`, `qhost -xml`, queue counts.
+
+A query that fails is "unknown" (PollResult.ok False, find None), never "failed". A tracked job
+that nothing can place stays UNKNOWN for `missing_grace_s`, then FAILED. A zombie (a job that
+ended) with neither accounting nor an exit-code file never ran (deleted while pending): it is
+CANCELLED once `zombie_grace_s` has passed, so that lagging accounting is waited for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, timezone
+
+from scripthut.backends import sge_parse as gp
+from scripthut.backends import sge_scripts as scripts
+from scripthut.backends.base import (
+    Backend,
+    BackendInfo,
+    JobPaths,
+    JobRef,
+    JobSpec,
+    JobStatus,
+    LogChunk,
+    PollResult,
+    SubmitOutcome,
+)
+from scripthut.backends.remote import (
+    MissingClock,
+    RemoteHost,
+    Section,
+    Submission,
+    SubmitReply,
+    check_name,
+    exit_codes,
+    in_chunks,
+    indexed,
+    is_safe_name,
+    new_marker,
+    parent_dir,
+    submit_replies,
+    submit_script,
+)
+from scripthut.errors import ScriptHutError
+from scripthut.states import JobState
+from scripthut.transport import Transport, TransportError
+from scripthut.workflow.model import DEFAULT_PARTITION
+from scripthut.workflow.script import SHEBANG, shell_path, shell_quote
+
+log = logging.getLogger(__name__)
+
+SUBMIT_CHUNK = 200
+SUBMIT_PARALLEL = 4
+CANCEL_CHUNK = 500
+MISSING_GRACE_S = 180.0
+ZOMBIE_GRACE_S = 60.0
+ACCT_DAYS = 14
+POLL_TIMEOUT = 120.0
+TAGS_DIR = ".tags"
+TAG_CONTEXT = "scripthut_tag"
+# qsub/qstat errors that mean "the qmaster did not answer": nothing may be concluded.
+TRANSIENT_ERRORS = (
+    "unable to contact qmaster",
+    "unable to send message to qmaster",
+    "commlib error",
+    "Error reading answer list from qmaster",
+    "failed receiving gdi request",
+    "can't connect",
+    "Connection refused",
+)
+_BENIGN_CANCEL = ("does not exist", "has already been deleted", "is already in deletion")
+
+
+class SGEBackend(Backend):
+    """One Grid Engine cluster, reached through a transport."""
+
+    kind = "sge"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        transport: Transport,
+        max_concurrent: int,
+        log_dir: str,
+        account: str | None = None,
+        queue: str | None = None,
+        partition_map: Mapping[str, str] | None = None,
+        parallel_env: str | None = None,
+        memory_resource: str | None = "h_vmem",
+        login_shell: bool = False,
+        missing_grace_s: float = MISSING_GRACE_S,
+        zombie_grace_s: float = ZOMBIE_GRACE_S,
+        submit_chunk: int = SUBMIT_CHUNK,
+        submit_parallel: int = SUBMIT_PARALLEL,
+        acct_days: int = ACCT_DAYS,
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        super().__init__(name, max_concurrent)
+        self.host = RemoteHost(transport)
+        self.log_dir = log_dir.rstrip("/") or "/"
+        self.account = account
+        self.queue = queue
+        self.partition_map = dict(partition_map or {})
+        self.parallel_env = parallel_env
+        self.memory_resource = memory_resource
+        self.login_shell = login_shell
+        self.submit_chunk = max(1, submit_chunk)
+        self.submit_parallel = max(1, submit_parallel)
+        self.acct_days = acct_days
+        self._missing = MissingClock(missing_grace_s)
+        self._zombies = MissingClock(zombie_grace_s)
+
+    @property
+    def transport(self) -> Transport:
+        return self.host.transport
+
+    @property
+    def missing_grace_s(self) -> float:
+        return self._missing.grace_s
+
+    @missing_grace_s.setter
+    def missing_grace_s(self, seconds: float) -> None:
+        self._missing.grace_s = seconds
+
+    @property
+    def zombie_grace_s(self) -> float:
+        """How long an ended job with no accounting record waits for one."""
+        return self._zombies.grace_s
+
+    @zombie_grace_s.setter
+    def zombie_grace_s(self, seconds: float) -> None:
+        self._zombies.grace_s = seconds
+
+    async def start(self) -> None:
+        try:
+            await self.host.identify()
+        except TransportError as exc:
+            log.debug("backend '%s': %s (will retry on first use)", self.name, exc)
+
+    async def close(self) -> None:
+        await self.host.close()
+
+    # -- paths and scripts ----------------------------------------------------------------
+
+    def job_paths(self, run_id: str, task_id: str, attempt: int) -> JobPaths:
+        """`<log_dir>/<run_id>/<task_id>.<attempt>.{out,err,exit,sh}`, `~` resolved when known."""
+        check_name("run id", run_id)
+        check_name("task id", task_id)
+        base = f"{self.host.absolute(self.log_dir)}/{run_id}/{task_id}.{attempt}"
+        return JobPaths(f"{base}.out", f"{base}.err", f"{base}.exit", f"{base}.sh")
+
+    def queue_for(self, partition: str | None) -> str | None:
+        """`queue` if set, else the task's partition through `partition_map`, else as is.
+
+        A task that names no partition (the workflow default, `normal`) requests no queue:
+        Grid Engine then picks any queue the job fits, as a plain qsub does.
+        """
+        if self.queue:
+            return self.queue
+        if partition is not None and partition in self.partition_map:
+            return self.partition_map[partition]
+        return None if partition == DEFAULT_PARTITION else partition
+
+    def render_script(self, spec: JobSpec, body: str) -> str:
+        """`body` with `#$` lines after its shebang.
+
+        Grid Engine runs a script with the shell `-S` names (its `#!` line is ignored under
+        the usual `posix_compliant` start mode), so a shebang with arguments (`bash -l` for
+        login_shell) is honoured by the script starting itself again that way. Log paths
+        Grid Engine would expand or split are written by the script's own redirection.
+        """
+        if not is_safe_name(spec.tag):
+            raise ScriptHutError(f"tag {spec.tag!r} is not safe for a job context")
+        shebang, _, rest = body.partition("\n")
+        if not shebang.startswith("#!"):
+            shebang, rest = SHEBANG, body
+        words = shebang[2:].split()
+        if self.login_shell and words[1:] == []:
+            words.append("-l")
+        try:
+            header, prologue = self._directives(spec, words[0] if words else "/bin/bash")
+        except ValueError as exc:
+            raise ScriptHutError(f"task '{spec.task_id}': {exc}") from None
+        if len(words) > 1:
+            again = " ".join(shell_quote(word) for word in words)
+            prologue.insert(
+                0, f'[ -n "${{__HUT_SGE_SHELL-}}" ] || __HUT_SGE_SHELL=1 exec {again} "$0"'
+            )
+        return "\n".join([shebang, *header, *prologue, rest])
+
+    def _directives(self, spec: JobSpec, shell: str) -> tuple[list[str], list[str]]:
+        queue = self.queue_for(spec.partition)
+        cpus = max(1, spec.cpus)
+        if cpus > 1 and not self.parallel_env:
+            raise ValueError(
+                f"asks for {cpus} cpus, but backend '{self.name}' names no parallel_env "
+                "(the site's parallel environment for multi-slot jobs, e.g. smp)"
+            )
+        resources = [f"h_rt={gp.h_rt(spec.time_limit_s)}"]
+        if self.memory_resource:
+            per_slot = -(-max(1, spec.memory_mb) // cpus)  # Grid Engine counts memory per slot
+            resources.append(f"{self.memory_resource}={per_slot}M")
+        if spec.gres:
+            resources.append(gp.word("gres", spec.gres))
+        prologue: list[str] = []
+        out, err = (
+            self._log_path(p, prologue, fd)
+            for p, fd in ((spec.paths.stdout, 1), (spec.paths.stderr, 2))
+        )
+        header = gp.directives(
+            [
+                ("N", gp.job_name(spec.name)),
+                ("S", gp.path(shell)),
+                ("q", gp.word("queue", queue) if queue else None),
+                ("A", gp.word("account", self.account) if self.account else None),
+                (
+                    "pe",
+                    f"{gp.word('parallel_env', self.parallel_env)} {cpus}"
+                    if cpus > 1 and self.parallel_env
+                    else None,
+                ),
+                ("l", ",".join(resources)),
+                ("o", out),
+                ("e", err),
+                ("j", "n"),
+                ("ac", f"{TAG_CONTEXT}={spec.tag}"),
+            ]
+        )
+        return header, prologue
+
+    def _log_path(self, path: str, prologue: list[str], fd: int) -> str:
+        """The path for `-o`/`-e`; one Grid Engine cannot take is written by the script."""
+        absolute = self.host.absolute(path) if self.host.home is not None else path
+        try:
+            if absolute.startswith("~"):
+                raise ValueError("not absolute yet")
+            return gp.path(absolute)
+        except ValueError:
+            prologue.append(f"exec {fd}>>{shell_path(path)}")
+            return "/dev/null"
+
+    def _index_dir(self) -> str:
+        return f"{self.log_dir}/{TAGS_DIR}"
+
+    # -- submitting -----------------------------------------------------------------------
+
+    async def submit(self, jobs: Sequence[JobSpec]) -> list[SubmitOutcome]:
+        """Every job through `qsub -terse`, at most `submit_chunk` jobs per round trip."""
+        return await in_chunks(
+            jobs, self._submit_chunk, largest=self.submit_chunk, parallel=self.submit_parallel
+        )
+
+    async def _submit_chunk(self, jobs: Sequence[JobSpec]) -> list[SubmitOutcome]:
+        outcomes: list[SubmitOutcome | None] = [None] * len(jobs)
+        items: list[Submission] = []
+        positions: list[int] = []
+        for position, spec in enumerate(jobs):
+            if not is_safe_name(spec.tag):
+                outcomes[position] = SubmitOutcome(error=f"unsafe tag {spec.tag!r}")
+                continue
+            items.append(self.submission(spec))
+            positions.append(position)
+        if items:
+            marker = new_marker()
+            text = self.submit_script(items, marker)
+            sections = await self.host.script(text, marker, timeout=60.0 + 0.5 * len(items))
+            replies = submit_replies(sections, len(items))
+            for position, reply in zip(positions, replies, strict=True):
+                outcomes[position] = self._outcome(reply)
+            unsure = sum(outcome is None for outcome in outcomes)
+            if unsure:
+                raise TransportError(
+                    f"{self.transport.description}: the outcome of {unsure} of {len(jobs)} "
+                    f"submissions is unknown ({_why_unsure(replies)})"
+                )
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def submit_script(self, items: Sequence[Submission], marker: str) -> str:
+        return submit_script(
+            items,
+            command=("qsub", "-terse"),
+            index_dir=self._index_dir(),
+            marker=marker,
+            transient=TRANSIENT_ERRORS,
+        )
+
+    @staticmethod
+    def submission(spec: JobSpec) -> Submission:
+        """One job for `submit_script`; kept separate so an array submission can reuse it."""
+        paths = spec.paths
+        dirs = {parent_dir(p) for p in (paths.stdout, paths.stderr, paths.exit_code, paths.script)}
+        return Submission(
+            spec.tag,
+            spec.script,
+            paths.script,
+            tuple(sorted(d for d in dirs if d is not None)),
+            (paths.stdout, paths.stderr),
+        )
+
+    @staticmethod
+    def _outcome(reply: SubmitReply | None) -> SubmitOutcome | None:
+        if reply is None or reply.kind == "skipped":
+            return None
+        if reply.kind == "error":
+            return SubmitOutcome(error=gp.one_line(reply.text) or "not submitted")
+        job_id = gp.submitted_job_id(reply.text)
+        if reply.kind == "known" or reply.rc == 0:
+            return SubmitOutcome(job_id=job_id) if job_id is not None else None
+        if any(text in reply.text for text in TRANSIENT_ERRORS):
+            return None
+        return SubmitOutcome(error=f"qsub: {gp.one_line(reply.text) or f'exit {reply.rc}'}")
+
+    # -- polling --------------------------------------------------------------------------
+
+    async def poll(self, jobs: Sequence[JobRef]) -> PollResult:
+        """Every tracked job's state, and the user's other jobs, in one round trip."""
+        try:
+            _home, user = await self.host.identify()
+            marker = new_marker()
+            sections = await self.host.script(
+                self.poll_script(jobs, user, marker), marker, timeout=POLL_TIMEOUT
+            )
+        except TransportError as exc:
+            return PollResult(ok=False, error=str(exc))
+        return self._read_poll(jobs, sections)
+
+    def poll_script(self, jobs: Sequence[JobRef], user: str, marker: str) -> str:
+        return scripts.poll_script(jobs, user, marker, self.acct_days)
+
+    def _read_poll(self, jobs: Sequence[JobRef], sections: Sequence[Section]) -> PollResult:
+        qstat = next((s for s in sections if s.name == "qstat"), None)
+        if qstat is None or qstat.rc() != 0:
+            detail = gp.one_line(qstat.body) if qstat is not None else "no output"
+            return PollResult(ok=False, error=f"qstat failed: {detail}")
+        tz = _offset(sections)
+        try:
+            rows = {row.job_id: row for row in gp.parse_qstat_xml(qstat.body, tz)}
+        except ValueError as exc:
+            return PollResult(ok=False, error=str(exc))
+        exits = exit_codes(sections)
+        acct, acct_state = _accounting(sections, tz)
+        result = PollResult(jobs={})
+        for ref in jobs:
+            result.jobs[ref.job_id] = self._status(
+                ref, rows.get(ref.job_id), acct, exits, acct_state
+            )
+        tracked = {ref.job_id for ref in jobs}
+        self._missing.keep_only(tracked)
+        self._zombies.keep_only(tracked)
+        result.external = [
+            gp.external_status(row) for row in rows.values() if row.job_id not in tracked
+        ]
+        return result
+
+    def _status(
+        self,
+        ref: JobRef,
+        row: gp.QueueRow | None,
+        acct: Mapping[str, gp.AcctJob],
+        exits: Mapping[str, int | None],
+        acct_state: str,
+    ) -> JobStatus:
+        if row is not None and not gp.is_ended(row.state):
+            self._missing.seen(ref.job_id)
+            return gp.live_status(row)
+        status = gp.final_status(ref.job_id, row, acct.get(ref.job_id), exits.get(ref.job_id))
+        if status is not None:
+            self._missing.seen(ref.job_id)
+            self._zombies.seen(ref.job_id)
+            return status
+        if acct_state == "failed":
+            reason = "not in qstat, and qacct did not answer: unknown for now"
+            return JobStatus(ref.job_id, JobState.UNKNOWN, "UNKNOWN", reason=reason)
+        if row is not None:
+            return self._zombie(ref, row)
+        return self._unaccounted(ref)
+
+    def _zombie(self, ref: JobRef, row: gp.QueueRow) -> JobStatus:
+        """Ended with no accounting and no exit code: deleted before it ran (after a grace)."""
+        over, waited = self._zombies.over(ref.job_id)
+        if not over:
+            reason = f"ended; waiting for its accounting record ({waited:.0f} s)"
+            return JobStatus(ref.job_id, JobState.UNKNOWN, row.state, reason=reason)
+        reason = "ended without running (deleted while pending): no accounting record"
+        return JobStatus(
+            ref.job_id, JobState.CANCELLED, row.state, reason=reason, name=row.name, user=row.user
+        )
+
+    def _unaccounted(self, ref: JobRef) -> JobStatus:
+        over, waited = self._missing.over(ref.job_id)
+        if not over:
+            reason = f"not in qstat or qacct and no exit code yet (for {waited:.0f} s)"
+            return JobStatus(ref.job_id, JobState.UNKNOWN, "UNKNOWN", reason=reason)
+        reason = (
+            f"the job left Grid Engine's queue and neither qacct nor its exit-code file "
+            f"({ref.paths.exit_code}) says how it ended (waited {waited:.0f} s)"
+        )
+        return JobStatus(ref.job_id, JobState.FAILED, "LOST", reason=reason)
+
+    # -- finding jobs again ---------------------------------------------------------------
+
+    async def find(self, tags: Sequence[str]) -> dict[str, str] | None:
+        """Jobs for these tags: the tag index, then the contexts of the user's queued jobs.
+
+        None when qstat fails: a job accepted by qsub must never be taken for missing.
+        """
+        wanted = [tag for tag in dict.fromkeys(tags) if is_safe_name(tag)]
+        if not wanted:
+            return {}
+        _home, user = await self.host.identify()
+        marker = new_marker()
+        sections = await self.host.script(
+            self.find_script(wanted, user, marker), marker, timeout=POLL_TIMEOUT
+        )
+        return self._read_find(wanted, sections)
+
+    def find_script(self, tags: Sequence[str], user: str, marker: str) -> str:
+        return scripts.find_script(tags, user, marker, self._index_dir())
+
+    def _read_find(self, tags: Sequence[str], sections: Sequence[Section]) -> dict[str, str] | None:
+        wanted = set(tags)
+        found: dict[str, str] = {}
+        for tag, text in indexed(sections).items():
+            job_id = gp.submitted_job_id(text)
+            if tag in wanted and job_id is not None:
+                found[tag] = job_id
+        if len(found) == len(wanted):
+            return found
+        contexts = next((s for s in sections if s.name == "contexts"), None)
+        if contexts is None or contexts.rc() != 0:
+            return None
+        for job_id, values in gp.parse_contexts(contexts.body).items():
+            tag = values.get(TAG_CONTEXT, "")
+            if tag in wanted and tag not in found:
+                found[tag] = job_id
+        return found
+
+    # -- cancelling, logs, info -----------------------------------------------------------
+
+    async def cancel(self, job_ids: Sequence[str]) -> None:
+        """One `qdel` per 500 ids; jobs that already ended are not an error."""
+        ids = [job_id for job_id in dict.fromkeys(job_ids) if gp.is_job_id(job_id)]
+        for start in range(0, len(ids), CANCEL_CHUNK):
+            result = await self.transport.run(["qdel", *ids[start : start + CANCEL_CHUNK]])
+            lines = (result.stderr + "\n" + result.stdout).splitlines()
+            errors = [
+                line
+                for line in lines
+                if line.strip()
+                and ("error" in line.lower() or "denied" in line.lower())
+                and not any(text in line for text in _BENIGN_CANCEL)
+            ]
+            if not result.ok and errors:
+                raise ScriptHutError(f"qdel failed: {gp.one_line(chr(10).join(errors))}")
+
+    async def read_log(self, path: str, offset: int = 0, limit: int = 1 << 20) -> LogChunk:
+        return await self.host.read_log(path, offset, limit)
+
+    async def read_text(self, path: str, limit: int = 16 << 20) -> str:
+        return await self.host.read_text(path, limit)
+
+    def host_path(self, path: str) -> str:
+        return self.host.absolute(path) if path else path
+
+    async def info(self) -> BackendInfo:
+        """Cluster queues (slots available/total), CPUs of the hosts, pending/running counts."""
+        try:
+            _home, user = await self.host.identify()
+            marker = new_marker()
+            sections = await self.host.script(scripts.info_script(user, marker), marker)
+        except TransportError as exc:
+            return BackendInfo(self.name, self.kind, reachable=False, message=str(exc))
+        return self._read_info(sections)
+
+    def _read_info(self, sections: Sequence[Section]) -> BackendInfo:
+        by_name = {s.name: s for s in sections}
+        failed = [s for s in by_name.values() if s.name != "end" and s.rc() != 0]
+        if failed:
+            why = f"{failed[0].name}: {gp.one_line(failed[0].body) or 'failed'}"
+            return BackendInfo(self.name, self.kind, reachable=False, message=why)
+        queues = gp.parse_queue_summary(by_name["queues"].body) if "queues" in by_name else []
+        cpus = gp.parse_qhost_cpus(by_name["hosts"].body) if "hosts" in by_name else None
+        counts = [
+            [int(w) for w in by_name[k].body.split() if w.isdigit()] if k in by_name else []
+            for k in ("all", "mine")
+        ]
+        message = None
+        if all(len(c) == 2 for c in counts):
+            message = (
+                f"{counts[0][0]} pending, {counts[0][1]} running on the cluster "
+                f"({counts[1][0]} pending, {counts[1][1]} running are yours)"
+            )
+        idle = sum(q.cpus_idle or 0 for q in queues) if queues else None
+        return BackendInfo(
+            name=self.name,
+            kind=self.kind,
+            reachable=True,
+            message=message,
+            cpus_idle=idle,
+            cpus_total=cpus,
+            queue_depth=counts[0][0] if len(counts[0]) == 2 else None,
+            partitions=tuple(queues),
+        )
+
+
+def _why_unsure(replies: Sequence[SubmitReply | None]) -> str:
+    for reply in replies:
+        if reply is not None and reply.kind == "rc" and reply.rc != 0:
+            return f"qsub: {gp.one_line(reply.text, 300)}"
+    return "the submission script stopped early"
+
+
+def _offset(sections: Sequence[Section]) -> timezone:
+    section = next((s for s in sections if s.name == "tz"), None)
+    return gp.utc_offset(section.words[1]) if section and len(section.words) > 1 else UTC
+
+
+def _accounting(sections: Sequence[Section], tz: timezone) -> tuple[dict[str, gp.AcctJob], str]:
+    section = next((s for s in sections if s.name == "qacct"), None)
+    if section is None:
+        return {}, "ok"
+    state = gp.accounting_state(section.rc() or 0, section.body)
+    return (gp.parse_qacct(section.body, tz) if state == "ok" else {}), state

@@ -1,0 +1,6 @@
+"""Sources of workflow files (git repositories and folders on a backend) and their syncs."""
+
+from scripthut.sources.state import SyncState, WorkflowFile
+from scripthut.sources.sync import Provenance, Sources, SyncFailed, transports_of
+
+__all__ = ["Provenance", "Sources", "SyncFailed", "SyncState", "WorkflowFile", "transports_of"]
