@@ -3,11 +3,14 @@ the submission script writing element files, site limits and finding elements ag
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import subprocess
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from scripthut.backends import slurm_arrays as sa
 from scripthut.backends.arrays import (
@@ -17,8 +20,14 @@ from scripthut.backends.arrays import (
     tags_of_wrapper,
     wrapper_body,
 )
-from scripthut.backends.base import ArrayGroup, JobPaths, JobSpec
+from scripthut.backends.base import ArrayGroup, JobPaths, JobSpec, SubmitOutcome
+from scripthut.backends.local import LocalBackend
 from scripthut.backends.remote import Submission, parse_sections, submit_replies, submit_script
+from scripthut.engine.engine import Engine
+from scripthut.states import RunState
+from scripthut.store import Store
+from scripthut.workflow.parse import parse_document
+from tests.helpers import local_config
 
 HOSTILE = 'it\'s "odd" $(touch PWNED) `id` ; x | y\n&& z é'
 
@@ -210,3 +219,77 @@ def test_round_trips_pack_arrays_by_elements() -> None:
     groups = [ArrayGroup(tuple(spec(i) for i in range(n))) for n in (5, 5, 12, 1)]
     trips = sa.packed(groups, 10)
     assert [[len(g) for g in trip] for trip in trips] == [[5, 5], [12], [1]]
+
+
+# --- the engine's part: grouping picks, throttles, plain leftovers ------------------------------
+
+
+class ArrayLocal(LocalBackend):
+    """The real local backend, taking arrays through the interface's default (plain jobs)."""
+
+    groups: list[ArrayGroup]
+
+    def arrays_enabled(self) -> bool:
+        return True
+
+    async def submit_arrays(self, groups: Sequence[ArrayGroup]) -> list[list[SubmitOutcome]]:
+        self.groups.extend(groups)
+        return await super().submit_arrays(groups)
+
+
+def test_the_engine_groups_ready_tasks_of_a_run_by_resources(tmp_path: Path) -> None:
+    config = local_config(tmp_path / "data", max_concurrent=8)
+    backend = ArrayLocal("local", max_concurrent=8, log_dir=tmp_path / "logs", cpus=8)
+    backend.groups = []
+    doc = [
+        *({"id": f"a{i}", "command": "echo a"} for i in range(4)),
+        *({"id": f"m{i}", "command": "echo m", "memory": "64M"} for i in range(2)),
+        {"id": "solo", "command": "echo s", "cpus": 2},
+    ]
+
+    async def main() -> dict[str, Any]:
+        store = Store.in_data_dir(config.data_dir)
+        engine = Engine(config, store, min_poll_interval=0.2)
+        engine.registry.add(backend)
+        await engine.start()
+        try:
+            record = engine.submit(parse_document(doc), max_concurrent=5)
+            final = await engine.wait(record.id, timeout=60)
+            return {"state": final.state, "tasks": {t.task_id: t for t in store.tasks(record.id)}}
+        finally:
+            await engine.stop()
+            store.close()
+
+    got = asyncio.run(main())
+    assert got["state"] == RunState.COMPLETED
+    first = backend.groups[0]
+    # Five picks (the run's limit): a0-a3 share an array, m0 is alone so goes plain.
+    assert [j.task_id for j in first.jobs] == ["a0", "a1", "a2", "a3"]
+    assert first.throttle == 5  # the smaller of the run's 5 and the backend's 8
+    grouped = {j.task_id for g in backend.groups for j in g.jobs}
+    assert "solo" not in grouped
+    assert all(len(g) >= 2 for g in backend.groups)
+    assert all(t.exit_code == 0 for t in got["tasks"].values())
+
+
+def test_arrays_off_never_groups(tmp_path: Path) -> None:
+    backend = ArrayLocal("local", max_concurrent=8, log_dir=tmp_path / "logs", cpus=8)
+    backend.groups = []
+    backend.arrays_enabled = lambda: False  # type: ignore[method-assign]
+    config = local_config(tmp_path / "data", max_concurrent=8)
+    doc = [{"id": f"a{i}", "command": "true"} for i in range(4)]
+
+    async def main() -> RunState:
+        store = Store.in_data_dir(config.data_dir)
+        engine = Engine(config, store, min_poll_interval=0.2)
+        engine.registry.add(backend)
+        await engine.start()
+        try:
+            record = engine.submit(parse_document(doc))
+            return (await engine.wait(record.id, timeout=60)).state
+        finally:
+            await engine.stop()
+            store.close()
+
+    assert asyncio.run(main()) == RunState.COMPLETED
+    assert backend.groups == []
