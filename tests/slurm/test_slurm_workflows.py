@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -121,7 +122,8 @@ def test_dependencies_wildcards_and_a_failure(
     assert got["after-bad"][0] == TaskState.DEP_FAILED
     assert got["after-bad"][5] is None  # never submitted
     job_ids = [v[5] for k, v in got.items() if isinstance(v, tuple) and v[5]]
-    assert len(set(job_ids)) == 6 and all(j.isdigit() for j in job_ids)
+    # One job per task: plain (`123`) or an element of an array (`123_4`: sim.* go as one).
+    assert len(set(job_ids)) == 6 and all(re.fullmatch(r"[0-9]+(_[0-9]+)?", j) for j in job_ids)
 
 
 ODD = 'it\'s "odd" $(touch PWNED1) `touch PWNED2` ; x | y && z #é✓日本 \\n'
@@ -206,7 +208,8 @@ def test_hostile_text_runs_exactly_as_written(
     assert got["err"] == b""
     assert got["stdout_path"] == f"{odd_dir}/out 'file'.log"
     assert got["where"] == f"{odd_dir}\n".encode()
-    assert got["name"] == NAME
+    # The job's name is the task's, exactly; an array job's is its first element's + count.
+    assert got["name"] in (NAME, f"{NAME} (+1)")
     assert not [line for line in got["listing"].splitlines() if line.startswith("PWNED")]
     # A path Slurm cannot write is refused before anything reaches the scheduler.
     assert tasks["backslash"][0] == TaskState.FAILED

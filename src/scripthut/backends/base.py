@@ -1,8 +1,9 @@
 """The one interface every backend implements, and the values that cross it.
 
 The engine owns all scheduler traffic and talks to backends only through `Backend`:
-submit many jobs at once, poll every tracked job in one query, find jobs again by
-tag after a crash, cancel, read logs and files, describe the cluster.
+submit many jobs at once (or as job arrays: `submit_arrays`, see backends/arrays.py),
+poll every tracked job in one query, find jobs again by tag after a crash, cancel, read
+logs and files, describe the cluster.
 
 Rules every backend keeps:
 - A failed or timed-out scheduler query is "unknown" (JobState.UNKNOWN or a missing
@@ -52,6 +53,17 @@ class JobSpec:
     gres: str | None = None
     image: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayGroup:
+    """Jobs to submit as one array; element `i` is `jobs[i]`."""
+
+    jobs: tuple[JobSpec, ...]
+    throttle: int | None = None  # at most this many elements running at once
+
+    def __len__(self) -> int:
+        return len(self.jobs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +231,29 @@ class Backend(ABC):
         credentials, and whose it is; None when it is not known here (a login shell on
         another host)."""
         return None, "the environment of the scheduler's job (not known here)"
+
+    # -- job arrays (see backends/arrays.py) --------------------------------------------
+
+    def arrays_enabled(self) -> bool:
+        """Whether `submit_arrays` submits real array jobs (else the engine submits plainly)."""
+        return False
+
+    async def submit_arrays(self, groups: Sequence[ArrayGroup]) -> list[list[SubmitOutcome]]:
+        """Submit each group as array jobs (chunked around the site's limits); one outcome
+        per element, in order: the element's own job id (`123_4` on Slurm) or an error.
+
+        The engine has committed every element's intent (its own tag) before the call. If
+        it raises, the engine calls `find` with the element tags: a backend finds elements
+        by tag after a crash. The default submits the elements as plain jobs.
+        """
+        flat = [spec for group in groups for spec in group.jobs]
+        outcomes = await self.submit(flat)
+        out: list[list[SubmitOutcome]] = []
+        start = 0
+        for group in groups:
+            out.append(outcomes[start : start + len(group.jobs)])
+            start += len(group.jobs)
+        return out
 
     def free_slots(self) -> int | None:
         """How many more jobs the backend can take right now, if it knows (else None)."""

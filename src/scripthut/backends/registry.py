@@ -45,6 +45,8 @@ def create_backend(config: Config, entry: BackendConfig) -> Backend:
             partition_map=entry.partition_map,
             default_partition=entry.default_partition,
             login_shell=entry.login_shell,
+            arrays=entry.arrays,
+            max_array_size=entry.max_array_size,
         )
     if isinstance(entry, PBSBackendConfig):
         from scripthut.backends.pbs import PBSBackend

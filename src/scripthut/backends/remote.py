@@ -241,13 +241,19 @@ class RemoteHost:
 @dataclass(frozen=True, slots=True)
 class Submission:
     """One job for `submit_script`: tag, script text, where the script is kept, dirs it needs,
-    and its logs (created 0600 before the submission, so the scheduler appends to them)."""
+    and its logs (created 0600 before the submission, so the scheduler appends to them).
+
+    An array job also carries its `elements`: (script path, script text) of each element,
+    written (0700) before the one submit command runs; the array's wrapper creates each
+    element's logs (0600) when the element starts.
+    """
 
     tag: str
     text: str
     script_path: str
     dirs: tuple[str, ...]
     logs: tuple[str, str] = ("", "")
+    elements: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +274,9 @@ __hut_tmp=$(mktemp "${TMPDIR:-/tmp}/scripthut-submit.XXXXXX" 2>/dev/null) ||
     __hut_tmp=$__hut_idx/.submit.$$
 trap 'rm -f -- "$__hut_tmp"' EXIT
 __hut_submit() {
-    local i=$1 tag=$2 file=$3 text=$4 lo=$5 le=$6 out rc d
-    local -a lines made=()
+    local i=$1 tag=$2 file=$3 text=$4 lo=$5 le=$6 out rc d k
+    local -a lines made=() scripts=() els=("${__hut_el[@]}")
+    __hut_el=()
     shift 6
     if [ -n "$__hut_stop" ]; then
         printf '%s job %s skipped\n' "$__hut_m" "$i"
@@ -288,6 +295,17 @@ __hut_submit() {
     done
     if ! printf '%s' "$text" 2>/dev/null > "$file"; then
         printf '%s job %s error\ncannot write the job script %s\n' "$__hut_m" "$i" "$file"
+        return 0
+    fi
+    for ((k = 0; k < ${#els[@]}; k += 2)); do
+        if ! printf '%s' "${els[k + 1]}" 2>/dev/null > "${els[k]}"; then
+            printf '%s job %s error\ncannot write the job script %s\n' "$__hut_m" "$i" "${els[k]}"
+            return 0
+        fi
+        scripts+=("${els[k]}")
+    done
+    if [ "${#scripts[@]}" -gt 0 ] && ! chmod 700 -- "${scripts[@]}" 2>/dev/null; then
+        printf '%s job %s error\ncannot make the element scripts executable\n' "$__hut_m" "$i"
         return 0
     fi
     for d in "$lo" "$le"; do
@@ -347,11 +365,18 @@ def submit_script(
     lines = [
         script_start(marker),
         f"__hut_idx={shell_path(index_dir)}\n",
-        "__hut_umask=$(umask)\numask 077\n",
+        "__hut_umask=$(umask)\numask 077\n__hut_el=()\n",
         f"mkdir -p -- {' '.join(map(shell_path, dirs))} 2>/dev/null\n",
         function,
     ]
     for index, item in enumerate(items):
+        if item.elements:
+            parts = [
+                shlex.quote(part) if n == 1 else shell_path(part)
+                for element in item.elements
+                for n, part in enumerate(element)
+            ]
+            lines.append(f"__hut_el=({' '.join(parts)})\n")
         words = [str(index), shlex.quote(item.tag), shell_path(item.script_path)]
         words.append(shlex.quote(item.text))
         words.extend(shell_path(log) if log else "''" for log in item.logs)

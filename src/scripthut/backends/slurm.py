@@ -10,6 +10,10 @@ Every operation costs a fixed number of round trips, whatever the number of jobs
   runs one `sacct` for all of them. At most two scheduler commands per cycle.
 - `find`: the tag index, then squeue and sacct comments, in one script.
 - `cancel`: one `scancel` with every id. `info`: sinfo and a queue count in one script.
+- `submit_arrays`: many tasks of one run with the same resources as one `--array` job per
+  chunk (`slurm_arrays`): each element runs its own task script; its id is `123_4`, which
+  squeue (`-r`, `JobArrayID`), sacct and scancel take like any job id. Site limits are read
+  once (`scontrol show config`).
 
 A query that fails is "unknown" (PollResult.ok False, find None), never "failed". A tracked
 job that neither squeue, sacct nor its exit-code file can place stays UNKNOWN for
@@ -23,8 +27,11 @@ import os
 import shlex
 from collections.abc import Mapping, Sequence
 
+from scripthut.backends import slurm_arrays as sa
 from scripthut.backends import slurm_parse as sp
+from scripthut.backends.arrays import ARRAYS_DIR, element_id, split_group
 from scripthut.backends.base import (
+    ArrayGroup,
     Backend,
     BackendInfo,
     JobPaths,
@@ -103,6 +110,8 @@ class SlurmBackend(Backend):
         submit_chunk: int = SUBMIT_CHUNK,
         submit_parallel: int = SUBMIT_PARALLEL,
         find_days: int = FIND_DAYS,
+        arrays: bool = True,
+        max_array_size: int | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -117,6 +126,10 @@ class SlurmBackend(Backend):
         self.submit_parallel = max(1, submit_parallel)
         self.find_days = find_days
         self._missing = MissingClock(missing_grace_s)
+        self.arrays = arrays
+        self.max_array_size = max_array_size
+        self.configured_max_concurrent = max_concurrent
+        self.limits: sa.SiteLimits | None = None
 
     @property
     def transport(self) -> Transport:
@@ -135,6 +148,7 @@ class SlurmBackend(Backend):
         """Learn home and user now; if the cluster is unreachable, on first use instead."""
         try:
             await self.host.identify()
+            await self.site_limits()
         except TransportError as exc:
             # The engine reports reachability once per change; this is detail.
             log.debug("backend '%s': %s (will retry on first use)", self.name, exc)
@@ -253,6 +267,76 @@ class SlurmBackend(Backend):
             transient=TRANSIENT_ERRORS,
         )
 
+    # -- arrays -----------------------------------------------------------------------------
+
+    def arrays_enabled(self) -> bool:
+        return self.arrays
+
+    async def site_limits(self) -> sa.SiteLimits:
+        """MaxArraySize, MaxJobCount, MaxSubmitJobs: asked once, then kept; `max_concurrent`
+        is lowered to what they allow. TransportError when the cluster cannot be reached."""
+        if self.limits is None:
+            _home, user = await self.host.identify()
+            marker = new_marker()
+            text = script_start(marker) + sa.limits_script(user) + script_end()
+            limits = sa.read_limits(await self.host.script(text, marker))
+            if limits is None:  # scontrol did not answer: Slurm's defaults, asked again later
+                return sa.SiteLimits()
+            self.limits = limits
+            self.max_concurrent = limits.concurrency(self.configured_max_concurrent)
+        return self.limits
+
+    async def submit_arrays(self, groups: Sequence[ArrayGroup]) -> list[list[SubmitOutcome]]:
+        """Each group as `--array` jobs of at most the site's array size, a few round trips
+        at a time (about `submit_chunk` * 5 elements per round trip)."""
+        limits = await self.site_limits()
+        largest = limits.largest_array(self.max_array_size)
+        chunks = [chunk for group in groups for chunk in split_group(group, largest)]
+        trips = sa.packed(chunks, self.submit_chunk * 5)
+        results = await in_chunks(
+            trips, self._submit_arrays_trip, largest=1, parallel=self.submit_parallel
+        )
+        flat = [outcome for outcomes in results for outcome in outcomes]
+        out: list[list[SubmitOutcome]] = []
+        for group in groups:
+            out.append(flat[: len(group.jobs)])
+            flat = flat[len(group.jobs) :]
+        return out
+
+    async def _submit_arrays_trip(
+        self, trips: Sequence[list[ArrayGroup]]
+    ) -> list[list[SubmitOutcome]]:
+        (chunks,) = trips
+        items = [self._array_submission(chunk) for chunk in chunks]
+        marker = new_marker()
+        timeout = 60.0 + 0.05 * sum(len(chunk) for chunk in chunks)
+        sections = await self.host.script(self.submit_script(items, marker), marker, timeout)
+        replies = submit_replies(sections, len(items))
+        outcomes: list[SubmitOutcome] = []
+        for chunk, reply in zip(chunks, replies, strict=True):
+            outcome = self._outcome(reply)
+            if outcome is None:
+                raise TransportError(
+                    f"{self.transport.description}: the outcome of an array of {len(chunk)} "
+                    f"is unknown ({self._why_unsure(replies)})"
+                )
+            for index in range(len(chunk)):
+                job_id = outcome.job_id
+                outcomes.append(
+                    SubmitOutcome(job_id=element_id(job_id, index))
+                    if job_id is not None
+                    else SubmitOutcome(error=outcome.error)
+                )
+        return [outcomes]
+
+    def _array_submission(self, group: ArrayGroup) -> Submission:
+        folder = self.host.absolute(f"{self.log_dir}/{ARRAYS_DIR}")
+        first = group.jobs[0]
+        try:
+            return sa.array_submission(group, folder, self._directives, self._submission)
+        except ValueError as exc:
+            raise ScriptHutError(f"task '{first.task_id}': {exc}") from None
+
     def _submission(self, spec: JobSpec) -> Submission:
         paths = spec.paths
         dirs = {parent_dir(p) for p in (paths.stdout, paths.stderr, paths.exit_code, paths.script)}
@@ -327,7 +411,7 @@ class SlurmBackend(Backend):
 
     @staticmethod
     def _squeue_command(user: str) -> str:
-        argv = ["squeue", "--noheader", "--all", "--states=all", f"--user={user}"]
+        argv = ["squeue", "--noheader", "--all", "--array", "--states=all", f"--user={user}"]
         argv.append(f"--Format={sp.squeue_format()}")
         return "SLURM_TIME_FORMAT=%s " + shlex.join(argv)
 
@@ -423,7 +507,7 @@ class SlurmBackend(Backend):
             f"--delimiter={sp.FIELD_SEP}",
             f"--starttime=now-{self.find_days}days",
             f"--user={user}",
-            "--format=JobIDRaw,Comment,State",
+            "--format=JobID,Comment,State",
         ]
         awk = 'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) k[w[i]] = 1 } ($2 in k)'
         return "".join(
@@ -431,11 +515,17 @@ class SlurmBackend(Backend):
                 script_start(marker),
                 index_script(tags, self._index_dir()),
                 'if [ "$__hut_missing" = 1 ]; then\n',
+                sa.members_script(tags, self.log_dir),
+                'for __hut_t in $__hut_arrays; do if [ -s "$__hut_idx/$__hut_t" ]; then\n',
+                '    __hut_j=; read -r __hut_j < "$__hut_idx/$__hut_t"\n',
+                '    printf \'%s index %s %s\\n\' "$__hut_m" "$__hut_t" "$__hut_j"\n',
+                "fi; done\n",
+                f'__hut_want={shlex.quote(" ".join(tags))}" $__hut_arrays"\n',
                 capture("squeue", self._squeue_command(user)),
                 f"__hut_out=$({shlex.join(sacct)} 2>&1)\n",
                 "__hut_rc=$?\n",
                 'if [ "$__hut_rc" -eq 0 ]; then\n',
-                f"    __hut_out=$(awk -F $'\\x1f' -v want={shlex.quote(' '.join(tags))} "
+                f"    __hut_out=$(awk -F $'\\x1f' -v want=\"$__hut_want\" "
                 f'{shlex.quote(awk)} <<< "$__hut_out")\n',
                 "fi\n",
                 'printf \'%s found %s\\n%s\\n\' "$__hut_m" "$__hut_rc" "$__hut_out"\n',
@@ -445,28 +535,32 @@ class SlurmBackend(Backend):
         )
 
     def _read_find(self, tags: Sequence[str], sections: Sequence[Section]) -> dict[str, str] | None:
-        wanted = set(tags)
-        found: dict[str, str] = {}
+        """Plain jobs by their own tag; array elements by (array tag, index) from the
+        wrappers' tags lines, the array's job id from its index file or its comment."""
+        members = sa.read_members(sections)
+        wanted = set(tags) | {array for places in members.values() for array, _ in places}
+        ids: dict[str, str] = {}
         for tag, text in indexed(sections).items():
             job_id = sp.submitted_job_id(text)
             if tag in wanted and job_id is not None:
-                found[tag] = job_id
-        if len(found) == len(wanted):
-            return found
+                ids[tag] = job_id
         squeue = next((s for s in sections if s.name == "squeue"), None)
         accounted = next((s for s in sections if s.name == "found"), None)
+        if squeue is None and accounted is None:
+            return sa.found_tags(tags, members, ids)
         if squeue is None or squeue.rc() != 0 or accounted is None:
             return None
         for row in sp.parse_squeue(squeue.body):
-            if row.comment in wanted and row.comment not in found:
-                found[row.comment] = row.job_id
+            if row.comment in wanted and row.comment not in ids:
+                ids[row.comment] = sa.base_job_id(row.job_id)
         acct_state = sp.accounting_state(accounted.rc() or 0, accounted.body)
-        if acct_state == "failed":
-            return None if len(found) < len(wanted) else found
         if acct_state == "ok":
             for job_id, comment in sp.parse_comment_rows(accounted.body):
-                if comment in wanted and comment not in found:
-                    found[comment] = job_id
+                if comment in wanted and comment not in ids:
+                    ids[comment] = job_id
+        found = sa.found_tags(tags, members, ids)
+        if acct_state == "failed" and len(found) < len(set(tags)):
+            return None
         return found
 
     # -- cancelling, logs, info -----------------------------------------------------------

@@ -22,7 +22,7 @@ FIELD_SEP = "\x1f"
 RECORD_SEP = "\x1e"
 
 # Name and Comment last: free text, where a stray separator could only hurt the tail.
-_HEAD = ("JobID", "State", "Reason", "Partition", "SubmitTime", "StartTime", "EndTime")
+_HEAD = ("JobArrayID", "State", "Reason", "Partition", "SubmitTime", "StartTime", "EndTime")
 SQUEUE_FIELDS: tuple[str, ...] = (*_HEAD, "NodeList", "NumCPUs", "exit_code", "UserName")
 SQUEUE_FIELDS += ("Comment", "Name")
 SACCT_FIELDS: tuple[str, ...] = ("JobID", "State", "ExitCode", "Start", "End", "ElapsedRaw")
@@ -499,12 +499,16 @@ def parse_counts(text: str, count: int) -> list[int] | None:
 
 
 def parse_comment_rows(text: str) -> list[tuple[str, str]]:
-    """(job id, comment) rows of sacct `--format=JobIDRaw,Comment,State` (0x1F-separated)."""
+    """(job id, comment) rows of sacct `--format=JobID,Comment,State` (0x1F-separated); an
+    array's rows (`123_4`, `123_[5-9]`) as the array's job id (`123`)."""
     rows: list[tuple[str, str]] = []
     for line in text.splitlines():
         values = line.split(FIELD_SEP)
-        if len(values) == 3 and is_job_id(values[0].strip()):
-            rows.append((values[0].strip(), values[1].strip()))
+        job_id = values[0].strip()
+        if "_" in job_id:
+            job_id = job_id.split("_", 1)[0]
+        if len(values) == 3 and is_job_id(job_id):
+            rows.append((job_id, values[1].strip()))
     return rows
 
 

@@ -118,6 +118,9 @@ class _SchedulerBackend(_ShellBackend):
     transport: Literal["ssh", "local"] = "ssh"
     ssh: SSHConfig | None = Field(default=None, validate_default=True)
     account: str | None = None
+    # Job arrays: many tasks of one run with the same resources go as one array job.
+    arrays: bool = True
+    max_array_size: int | None = Field(default=None, ge=1)
 
     @field_validator("ssh")
     @classmethod

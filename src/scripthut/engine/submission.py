@@ -8,7 +8,8 @@ import logging
 import time
 from collections.abc import Iterable
 
-from scripthut.backends.base import JobRef, JobSpec, SubmitOutcome
+from scripthut.backends.arrays import group_jobs
+from scripthut.backends.base import ArrayGroup, JobRef, JobSpec, SubmitOutcome
 from scripthut.engine.jobs import BuiltJob
 from scripthut.engine.outages import Outages
 from scripthut.engine.state import (
@@ -29,6 +30,7 @@ from scripthut.store import (
 )
 
 log = logging.getLogger("scripthut.engine")
+ARRAY_MINIMUM = 2  # fewer ready tasks of one run and resources go as plain jobs
 
 
 class Submission(Outages):
@@ -80,27 +82,62 @@ class Submission(Outages):
         await self._submit(slot, [job.spec for _, _, job in built])
 
     async def _submit(self, slot: BackendSlot, specs: list[JobSpec]) -> None:
+        """Submit `specs` (intents already committed): as arrays where the backend has them,
+        the rest as plain jobs. What was accepted is recorded even if a later part fails."""
         if not specs:
             return
+        plain, arrays = self._as_arrays(slot, specs)
+        parts: list[tuple[list[JobSpec], list[SubmitOutcome]]] = []
         try:
-            outcomes = await slot.backend.submit(specs)
+            if arrays:
+                results = await slot.backend.submit_arrays(arrays)
+                for group, outcomes in zip(arrays, results, strict=False):
+                    parts.append((list(group.jobs), outcomes))
+            if plain:
+                parts.append((plain, await slot.backend.submit(plain)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            self._record_parts(slot, parts)
             slot.needs_find = True
             self._down(slot, f"submission failed: {exc}")
             return
         self._up(slot)
-        if len(outcomes) != len(specs):
-            slot.needs_find = True
-            log.error(
-                "backend %s returned %d outcomes for %d jobs",
-                slot.backend.name,
-                len(outcomes),
-                len(specs),
-            )
-            return
-        self._record_submissions(slot, list(zip(specs, outcomes, strict=True)))
+        self._record_parts(slot, parts)
+
+    def _as_arrays(
+        self, slot: BackendSlot, specs: list[JobSpec]
+    ) -> tuple[list[JobSpec], list[ArrayGroup]]:
+        """Plain jobs and array groups (per run and resources; throttled to the run's and
+        the backend's max_concurrent)."""
+        if not slot.backend.arrays_enabled():
+            return specs, []
+        plain, groups = group_jobs(specs, minimum=ARRAY_MINIMUM)
+        arrays: list[ArrayGroup] = []
+        for group in groups:
+            run = self.runs.get(group[0].run_id)
+            limit = run.record.max_concurrent if run is not None else None
+            throttle = min(slot.backend.max_concurrent, limit or slot.backend.max_concurrent)
+            arrays.append(ArrayGroup(tuple(group), throttle))
+        return plain, arrays
+
+    def _record_parts(
+        self, slot: BackendSlot, parts: list[tuple[list[JobSpec], list[SubmitOutcome]]]
+    ) -> None:
+        results: list[tuple[JobSpec, SubmitOutcome]] = []
+        for specs, outcomes in parts:
+            if len(outcomes) != len(specs):
+                slot.needs_find = True
+                log.error(
+                    "backend %s returned %d outcomes for %d jobs",
+                    slot.backend.name,
+                    len(outcomes),
+                    len(specs),
+                )
+                continue
+            results.extend(zip(specs, outcomes, strict=True))
+        if results:
+            self._record_submissions(slot, results)
 
     def _record_submissions(
         self, slot: BackendSlot, results: Iterable[tuple[JobSpec, SubmitOutcome]]

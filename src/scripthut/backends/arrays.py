@@ -1,0 +1,130 @@
+"""Job arrays, the part every scheduler shares (Slurm now; PBS `-t`/`-J` and SGE `-t` the same way).
+
+Many ready tasks of one run that ask for the same resources become one array job. Each task
+keeps its own attempt (tag, intent row, task script, logs, exit-code file, env): the array is
+only a way to hand the scheduler many scripts in one submission.
+
+- `ArrayGroup`: the jobs of one array, in element order, and the throttle (most elements
+  running at once).
+- `group_jobs`: split a batch into arrays (jobs of one run with the same `array_key`, at
+  least `minimum` of them) and plain jobs.
+- `split_group`: a group as chunks the site accepts (MaxArraySize and the like).
+- `array_tag`: the array's own tag (its `--comment`, index file and wrapper name),
+  derived from its elements' tags.
+- `wrapper_body`: the array job's script after its scheduler header. It maps the element's
+  index to that element's script and log paths through bash arrays of quoted literals,
+  opens its logs (created 0600) and `exec`s the script: no user text is ever evaluated by
+  the wrapper, and the element runs exactly as a plain job would (its shebang, its env, its
+  exit-code file).
+  Its first line lists the element tags: after a crash `find` reads it to learn which
+  element of which array an attempt is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from collections.abc import Hashable, Iterable, Sequence
+
+from scripthut.backends.base import ArrayGroup, JobSpec
+from scripthut.workflow.script import shell_path
+
+ARRAYS_DIR = ".arrays"
+TAGS_LINE = "# scripthut array tags:"
+
+
+def array_key(spec: JobSpec) -> Hashable:
+    """What must be equal for two jobs to share an array: run and every resource asked for."""
+    return (
+        spec.run_id,
+        spec.partition,
+        spec.cpus,
+        spec.memory_mb,
+        spec.time_limit_s,
+        spec.gres,
+        spec.image,
+    )
+
+
+def group_jobs(
+    jobs: Iterable[JobSpec], *, minimum: int = 2
+) -> tuple[list[JobSpec], list[list[JobSpec]]]:
+    """(plain jobs, groups): jobs sharing an `array_key` with at least `minimum - 1` others
+    form a group (in batch order); the rest stay plain."""
+    by_key: dict[Hashable, list[JobSpec]] = {}
+    for spec in jobs:
+        by_key.setdefault(array_key(spec), []).append(spec)
+    plain: list[JobSpec] = []
+    groups: list[list[JobSpec]] = []
+    for members in by_key.values():
+        if len(members) >= max(2, minimum):
+            groups.append(members)
+        else:
+            plain.extend(members)
+    return plain, groups
+
+
+def split_group(group: ArrayGroup, largest: int) -> list[ArrayGroup]:
+    """`group` as near-equal chunks of at most `largest` elements, same throttle."""
+    size = len(group.jobs)
+    if size <= largest:
+        return [group]
+    chunks = -(-size // max(1, largest))
+    step = -(-size // chunks)
+    return [
+        ArrayGroup(group.jobs[start : start + step], group.throttle)
+        for start in range(0, size, step)
+    ]
+
+
+def array_tag(jobs: Sequence[JobSpec]) -> str:
+    """`hut.<run>.arr.<hash of the element tags>`: a hut tag (kept out of external jobs),
+    safe as a file name and a comment, the same whenever the same elements are submitted."""
+    digest = hashlib.sha256(" ".join(spec.tag for spec in jobs).encode()).hexdigest()[:16]
+    return f"hut.{jobs[0].run_id}.arr.{digest}"
+
+
+def element_id(array_job_id: str, index: int) -> str:
+    """Slurm's id of one element (`123_4`)."""
+    return f"{array_job_id}_{index}"
+
+
+def wrapper_body(jobs: Sequence[JobSpec], *, index_expr: str, first: int = 0) -> str:
+    """Bash after the header: run element `index_expr - first`'s own script with its logs.
+
+    `index_expr` is trusted text naming the scheduler's index variable (`$SLURM_ARRAY_TASK_ID`,
+    `$SGE_TASK_ID`, ...); everything of the tasks is a quoted literal.
+    """
+
+    def literal(paths: Iterable[str]) -> str:
+        return " ".join(shell_path(path) for path in paths)
+
+    return "".join(
+        [
+            f"{TAGS_LINE} {' '.join(spec.tag for spec in jobs)}\n",
+            f"__hut_scripts=({literal(spec.paths.script for spec in jobs)})\n",
+            f"__hut_outs=({literal(spec.paths.stdout for spec in jobs)})\n",
+            f"__hut_errs=({literal(spec.paths.stderr for spec in jobs)})\n",
+            f"__hut_i={index_expr}\n",
+            "case $__hut_i in ''|*[!0-9]*) __hut_i=-1 ;; "
+            f"*) __hut_i=$((__hut_i - {int(first)})) ;; esac\n",
+            'if [ "$__hut_i" -lt 0 ] || [ "$__hut_i" -ge "${#__hut_scripts[@]}" ]; then\n',
+            f'    echo {shlex.quote("scripthut: this array has no element ")}"$__hut_i" >&2\n',
+            "    exit 2\n",
+            "fi\n",
+            # The element's logs are created private, as a plain job's are before sbatch;
+            # its own commands get the job's umask back.
+            "__hut_umask=$(umask)\n",
+            "umask 077\n",
+            'exec >> "${__hut_outs[__hut_i]}" 2>> "${__hut_errs[__hut_i]}"\n',
+            'umask "$__hut_umask"\n',
+            'exec "${__hut_scripts[__hut_i]}"\n',
+        ]
+    )
+
+
+def tags_of_wrapper(line: str) -> list[str]:
+    """The element tags a wrapper's tags line lists (empty if it is not that line)."""
+    if not line.startswith(TAGS_LINE):
+        return []
+    return line[len(TAGS_LINE) :].split()

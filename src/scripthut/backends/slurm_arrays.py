@@ -1,0 +1,219 @@
+"""Slurm job arrays: site limits, the array job's script, and finding elements again.
+
+- `SiteLimits` / `limits_script` / `read_limits`: `MaxArraySize` and `MaxJobCount` from
+  `scontrol show config`, and the user's `MaxSubmitJobs` from the accounting associations
+  (when accounting answers), in one round trip; the backend asks once and keeps the answer.
+- `wrapper_script`: `#SBATCH --array=0-<n-1>[%throttle]`, the shared resources of the
+  elements, the array's tag in `--comment`, then `arrays.wrapper_body` indexed by
+  `$SLURM_ARRAY_TASK_ID`.
+- `members_script` / `read_members`: after a crash, which element of which array an attempt
+  tag is, from the tags line of every wrapper kept under `<log_dir>/.arrays/`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from scripthut.backends import slurm_parse as sp
+from scripthut.backends.arrays import (
+    ARRAYS_DIR,
+    TAGS_LINE,
+    array_tag,
+    element_id,
+    wrapper_body,
+)
+from scripthut.backends.base import ArrayGroup, JobPaths, JobSpec
+from scripthut.backends.remote import Section, Submission, capture, parent_dir
+from scripthut.workflow.script import SHEBANG, shell_path
+
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
+_CONFIG_LINE = re.compile(r"^\s*(MaxArraySize|MaxJobCount)\s*=\s*([0-9]+)", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLimits:
+    """What the cluster allows: largest array (elements), jobs in the system, jobs per user."""
+
+    max_array_size: int = DEFAULT_MAX_ARRAY_SIZE
+    max_job_count: int | None = None
+    max_submit_jobs: int | None = None
+
+    def concurrency(self, configured: int) -> int:
+        """Most jobs (array elements count one each) to keep queued or running: the config's,
+        at most MaxSubmitJobs and nine tenths of MaxJobCount (the controller's job table,
+        which holds every element, pending or ended less than MinJobAge ago, of every user:
+        past it sbatch blocks, retrying, instead of failing)."""
+        limits = [configured, self.max_submit_jobs]
+        if self.max_job_count is not None:
+            limits.append(max(1, self.max_job_count * 9 // 10))
+        return min(limit for limit in limits if limit is not None)
+
+    def largest_array(self, configured: int | None) -> int:
+        """Most elements in one array: the site's limit, the config's, MaxSubmitJobs."""
+        sizes = [self.max_array_size, configured, self.max_submit_jobs]
+        return max(1, min(size for size in sizes if size is not None))
+
+
+def limits_script(user: str) -> str:
+    """`scontrol show config` and the user's association limits (sections `config`, `assoc`)."""
+    sacctmgr = [
+        "sacctmgr",
+        "--noheader",
+        "--parsable2",
+        "show",
+        "associations",
+        f"where user={user}",
+        "format=MaxSubmitJobs",
+    ]
+    return capture("config", "scontrol show config") + capture("assoc", shlex.join(sacctmgr))
+
+
+def read_limits(sections: Sequence[Section]) -> SiteLimits | None:
+    """The limits, or None when `scontrol show config` did not answer."""
+    by_name = {section.name: section for section in sections}
+    config = by_name.get("config")
+    if config is None or config.rc() != 0:
+        return None
+    values = dict(_CONFIG_LINE.findall(config.body))
+    assoc = by_name.get("assoc")
+    submit: list[int] = []
+    if assoc is not None and assoc.rc() == 0:
+        submit = [int(word) for word in assoc.body.split() if word.strip().isdigit()]
+    return SiteLimits(
+        max_array_size=int(values.get("MaxArraySize", DEFAULT_MAX_ARRAY_SIZE)),
+        max_job_count=int(values["MaxJobCount"]) if "MaxJobCount" in values else None,
+        max_submit_jobs=min(submit) if submit else None,
+    )
+
+
+def array_option(size: int, throttle: int | None) -> str:
+    """`0-<size-1>`, with `%<throttle>` when it limits anything."""
+    option = f"0-{size - 1}"
+    if throttle is not None and 0 < throttle < size:
+        option += f"%{throttle}"
+    return option
+
+
+def wrapper_script(header: Sequence[str], jobs: Sequence[JobSpec], throttle: int | None) -> str:
+    """The array job: `header` (#SBATCH lines of the shared resources), the array, the body."""
+    lines = [
+        SHEBANG,
+        *header,
+        f"#SBATCH --array={array_option(len(jobs), throttle)}",
+        "#SBATCH --open-mode=append",
+    ]
+    body = wrapper_body(jobs, index_expr="${SLURM_ARRAY_TASK_ID-}")
+    return "\n".join(lines) + "\n" + body
+
+
+def members_script(tags: Sequence[str], log_dir: str) -> str:
+    """Bash: a `members` section of `tag array index` lines for wanted tags found in the tags
+    lines of the wrappers under `<log_dir>/.arrays`, and `__hut_arrays` (those arrays)."""
+    words = len(TAGS_LINE.split())
+    awk = (
+        'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) k[w[i]] = 1 } '
+        f"index($0, {_awk_string(TAGS_LINE)}) == 1 {{ "
+        'a = FILENAME; sub(/.*\\//, "", a); sub(/\\.sh$/, "", a); '
+        f"for (i = {words + 1}; i <= NF; i++) if ($i in k) print $i, a, i - {words + 1}; "
+        "nextfile }"
+    )
+    folder = shell_path(f"{log_dir.rstrip('/')}/{ARRAYS_DIR}")
+    return "".join(
+        [
+            f"__hut_members=$(for __hut_f in {folder}/*.sh; do "
+            '[ -f "$__hut_f" ] && printf "%s\\0" "$__hut_f"; done | '
+            f"xargs -0r awk -v want={shlex.quote(' '.join(tags))} {shlex.quote(awk)} "
+            "2>/dev/null)\n",
+            'printf \'%s members\\n%s\\n\' "$__hut_m" "$__hut_members"\n',
+            "__hut_arrays=$(awk '{ print $2 }' <<< \"$__hut_members\" | sort -u | tr '\\n' ' ')\n",
+        ]
+    )
+
+
+def _awk_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def read_members(sections: Iterable[Section]) -> dict[str, list[tuple[str, int]]]:
+    """tag -> every (array tag, index) listing it (a resubmission may list it again)."""
+    found: dict[str, list[tuple[str, int]]] = {}
+    for section in sections:
+        if section.name != "members":
+            continue
+        for line in section.body.splitlines():
+            words = line.split()
+            if len(words) == 3 and words[2].isdigit():
+                found.setdefault(words[0], []).append((words[1], int(words[2])))
+    return found
+
+
+def base_job_id(job_id: str) -> str:
+    """The array's job id of an element id (`123_4` or `123_[4-9%2]` -> `123`)."""
+    return job_id.split("_", 1)[0]
+
+
+def resolve_members(
+    members: dict[str, list[tuple[str, int]]], arrays: dict[str, str]
+) -> dict[str, str]:
+    """tag -> element job id, for member tags whose array has a known job id."""
+    found: dict[str, str] = {}
+    for tag, places in members.items():
+        for array, index in places:
+            job_id = arrays.get(array)
+            if job_id is not None and sp.is_job_id(job_id):
+                found[tag] = element_id(job_id, index)
+                break
+    return found
+
+
+def found_tags(
+    tags: Sequence[str], members: dict[str, list[tuple[str, int]]], ids: dict[str, str]
+) -> dict[str, str]:
+    """tag -> job id: plain jobs by their own tag, elements through their array."""
+    found = {tag: ids[tag] for tag in tags if tag in ids}
+    elements = resolve_members(members, ids)
+    found.update({tag: job_id for tag, job_id in elements.items() if tag not in found})
+    return found
+
+
+def packed(groups: Sequence[ArrayGroup], elements: int) -> list[list[ArrayGroup]]:
+    """Arrays packed into round trips of about `elements` elements (at least one array each)."""
+    trips: list[list[ArrayGroup]] = []
+    size = 0
+    for group in groups:
+        if not trips or size + len(group) > elements:
+            trips.append([])
+            size = 0
+        trips[-1].append(group)
+        size += len(group)
+    return trips
+
+
+def array_submission(
+    group: ArrayGroup,
+    folder: str,
+    directives: Callable[[JobSpec], list[str]],
+    element: Callable[[JobSpec], Submission],
+) -> Submission:
+    """The array job of `group` for `remote.submit_script`: its wrapper kept in `folder` as
+    `<array tag>.sh` (its own log beside it), every element's script and logs written first."""
+    jobs = group.jobs
+    tag = array_tag(jobs)
+    log_path = f"{folder}/{tag}.log"
+    paths = JobPaths(log_path, log_path, "", f"{folder}/{tag}.sh")
+    name = f"{jobs[0].name} (+{len(jobs) - 1})"
+    header = directives(replace(jobs[0], tag=tag, name=name, paths=paths))
+    items = [element(spec) for spec in jobs]
+    dirs = {d for item in items for d in item.dirs}
+    dirs.update(d for d in [parent_dir(paths.script)] if d is not None)
+    return Submission(
+        tag,
+        wrapper_script(header, jobs, group.throttle),
+        paths.script,
+        tuple(sorted(dirs)),
+        (log_path, ""),
+        elements=tuple((spec.paths.script, spec.script) for spec in jobs),
+    )
