@@ -385,7 +385,8 @@ class Engine(Submission, Polling):
                 now = time.monotonic()
                 if now >= next_lease:
                     if not self.store.renew_lease(self.owner, LEASE_TTL):
-                        log.error("lost the engine lease on %s", self.store.path)
+                        self._lease_lost()
+                        return
                     next_lease = now + LEASE_RENEW
                 if now >= next_prune:
                     self.store.prune_events(EVENTS_KEPT)
@@ -409,7 +410,11 @@ class Engine(Submission, Polling):
                 log.warning("command %s for %s failed: %s", kind, run_id, exc)
 
     async def _command(self, kind: str, run_id: str | None, data: dict[str, Any]) -> None:
-        if kind == "load" and run_id:
+        if self._stopping:  # handed over: the next engine carries it out
+            self.store.enqueue_command(kind, run_id, data)
+        elif kind == "handover":
+            self._handover(data)
+        elif kind == "load" and run_id:
             await self.load(run_id)
         elif kind == "cancel" and run_id:
             await self.cancel(run_id)
