@@ -19,14 +19,15 @@ readonly JUPYTERHUB=jupyterhub==6.1.1
 readonly CHP=configurable-http-proxy@5.3.0
 readonly PIP_PKGS=("$JUPYTERHUB" "jupyterlab>=4.4,<5" jupyterhub-idle-culler==2.0.0 requests
                    batchspawner==1.3.0)
-readonly USERS=(alice bob)
+readonly USERS=(alice bob carol dave)
 
+pip_q() { "$VENV/bin/pip" "$@" 2> >(grep -v 'is ignored' >&2); }  # no index-location noise
 say() { printf '[hub-rig] %s\n' "$*"; }
 die() { printf '[hub-rig] ERROR: %s\n' "$*" >&2; exit 1; }
 
 sources_stamp() { # a digest of what the installed package is built from
   (cd "$CHECKOUT" && find src pyproject.toml -type f \( -name '*.py' -o -name '*.toml' \
-     -o -name '*.json' -o -name '*.js' \) -newer /dev/null -print0 | sort -z | xargs -0 sha1sum) \
+     -o -name '*.json' -o -name '*.js' \) -print0 | sort -z | xargs -0 sha1sum) \
     | sha1sum | cut -c1-16
 }
 
@@ -39,7 +40,7 @@ install() {
   if [ ! -x "$VENV/bin/jupyterhub" ]; then
     say "venv for the hub and its users (/usr/bin/python3: pyenv's python is not theirs to run)"
     /usr/bin/python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q "${PIP_PKGS[@]}"
+    pip_q install -q "${PIP_PKGS[@]}"
   fi
   if [ ! -x "$NODE_DIR/node_modules/.bin/configurable-http-proxy" ]; then
     say "configurable-http-proxy from npm"
@@ -49,8 +50,8 @@ install() {
   local stamp; stamp=$(sources_stamp)
   if [ "$(cat "$HUB_DIR/scripthut.stamp" 2>/dev/null)" != "$stamp" ]; then
     say "ScriptHut from $CHECKOUT into the hub's venv"
-    "$VENV/bin/pip" install -q --force-reinstall --no-deps "$CHECKOUT"
-    "$VENV/bin/pip" install -q "$CHECKOUT"
+    pip_q install -q --force-reinstall --no-deps "$CHECKOUT"
+    pip_q install -q "$CHECKOUT"
     echo "$stamp" > "$HUB_DIR/scripthut.stamp"
   fi
   chmod -R a+rX "$HUB_DIR"
@@ -60,7 +61,7 @@ install() {
 status() {
   [ -x "$VENV/bin/jupyterhub" ] && [ -x "$NODE_DIR/node_modules/.bin/configurable-http-proxy" ] \
     && "$VENV/bin/python" -c 'import scripthut' 2>/dev/null \
-    && id alice >/dev/null 2>&1 && id bob >/dev/null 2>&1
+    && for u in "${USERS[@]}"; do id "$u" >/dev/null 2>&1 || return 1; done
 }
 
 case "${1:-}" in

@@ -23,6 +23,7 @@ from scripthut.daemon.files import DAEMON, EngineFiles, role_of
 from scripthut.errors import ScriptHutError
 from scripthut.processes import pid_alive
 from scripthut.store import Store
+from scripthut.task_env import inherited
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -39,7 +40,7 @@ def engine_argv() -> list[str]:
 def spawn(config: Config) -> subprocess.Popen[bytes]:
     """Launch the engine process detached from this one; do not wait for it."""
     files = EngineFiles(config.data_dir)
-    env = dict(os.environ)
+    env = inherited(os.environ)  # not the server's credentials: the engine outlives them
     env["SCRIPTHUT_DATA_DIR"] = str(config.data_dir)
     if config.source_path is not None:
         env["SCRIPTHUT_CONFIG"] = str(config.source_path)
