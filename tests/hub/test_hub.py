@@ -91,6 +91,7 @@ def alice_routes(run_id: str) -> list[tuple[str, str, Any]]:
         ("GET", f"runs/{run_id}", None),
         ("POST", f"runs/{run_id}/cancel", None),
         ("POST", f"runs/{run_id}/rerun", None),
+        ("POST", f"runs/{run_id}/notify", None),
         ("GET", task, None),
         ("GET", f"{task}/script", None),
         ("GET", f"{task}/env", None),

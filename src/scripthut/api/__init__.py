@@ -29,17 +29,21 @@ def run(
     max_concurrent: int | None = None,
     name: str | None = None,
     client: Client | None = None,
+    notify: bool = False,
 ) -> Run:
     """Start a run and return it at once (`Run.wait()` blocks until it ends).
 
     `workflow` is a workflow file's path, a document (a list of tasks or
     `{"tasks": [...], "env": [...]}`) whose tasks may be `Task`s or dicts, or a single
     `Task`. It is validated in full first: `InvalidInput` lists every problem.
+    `notify=True` asks for the run's notifications (scripthut.yaml `notifications:`).
     """
     chosen = resolve(client)
     record = chosen.submit(
         workflow_input(workflow), backend, name=name, max_concurrent=max_concurrent
     )
+    if notify:
+        chosen.notify(str(record["id"]))
     return Run.from_record(record, chosen)
 
 

@@ -25,6 +25,7 @@ from scripthut.engine.state import (
     attempt_key,
     task_key,
 )
+from scripthut.notify.notifier import Notifier
 from scripthut.states import RunState, TaskState
 from scripthut.store import (
     RunRecord,
@@ -68,7 +69,8 @@ class EngineCore:
         self.released = asyncio.Event()
         self.handover_to: dict[str, Any] | None = None
         self.yields_to_daemon = False  # a server-hosted engine in `auto` mode hands over
-        self.notifier: Any = None  # called with each committed batch of events (notifications)
+        self._notifier: Notifier | None = None
+        self._notify_task: asyncio.Task[None] | None = None
 
     def _slot(self, backend: Backend) -> BackendSlot:
         slot = self.slots.get(backend.name)
@@ -168,6 +170,23 @@ class EngineCore:
         self.store.update_run(record.id, message=message)
         data = {"state": record.state.value, "message": message}
         self.events.publish(self.store.append_events([("run", record.id, None, data)]))
+
+    def _start_notifier(self) -> None:
+        """Send `notifications:` of scripthut.yaml from committed events (lease holder only)."""
+        settings = self.config.notifications
+        if settings is None or not (settings.email or settings.webhooks):
+            return
+        self._notifier = Notifier(settings, self.store)
+        self._notify_task = asyncio.create_task(self._notifier.run(), name="scripthut-notify")
+
+    async def _stop_notifier(self) -> None:
+        task, self._notify_task = self._notify_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=5)
+        if self._notifier is not None:
+            self._notifier.close()
+            self._notifier = None
 
     def _lease_lost(self) -> None:
         log.error("lost the engine lease on %s: this engine stops driving it", self.store.path)

@@ -80,6 +80,7 @@ class Engine(Submission, Polling):
         self._adopt_open_attempts()
         self._watch_configured_backends()
         self._main = asyncio.create_task(self._main_loop(), name="scripthut-engine")
+        self._start_notifier()
         for slot in self.slots.values():
             self._ensure_loop(slot)
 
@@ -91,6 +92,7 @@ class Engine(Submission, Polling):
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+        await self._stop_notifier()
         try:
             await asyncio.wait_for(self.registry.close(), timeout)
         except TimeoutError:

@@ -29,6 +29,7 @@ from scripthut.engine.create import anchor_working_dirs, record_run
 from scripthut.engine.engine import Engine
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, LeaseHeld
+from scripthut.notify import opt_in
 from scripthut.server import reads
 from scripthut.server.commands import (
     DEFAULT_MAX_COMMANDS,
@@ -429,6 +430,16 @@ class ScriptHutService:
             store.enqueue_command("rerun", run_id, {})
             record = store.get_run(run_id)
         return {**reads.run_json(store, record), "queued": self.engine is None}
+
+    def notify(self, run_id: str) -> dict[str, Any]:
+        """Opt a run in to notifications (sent by the engine holding the lease)."""
+        config, store = self._ready()
+        run_id = store.resolve_run_id(run_id)
+        store.get_run(run_id)
+        opt_in(store, run_id)
+        settings = config.notifications
+        configured = settings is not None and bool(settings.email or settings.webhooks)
+        return {"run": run_id, "notify": True, "configured": configured}
 
     def delete(self, run_id: str) -> None:
         """Forget a finished run (its log files stay where they are)."""
