@@ -301,3 +301,15 @@ def test_the_python_api_never_returns_a_secret(client: LocalClient) -> None:
     assert task["spec"]["env"][0]["set"]["COPY"] == "prefix-***"
     for shown in (json.dumps(env), script, json.dumps(task), run.summary()):
         assert_no_secret(shown)
+
+
+def test_run_with_notify_opts_the_run_in(client: LocalClient, isolated: Path) -> None:
+    from scripthut.notify.outbox import Outbox
+
+    noisy = api.run([{"id": "a", "command": "true"}], notify=True)
+    quiet = api.run([{"id": "a", "command": "true"}])
+    outbox = Outbox(isolated / "data" / "scripthut.db")
+    try:
+        assert outbox.opted_in([noisy.id, quiet.id]) == {noisy.id}
+    finally:
+        outbox.close()

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from scripthut.notify.outbox import Outbox
 from scripthut.store import Store
 from tests.server.test_process import Server, start_server, stop_server
 
@@ -117,10 +118,13 @@ def test_engine_start_status_stop_and_a_detached_run(tmp_path: Path, env: dict[s
 def test_run_detach_starts_the_engine_when_none_runs(tmp_path: Path, env: dict[str, str]) -> None:
     data = Path(env["SCRIPTHUT_DATA_DIR"])
     flow, out = workflow(tmp_path, 3, 0.1)
-    detached = cli(env, "run", str(flow), "--detach", "--json")
+    detached = cli(env, "run", str(flow), "--detach", "--notify", "--json")
     assert detached.returncode == 0, detached.stderr
     assert "started the standalone engine" in detached.stderr
     run_id = json.loads(detached.stdout)["run"]
+    outbox = Outbox(data / "scripthut.db")
+    assert outbox.opted_in([run_id]) == {run_id}  # --notify
+    outbox.close()
     wait_for("the run to complete", lambda: run_state(data, run_id) == "completed")
     assert sorted(out.read_text().split()) == ["t000", "t001", "t002"]
     assert json.loads(cli(env, "engine", "status", "--json").stdout)["running"]
