@@ -15,6 +15,10 @@ if [ "$(id -u)" = 0 ]; then
     echo "the Grid Engine test rig did not start" >&2
     [ "${CI:-}" = "true" ] && exit 1
   fi
+  if ! bash tests/rig/hub.sh install; then
+    echo "the JupyterHub test rig could not be installed" >&2
+    [ "${CI:-}" = "true" ] && exit 1
+  fi
   if ! bash tests/browser/install.sh; then
     echo "Chromium for the browser tests could not be installed" >&2
     [ "${CI:-}" = "true" ] && exit 1
@@ -29,6 +33,7 @@ fi
 .venv/bin/cfn-lint cloudformation/*.yaml
 # The browser suites run in a session of their own: Playwright's sync API leaves an event
 # loop set on the main thread, which asyncio.run() in later tests refuses.
-.venv/bin/python -m pytest -q --ignore=tests/browser --ignore=tests/lab "$@"
+.venv/bin/python -m pytest -q --ignore=tests/browser --ignore=tests/lab --ignore=tests/hub "$@"
 .venv/bin/python -m pytest -q tests/browser tests/lab "$@"
+.venv/bin/python -m pytest -q tests/hub "$@"  # a real JupyterHub (~2 min); its own browser
 .venv/bin/python -m pytest -q --nbval --nbval-current-env notebooks/

@@ -322,3 +322,15 @@ def test_a_run_s_cost(client: LocalClient, isolated: Path) -> None:
         assert "items" not in hut.Run(run.id, client=priced).cost(items=False)
     finally:
         priced.close()
+
+
+def test_run_with_notify_opts_the_run_in(client: LocalClient, isolated: Path) -> None:
+    from scripthut.notify.outbox import Outbox
+
+    noisy = api.run([{"id": "a", "command": "true"}], notify=True)
+    quiet = api.run([{"id": "a", "command": "true"}])
+    outbox = Outbox(isolated / "data" / "scripthut.db")
+    try:
+        assert outbox.opted_in([noisy.id, quiet.id]) == {noisy.id}
+    finally:
+        outbox.close()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from tests.helpers import SECRET_HOOK, SECRET_WORKFLOW, assert_no_secret
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     config = tmp_path / "scripthut.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -27,7 +28,9 @@ def env(tmp_path: Path) -> dict[str, str]:
         )
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTHUT_")}
-    return {**clean, "SCRIPTHUT_CONFIG": str(config)}
+    values = {**clean, "SCRIPTHUT_CONFIG": str(config)}
+    yield values
+    hut("engine", "stop", env=values)  # `run --detach` starts the standalone engine
 
 
 def hut(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

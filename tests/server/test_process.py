@@ -67,13 +67,18 @@ def free_port() -> int:
 
 
 def start_server(
-    tmp_path: Path, base_url: str = "/", extra_env: dict[str, str] | None = None
+    tmp_path: Path,
+    base_url: str = "/",
+    extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+    mode: str = "engine",
 ) -> Server:
     root, data, runtime = tmp_path / "root", tmp_path / "data", tmp_path / "runtime"
     for folder in (root, data, runtime, tmp_path / "jconfig", tmp_path / "jdata"):
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)
     config = tmp_path / "scripthut.yaml"
-    config.write_text(CONFIG)
+    if not config.exists():
+        config.write_text(CONFIG)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("SCRIPTHUT_", "JUPYTER"))},
         "JUPYTER_RUNTIME_DIR": str(runtime),
@@ -96,6 +101,7 @@ def start_server(
         f"--ServerApp.base_url={base_url}",
         f"--ScriptHut.config_file={config}",
         f"--ScriptHut.data_dir={data}",
+        *extra_args,
     ]
     if os.geteuid() == 0:
         argv.append("--allow-root")
@@ -108,7 +114,7 @@ def start_server(
         assert proc.poll() is None, log.read_text()
         try:
             code, health = server.request("GET", "scripthut/api/health", timeout=5)
-            if code == 200 and health["mode"] == "engine":
+            if code == 200 and health["mode"] == mode:
                 return server
         except OSError:
             pass

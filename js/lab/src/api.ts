@@ -376,6 +376,11 @@ export class ScriptHutClient implements ScriptHutApi {
   rerunRun(run: string): Promise<Row> {
     return this.call('POST', `runs/${seg(run)}/rerun`, {}, {});
   }
+
+  /** Ask the engine for the run's notifications (email, webhooks of scripthut.yaml). */
+  notifyRun(run: string): Promise<Row> {
+    return this.call('POST', `runs/${seg(run)}/notify`, {}, {});
+  }
 }
 
 /** The API's JSON error, or a plain one for what answered in its place (a proxy, a 404). */

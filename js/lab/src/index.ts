@@ -20,6 +20,7 @@ import { ApiError, ScriptHutClient, describe } from './api';
 import { chooseBackend } from './dialog';
 import { scripthutIcon } from './icons';
 import { DEFAULT_SETTINGS, ScriptHutModel } from './model';
+import { RunNotices } from './notices';
 import { ScriptHutPanel } from './panel';
 import { JobsPanel, RunPanel } from './runview';
 
@@ -36,6 +37,7 @@ export namespace CommandIDs {
   export const openJobs = 'scripthut:open-jobs';
   export const reloadConfig = 'scripthut:reload-config';
   export const openConfigFile = 'scripthut:open-config-file';
+  export const notifyRun = 'scripthut:notify-run';
 }
 
 /** What the file editor widget `docmanager:open` returns offers (no typing dependency). */
@@ -60,13 +62,17 @@ interface Settings {
   jobsShown: number;
   jobsHistory: number;
   allUsers: boolean;
+  desktopNotifications: boolean;
+  titleProgress: boolean;
 }
 
 const DEFAULTS: Settings = {
   ...DEFAULT_SETTINGS,
   defaultBackend: '',
   showExternalJobs: true,
-  jobsShown: 100
+  jobsShown: 100,
+  desktopNotifications: false,
+  titleProgress: true
 };
 
 function readSettings(settings: ISettingRegistry.ISettings | null): Settings {
@@ -124,6 +130,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         openRun: id => void app.commands.execute(CommandIDs.openRun, { id }),
         cancelRun: id => void app.commands.execute(CommandIDs.cancelRun, { id }),
         rerunRun: id => void app.commands.execute(CommandIDs.rerunRun, { id }),
+        notifyRun: id => void app.commands.execute(CommandIDs.notifyRun, { id }),
         cancelJob: (backend, jobId) =>
           void app.commands.execute(CommandIDs.cancelJob, { backend, job_id: jobId }),
         openJobs: () => void app.commands.execute(CommandIDs.openJobs),
@@ -150,8 +157,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.shell.add(panel, 'left', { rank: 650 });
     restorer?.add(panel, 'scripthut-panel');
 
+    const notices = new RunNotices(model, app.serviceManager.serverSettings.baseUrl);
+    notices.openRun = id => void app.commands.execute(CommandIDs.openRun, { id });
+
     const apply = (next: Settings): void => {
       settings = next;
+      notices.configure({
+        desktopNotifications: next.desktopNotifications,
+        titleProgress: next.titleProgress
+      });
       model.configure({
         refreshInterval: next.refreshInterval,
         maxRefreshInterval: next.maxRefreshInterval,
@@ -329,6 +343,31 @@ const plugin: JupyterFrontEndPlugin<void> = {
           await client.cancelRun(id);
         } catch (error) {
           failed('Cancel run', error);
+        }
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.notifyRun, {
+      label: 'Notify Me When the ScriptHut Run Ends',
+      execute: async args => {
+        const id = String(args.id ?? '');
+        if (!id) {
+          return;
+        }
+        try {
+          const reply = await client.notifyRun(id);
+          if (reply.configured) {
+            Notification.info(`Run ${id}: you will be notified when it ends`, {
+              autoClose: 4000
+            });
+          } else {
+            Notification.warning(
+              `Run ${id}: no email or webhook is configured (notifications: in scripthut.yaml)`,
+              { autoClose: 8000 }
+            );
+          }
+        } catch (error) {
+          failed('Notify', error);
         }
       }
     });

@@ -15,6 +15,7 @@ export interface PanelActions {
   openRun(id: string): void;
   cancelRun(id: string): void;
   rerunRun(id: string): void;
+  notifyRun(id: string): void;
   cancelJob(backend: string, jobId: string): void;
   openJobs(): void;
   refresh(): void;
@@ -215,6 +216,8 @@ export class ScriptHutPanel extends ModelView {
       this.actions.cancelRun(runId);
     } else if (action === 'rerun' && runId) {
       this.actions.rerunRun(runId);
+    } else if (action === 'notify' && runId) {
+      this.actions.notifyRun(runId);
     } else if (action === 'cancel-job' && job) {
       this.actions.cancelJob(job.dataset.backend ?? '', job.dataset.jobId ?? '');
     }
@@ -469,6 +472,9 @@ export class ScriptHutPanel extends ModelView {
       { class: 'jp-ScriptHut-actions' },
       button('Open', 'open', 'Open the run: DAG, timeline, task logs'),
       active && !run.cancel_requested ? button('Cancel', 'cancel', 'Cancel the run') : null,
+      active
+        ? button('Notify', 'notify', 'Email / message me when this run ends (scripthut.yaml)')
+        : null,
       rerunnable
         ? button('Rerun', 'rerun', 'Run failed, cancelled and dep_failed tasks again')
         : null

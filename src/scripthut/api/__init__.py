@@ -42,6 +42,7 @@ def run(
     *,
     source: str | None = None,
     branch: str | None = None,
+    notify: bool = False,
 ) -> Run:
     """Start a run and return it at once (`Run.wait()` blocks until it ends).
 
@@ -51,6 +52,7 @@ def run(
     With `source`, `workflow` is a file of that source as `hut.sources()` lists it; the
     source is synced first (at `branch`, default the configured one) and the run records
     the commit.
+    `notify=True` asks for the run's notifications (scripthut.yaml `notifications:`).
     """
     chosen = resolve(client)
     if source is not None:
@@ -68,6 +70,8 @@ def run(
     record = chosen.submit(
         workflow_input(workflow), backend, name=name, max_concurrent=max_concurrent
     )
+    if notify:
+        chosen.notify(str(record["id"]))
     return Run.from_record(record, chosen)
 
 

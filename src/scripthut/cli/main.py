@@ -16,11 +16,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from scripthut.cli import config_cmd, configured, display, files, setup_aws
+from scripthut.cli import config_cmd, configured, display, engine, files, setup_aws
 from scripthut.cli.session import Session, open_session
 from scripthut.cost import Pricing, stored_run_cost
+from scripthut.daemon import control
 from scripthut.engine.create import anchor_working_dirs
 from scripthut.errors import InvalidInput, Issue, ScriptHutError
+from scripthut.notify import opt_in
 from scripthut.states import RunState
 from scripthut.store import RunRecord
 from scripthut.workflow.parse import load_workflow
@@ -63,7 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     _workflow_choice(run)
     run.add_argument("--max-concurrent", type=int, help="at most N tasks of this run at once")
     run.add_argument("--name", help="run name (default: the file name)")
-    run.add_argument("--detach", action="store_true", help="start the run and return at once")
+    run.add_argument(
+        "--detach",
+        action="store_true",
+        help="record the run, leave it to the running engine (started if none runs) and "
+        "return at once",
+    )
+    run.add_argument(
+        "--notify",
+        action="store_true",
+        help="send this run's notifications (scripthut.yaml `notifications:`)",
+    )
 
     dry = sub.add_parser(
         "dry-run",
@@ -136,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run")
     setup_aws.add_parser(sub, [common])
     config_cmd.add_parser(sub, common)
+    engine.add_parser(sub, [common])
     return parser
 
 
@@ -234,7 +247,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             source=str(path),
             base_dir=str(path.parent),
         )
+        if args.notify:
+            opt_in(session.store, record.id)
         if args.detach:
+            _leave_to_engine(session)
             return record
         return await follow(session, record, args)
 
@@ -328,6 +344,13 @@ async def _closing(session: Session, body: Callable[[Session], Any]) -> Any:
         return await body(session)
     finally:
         await session.registry.close()
+
+
+def _leave_to_engine(session: Session) -> None:
+    """A detached run needs an engine: start the standalone one when none drives the store."""
+    if session.store.lease_holder() is None:
+        started = control.start_detached(session.config)
+        display.err.print(f"started the standalone engine (pid {started['pid']})", markup=False)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -438,6 +461,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": cmd_export,
     "setup-aws-ec2": setup_aws.cmd_setup_aws_ec2,
     "config": lambda args: config_cmd.run(args, display.out, display.err),
+    "engine": engine.cmd_engine,
 }
 
 

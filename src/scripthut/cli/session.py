@@ -26,6 +26,7 @@ from scripthut.store import RunRecord, Store
 from scripthut.workflow.model import Workflow
 
 STORE_POLL = 0.5
+COMMAND_WAIT = 30.0
 LOG_POLL = 0.5
 
 
@@ -95,8 +96,17 @@ class Session:
     async def rerun(self, run_id: str) -> RunRecord:
         if self.engine is not None:
             return await self.engine.rerun(run_id)
-        self.store.enqueue_command("rerun", run_id, {})
+        await self._taken(self.store.enqueue_command("rerun", run_id, {}))
         return self.store.get_run(run_id)
+
+    async def _taken(self, command_id: int, timeout: float = COMMAND_WAIT) -> None:
+        """Wait until the engine holding the lease took a request (none holds it: no wait)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.store.command_done(command_id) and loop.time() < deadline:
+            if self.store.lease_holder() is None:
+                return
+            await asyncio.sleep(0.1)
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunRecord:
         last = self.store.get_run(run_id)

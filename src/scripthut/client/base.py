@@ -116,6 +116,10 @@ class Client(ABC):
     def rerun(self, run_id: str) -> dict[str, Any]: ...
 
     @abstractmethod
+    def notify(self, run_id: str) -> dict[str, Any]:
+        """Ask for the run's notifications (scripthut.yaml `notifications:`)."""
+
+    @abstractmethod
     def jobs(
         self,
         backend: str | None = None,

@@ -158,6 +158,10 @@ class HTTPClient(Client):
         reply: dict[str, Any] = self.request("POST", f"runs/{run_id}/rerun", body={})
         return reply
 
+    def notify(self, run_id: str) -> dict[str, Any]:
+        reply: dict[str, Any] = self.request("POST", f"runs/{run_id}/notify", body={})
+        return reply
+
     def jobs(
         self,
         backend: str | None = None,

@@ -150,6 +150,9 @@ class LocalClient(Client):
     def rerun(self, run_id: str) -> dict[str, Any]:
         return self.run_async(lambda: self.service.rerun(run_id))
 
+    def notify(self, run_id: str) -> dict[str, Any]:
+        return self.service.notify(run_id)
+
     def jobs(
         self,
         backend: str | None = None,

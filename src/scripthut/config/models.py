@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from scripthut.config.checks import CHECKED, cross_problems, needs_implicit_local, not_found
+from scripthut.config.notifications import NotificationsConfig
 from scripthut.env_rules import EnvRule
 from scripthut.errors import NotFound
 
@@ -399,6 +400,7 @@ class Config(_Model):
     env_groups: dict[str, list[EnvRule]] = Field(default_factory=dict)
     pricing: PricingConfig | None = None
     settings: Settings = Field(default_factory=Settings)
+    notifications: NotificationsConfig | None = None
     environments: list[LegacyEnvironment] = Field(default_factory=list, exclude=True)
     projects: list[LegacyProject] = Field(default_factory=list, exclude=True)
     _source_path: Path | None = PrivateAttr(default=None)

@@ -25,6 +25,7 @@ from scripthut.engine.state import (
     attempt_key,
     task_key,
 )
+from scripthut.notify.notifier import Notifier
 from scripthut.states import RunState, TaskState
 from scripthut.store import (
     RunRecord,
@@ -63,6 +64,13 @@ class EngineCore:
         self._errors_logged: dict[str, float] = {}
         self.reader = StoreWorker(store.path, "scripthut-engine-store")  # reads off the loop
         self._in_steps: set[str] = set()  # runs changed in steps: no job picked or cancelled
+        # Set when this engine stops driving without being asked by its host (lease lost, or
+        # handed over to a standalone engine, named by `handover_to`); the host then stops it.
+        self.released = asyncio.Event()
+        self.handover_to: dict[str, Any] | None = None
+        self.yields_to_daemon = False  # a server-hosted engine in `auto` mode hands over
+        self._notifier: Notifier | None = None
+        self._notify_task: asyncio.Task[None] | None = None
 
     def _slot(self, backend: Backend) -> BackendSlot:
         slot = self.slots.get(backend.name)
@@ -162,6 +170,43 @@ class EngineCore:
         self.store.update_run(record.id, message=message)
         data = {"state": record.state.value, "message": message}
         self.events.publish(self.store.append_events([("run", record.id, None, data)]))
+
+    def _start_notifier(self) -> None:
+        """Send `notifications:` of scripthut.yaml from committed events (lease holder only)."""
+        settings = self.config.notifications
+        if settings is None or not (settings.email or settings.webhooks):
+            return
+        self._notifier = Notifier(settings, self.store)
+        self._notify_task = asyncio.create_task(self._notifier.run(), name="scripthut-notify")
+
+    async def _stop_notifier(self) -> None:
+        task, self._notify_task = self._notify_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=5)
+        if self._notifier is not None:
+            self._notifier.close()
+            self._notifier = None
+
+    def _lease_lost(self) -> None:
+        log.error("lost the engine lease on %s: this engine stops driving it", self.store.path)
+        self._stop_driving()
+
+    def _handover(self, data: dict[str, Any]) -> None:
+        """A standalone engine asks for the lease: stop driving, and let the host grant it."""
+        if not self.yields_to_daemon or data.get("owner") in (None, self.owner):
+            log.info("a standalone engine asked for the lease; this engine keeps it")
+            return
+        log.info("handing the engine lease over to %s", data.get("owner"))
+        self.handover_to = {k: data.get(k) for k in ("owner", "pid", "host")}
+        self._stop_driving()
+
+    def _stop_driving(self) -> None:
+        self._stopping = True
+        for slot in self.slots.values():
+            if slot.task is not None:
+                slot.task.cancel()
+        self.released.set()
 
     def _log_error(self, key: str, message: str) -> None:
         """Log with traceback at most once a minute per key (a dead cluster is not a log flood)."""

@@ -83,6 +83,7 @@ class Engine(Reloading, Submission, Polling):
         self._adopt_open_attempts()
         self._watch_configured_backends()
         self._main = asyncio.create_task(self._main_loop(), name="scripthut-engine")
+        self._start_notifier()
         for slot in self.slots.values():
             self._ensure_loop(slot)
 
@@ -94,6 +95,7 @@ class Engine(Reloading, Submission, Polling):
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+        await self._stop_notifier()
         try:
             await asyncio.wait_for(self.registry.close(), timeout)
         except TimeoutError:
@@ -424,7 +426,8 @@ class Engine(Reloading, Submission, Polling):
                 now = time.monotonic()
                 if now >= next_lease:
                     if not self.store.renew_lease(self.owner, LEASE_TTL):
-                        log.error("lost the engine lease on %s", self.store.path)
+                        self._lease_lost()
+                        return
                     next_lease = now + LEASE_RENEW
                 if now >= next_prune:
                     self.store.prune_events(EVENTS_KEPT)
@@ -448,7 +451,11 @@ class Engine(Reloading, Submission, Polling):
                 log.warning("command %s for %s failed: %s", kind, run_id, exc)
 
     async def _command(self, kind: str, run_id: str | None, data: dict[str, Any]) -> None:
-        if kind == "load" and run_id:
+        if self._stopping:  # handed over: the next engine carries it out
+            self.store.enqueue_command(kind, run_id, data)
+        elif kind == "handover":
+            self._handover(data)
+        elif kind == "load" and run_id:
             await self.load(run_id)
         elif kind == "cancel" and run_id:
             await self.cancel(run_id)

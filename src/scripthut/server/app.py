@@ -16,14 +16,14 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.serverapp import ServerApp
-from traitlets import Float, Int, TraitError, Unicode, validate
+from traitlets import Enum, Float, Int, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
 from scripthut.client.discovery import ENV_URL, ServerInfo, write_runtime_file
 from scripthut.server.commands import DEFAULT_MAX_COMMANDS
 from scripthut.server.handlers import BATCH_DELAY, HEARTBEAT_INTERVAL, routes
 from scripthut.server.requests import DEFAULT_MAX_BODY
-from scripthut.server.service import ScriptHutService, ServiceOptions
+from scripthut.server.service import ENGINE_MODES, ScriptHutService, ServiceOptions
 from scripthut.server.stream import DEFAULT_BUFFER
 
 _LOOPBACK = {"", "localhost", "0.0.0.0", "127.0.0.1"}  # noqa: S104 - names, not a bind
@@ -92,6 +92,16 @@ class ScriptHut(Configurable):
         0 turns watching off (POST scripthut/api/config/reload still reloads).""",
     ).tag(config=True)
 
+    engine = Enum(
+        list(ENGINE_MODES),
+        default_value="auto",
+        help="""Where the engine runs. "auto": a running engine is used (the standalone one,
+        `scripthut engine start`, or another server's), else this server hosts one and hands it
+        over to a standalone engine that asks. "server": this server hosts the engine and
+        never hands it over. "daemon": this server never hosts it and starts the standalone
+        engine when none runs, so closing or culling the server never stops a run.""",
+    ).tag(config=True)
+
     @validate("max_body_mb", "max_workflow_commands")
     def _positive(self, proposal: dict[str, Any]) -> float:
         value: float = proposal["value"]
@@ -134,6 +144,7 @@ class ScriptHutApp(ExtensionApp):
             max_body=int(s.max_body_mb * 2**20),
             stream_buffer=s.stream_buffer,
             config_check=max(0.0, s.config_check_interval),
+            engine=s.engine,
         )
         self.service = ScriptHutService(options)
         if self.service.problem is not None:

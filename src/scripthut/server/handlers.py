@@ -257,6 +257,15 @@ class RunRerunHandler(ScriptHutHandler):
         self.reply(await self.service.rerun(run_id))
 
 
+class RunNotifyHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    def post(self, run_id: str) -> None:
+        self.reply(self.service.notify(run_id))
+
+
 class TaskHandler(ScriptHutHandler):
     auth_resource = "scripthut:runs"
 
@@ -470,6 +479,7 @@ ROUTES: tuple[tuple[str, type[ScriptHutHandler]], ...] = (
     (rf"{RUN}/cost", RunCostHandler),
     (rf"{RUN}/cancel", RunCancelHandler),
     (rf"{RUN}/rerun", RunRerunHandler),
+    (rf"{RUN}/notify", RunNotifyHandler),
     (TASK, TaskHandler),
     (rf"{TASK}/script", TaskScriptHandler),
     (rf"{TASK}/env", TaskEnvHandler),

@@ -24,10 +24,13 @@ from scripthut import __version__
 from scripthut.backends.registry import BackendRegistry
 from scripthut.config import Config, ConfigSource, PricingConfig, WorkflowConfig
 from scripthut.cost import Pricing, stored_run_cost
+from scripthut.daemon import control
+from scripthut.daemon.files import SERVER, role_of
 from scripthut.engine.create import anchor_working_dirs, record_run
 from scripthut.engine.engine import Engine
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, LeaseHeld
+from scripthut.notify import opt_in
 from scripthut.server import reads
 from scripthut.server.commands import (
     DEFAULT_MAX_COMMANDS,
@@ -55,6 +58,8 @@ log = logging.getLogger("scripthut.server")
 
 TAKEOVER_CHECK = 5.0
 CONFIG_CHECK = 1.0
+DAEMON_RESPAWN = 30.0  # seconds between two attempts to start the standalone engine
+ENGINE_MODES = ("auto", "server", "daemon")
 CHECKPOINT_INTERVAL = 1.0
 PRICING_REFRESH = 3600.0  # the price table is read again (cache file, fetch) this often
 
@@ -82,6 +87,10 @@ class ServiceOptions:
     max_body: int = DEFAULT_MAX_BODY  # bytes of a request body (more: 413)
     stream_buffer: int = DEFAULT_BUFFER
     takeover_check: float = TAKEOVER_CHECK
+    # auto: use a running engine, else host one (handed over to a standalone engine that
+    # asks); server: host one, never hand over; daemon: never host one, start the
+    # standalone engine when none runs
+    engine: str = "auto"
     config_check: float = CONFIG_CHECK  # seconds between looks at the config files (0: never)
 
 
@@ -121,6 +130,8 @@ class ScriptHutService:
         self._sources: Sources | None = None
         self.source = config_source(options)
         self.reloads = ConfigReloads(self.source)
+        self._release: asyncio.Task[None] | None = None
+        self._spawned_at = -1e9
         try:
             self.config = self.source.load()
             self.reloads.loaded_at = time.time()
@@ -152,12 +163,16 @@ class ScriptHutService:
         self.worker = StoreWorker(self.store.path, "scripthut-requests")
         self.store.defer_checkpoints()  # the loop's commits stay short; the worker copies
         self._checkpoints = asyncio.create_task(self._checkpoint(), name="scripthut-checkpoint")
-        if not await self._host_engine() and self.mode == Mode.CLIENT:
-            self._watch = asyncio.create_task(self._watch_lease(), name="scripthut-lease")
+        if self.options.engine == "daemon":
+            self._as_client("the standalone engine drives this data directory")
+            self._start_daemon()
+        elif await self._host_engine() or self.mode != Mode.CLIENT:
+            return
+        self._watch = asyncio.create_task(self._watch_lease(), name="scripthut-lease")
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop the stream and the engine (jobs keep running) and close the store."""
-        for task in (self._watch, self._checkpoints, self.reloads.task):
+        for task in (self._release, self._watch, self._checkpoints, self.reloads.task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -181,13 +196,12 @@ class ScriptHutService:
         assert self.config is not None
         assert self.store is not None
         engine = Engine(self.config, self.store, min_poll_interval=self.options.min_poll_interval)
+        engine.owner = f"{SERVER}/{engine.owner}"
+        engine.yields_to_daemon = self.options.engine == "auto"
         try:
             await engine.start()
         except LeaseHeld as exc:
-            log.info("ScriptHut runs in client mode: %s", exc)
-            self.mode = Mode.CLIENT
-            self.registry = self.registry or BackendRegistry(self.config)
-            self.events.attach(self.store, None)
+            self._as_client(str(exc))
             return False
         except Exception as exc:
             log.exception("the ScriptHut engine failed to start")
@@ -200,14 +214,54 @@ class ScriptHutService:
         if self.registry is not None:
             await self.registry.close()
             self.registry = None
+        self._release = asyncio.create_task(self._on_release(engine), name="scripthut-release")
         return True
+
+    def _as_client(self, why: str) -> None:
+        assert self.config is not None
+        assert self.store is not None
+        log.info("ScriptHut runs in client mode: %s", why)
+        self.mode = Mode.CLIENT
+        self.registry = self.registry or BackendRegistry(self.config)
+        self.events.attach(self.store, None)
+
+    async def _on_release(self, engine: Engine) -> None:
+        """The hosted engine stopped driving (lease handed over or lost): become a client."""
+        assert self.store is not None
+        await engine.released.wait()
+        handover = engine.handover_to
+        await engine.stop()
+        self.engine = None
+        if handover is not None:
+            self.store.grant_lease(
+                str(handover["owner"]), int(handover["pid"]), str(handover["host"])
+            )
+        self._as_client("the engine lease went to " + str((handover or {}).get("owner")))
+        self._watch = asyncio.create_task(self._watch_lease(), name="scripthut-lease")
+
+    def _start_daemon(self) -> None:
+        """Engine mode `daemon`: start the standalone engine when none drives the store."""
+        assert self.config is not None
+        assert self.store is not None
+        now = time.monotonic()
+        if self.store.lease_holder() is not None or now - self._spawned_at < DAEMON_RESPAWN:
+            return
+        self._spawned_at = now
+        try:
+            proc = control.spawn(self.config)
+        except OSError as exc:
+            log.error("could not start the standalone engine: %s", exc)
+            return
+        log.info("started the standalone engine (pid %d)", proc.pid)
 
     async def _watch_lease(self) -> None:
         """In client mode: host the engine once the lease holder is gone."""
         assert self.store is not None
         while self.mode == Mode.CLIENT:
             await asyncio.sleep(self.options.takeover_check)
-            if self.store.lease_holder() is None and await self._host_engine():
+            if self.options.engine == "daemon":
+                self._start_daemon()
+            elif self.store.lease_holder() is None and await self._host_engine():
                 log.info("the engine lease was free: ScriptHut now hosts the engine")
 
     async def _checkpoint(self) -> None:
@@ -313,6 +367,7 @@ class ScriptHutService:
             "version": __version__,
             "config_file": self._config_file(),
             "data_dir": str(self.config.data_dir) if self.config else None,
+            "engine_mode": self.options.engine,
             "stream": {
                 "clients": self.events.clients,
                 "dropped": self.events.dropped,
@@ -324,7 +379,7 @@ class ScriptHutService:
             out["errors"] = issues_json(self.problem.issues)
         if self.mode == Mode.CLIENT and self.store is not None:
             holder = self.store.lease_holder() or {}
-            out["lease"] = holder
+            out["lease"] = holder | ({"role": role_of(holder["owner"])} if holder else {})
             out["message"] = (
                 f"client mode: another process drives this data directory (pid "
                 f"{holder.get('pid')} on {holder.get('host')}); requests are queued for it"
@@ -495,6 +550,16 @@ class ScriptHutService:
             store.enqueue_command("rerun", run_id, {})
             record = store.get_run(run_id)
         return {**reads.run_json(store, record), "queued": self.engine is None}
+
+    def notify(self, run_id: str) -> dict[str, Any]:
+        """Opt a run in to notifications (sent by the engine holding the lease)."""
+        config, store = self._ready()
+        run_id = store.resolve_run_id(run_id)
+        store.get_run(run_id)
+        opt_in(store, run_id)
+        settings = config.notifications
+        configured = settings is not None and bool(settings.email or settings.webhooks)
+        return {"run": run_id, "notify": True, "configured": configured}
 
     def delete(self, run_id: str) -> None:
         """Forget a finished run (its log files stay where they are)."""

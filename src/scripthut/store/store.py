@@ -433,6 +433,10 @@ class Store:
         (last,) = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM commands").fetchone()
         return int(last)
 
+    def command_done(self, command_id: int) -> bool:
+        row = self._conn.execute("SELECT done FROM commands WHERE id = ?", (command_id,)).fetchone()
+        return row is None or bool(row[0])
+
     def take_commands(self) -> list[tuple[int, str, str | None, dict[str, Any]]]:
         with self.transaction():
             rows = self._conn.execute(
@@ -455,6 +459,20 @@ class Store:
                 "INSERT OR REPLACE INTO lease (id, owner, pid, host, expires_at) "
                 "VALUES (1, ?, ?, ?, ?)",
                 (owner, os.getpid(), host, now + ttl),
+            )
+        return True
+
+    def grant_lease(self, owner: str, pid: int, host: str, ttl: float = 20.0) -> bool:
+        """Give the free lease to another process (a hand-over); False if someone holds it."""
+        now = time.time()
+        with self.transaction():
+            row = self._conn.execute("SELECT owner, pid, host, expires_at FROM lease").fetchone()
+            if row is not None and not _lease_is_stale(row, now, socket.gethostname()):
+                return False
+            self._conn.execute(
+                "INSERT OR REPLACE INTO lease (id, owner, pid, host, expires_at) "
+                "VALUES (1, ?, ?, ?, ?)",
+                (owner, pid, host, now + ttl),
             )
         return True
 
