@@ -43,6 +43,7 @@ from scripthut.backends.base import (
     PollResult,
     SubmitOutcome,
 )
+from scripthut.outputs import OutputListing, list_local
 from scripthut.private import PRIVATE_FILE, make_private_dirs
 from scripthut.states import JobState
 
@@ -639,6 +640,14 @@ class LocalBackend(Backend):
     async def read_text(self, path: str, limit: int = 16 << 20) -> str:
         """The file as text; NotFound if absent, ScriptHutError if over `limit` bytes."""
         return await asyncio.to_thread(local_proc.read_text, path, limit)
+
+    async def list_outputs(self, pairs: Sequence[tuple[str, str]]) -> dict[str, OutputListing]:
+        """Each attempt's output folder and summary, read here (symbolic links skipped)."""
+
+        def listings() -> dict[str, OutputListing]:
+            return {d: list_local(d, s) for d, s in pairs}
+
+        return await asyncio.to_thread(listings)
 
     def host_path(self, path: str) -> str:
         """`~` expanded to this user's home; a relative path is under home, as a job's shell

@@ -57,6 +57,7 @@ from scripthut.backends.remote import (
     submit_script,
 )
 from scripthut.errors import ScriptHutError
+from scripthut.outputs import OutputListing
 from scripthut.states import JobState
 from scripthut.transport import LocalTransport, Transport, TransportError
 from scripthut.workflow.script import LOGIN_SHEBANG, SHEBANG
@@ -489,6 +490,9 @@ class SlurmBackend(Backend):
 
     async def read_text(self, path: str, limit: int = 16 << 20) -> str:
         return await self.host.read_text(path, limit)
+
+    async def list_outputs(self, pairs: Sequence[tuple[str, str]]) -> dict[str, OutputListing]:
+        return await self.host.list_outputs(pairs)
 
     def host_path(self, path: str) -> str:
         """`~/x` and relative paths under the cluster's home once it is known (else as is:

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from scripthut.cli import display, files, setup_aws
+from scripthut.cli import display, files, results, setup_aws
 from scripthut.cli.session import Session, open_session
 from scripthut.engine.create import anchor_working_dirs
 from scripthut.errors import InvalidInput, ScriptHutError
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", parents=[common], help="a run as one JSON document")
     export.add_argument("run")
     setup_aws.add_parser(sub, [common])
+    results.add_parsers(sub, [common])
     return parser
 
 
@@ -305,6 +306,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "watch": cmd_watch,
     "export": cmd_export,
     "setup-aws-ec2": setup_aws.cmd_setup_aws_ec2,
+    **results.COMMANDS,
 }
 
 

@@ -12,6 +12,7 @@ from scripthut.backends.base import Backend, JobPaths, JobSpec
 from scripthut.config import BackendConfig, Config, shares_filesystem
 from scripthut.engine.ids import attempt_tag
 from scripthut.env_rules import EnvRule
+from scripthut.outputs import output_paths
 from scripthut.store.records import RunRecord
 from scripthut.workflow.env import ResolvedEnv, build_seed, resolve_env
 from scripthut.workflow.model import TaskSpec
@@ -112,6 +113,7 @@ class RunContext:
             exit_path=paths.exit_code,
             login_shell=bool(getattr(self.entry, "login_shell", False)),
             tag=tag,
+            outputs=output_paths(paths.exit_code),
         )
         spec = JobSpec(
             tag=tag,

@@ -86,13 +86,19 @@ def render_task_script(
     login_shell: bool = False,
     header: Sequence[str] = (),
     tag: str = "",
+    outputs: tuple[str, str] | None = None,
 ) -> str:
-    """The whole script for one attempt of `task`, ending with a newline."""
+    """The whole script for one attempt of `task`, ending with a newline.
+
+    `outputs` (output folder, summary file) become `$SCRIPTHUT_OUTPUT_DIR` (created before
+    the command starts) and `$SCRIPTHUT_RUN_SUMMARY`."""
     lines = [LOGIN_SHEBANG if login_shell else SHEBANG, *_header(header)]
     lines.append(_comment(task.id, tag))
     lines.extend(_exit_recording(exit_path))
     lines.extend(f"eval {shell_quote(text)}" for text in env.init_lines())
     lines.extend(_exports(env, task.id, tag))
+    if outputs is not None:
+        lines.extend(_output_exports(*outputs))
     lines.append(_change_dir(task.working_dir))
     lines.append(f"__hut_cmd={shell_quote(task.command)}")
     lines.extend(_RUN_COMMAND)
@@ -130,6 +136,18 @@ def _exports(env: ResolvedEnv, task_id: str, tag: str) -> list[str]:
     if tag:
         lines.append(_export("SCRIPTHUT_TAG", tag, False))
     return lines
+
+
+def _output_exports(directory: str, summary: str) -> list[str]:
+    """The attempt's output folder (made now, private like the logs beside it; what the task
+    writes in it keeps the user's umask) and summary file, as absolute paths."""
+    folder = _absolute_path(directory)
+    return [
+        f"export SCRIPTHUT_OUTPUT_DIR={folder}",
+        f"export SCRIPTHUT_RUN_SUMMARY={_absolute_path(summary)}",
+        '[ -d "$SCRIPTHUT_OUTPUT_DIR" ] || (umask 077 && command -p mkdir -p -- '
+        '"$SCRIPTHUT_OUTPUT_DIR") || exit 1',
+    ]
 
 
 def _export(name: str, value: str, from_runtime: bool) -> str:

@@ -1,0 +1,75 @@
+"""Task outputs on the real Slurm rig, over SSH and the local shell: listed over the backend's
+transport in one round trip per poll, symbolic links skipped, contents read on demand."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from scripthut.engine.engine import Engine
+from scripthut.errors import NotFound
+from scripthut.server.results import outputs_json, read_output, summary_json
+from scripthut.store import Store
+from scripthut.workflow.parse import parse_document
+from tests.slurm.conftest import SlurmRig
+from tests.slurm.test_slurm_backend import TRANSPORTS, Place, make_backend, rig_config
+from tests.slurm.test_slurm_backend import place as place  # the fixture
+from tests.slurm.test_slurm_workflows import MEM, drive
+
+WRITER = r"""
+printf 'name with space\n' > "$SCRIPTHUT_OUTPUT_DIR/a b.txt"
+mkdir -p "$SCRIPTHUT_OUTPUT_DIR/sub"
+printf '{"x": 1}' > "$SCRIPTHUT_OUTPUT_DIR/sub/m.json"
+ln -s /etc/hostname "$SCRIPTHUT_OUTPUT_DIR/link.txt"
+printf 'slurm summary %s\n' "$SCRIPTHUT_TASK_ID" > "$SCRIPTHUT_RUN_SUMMARY"
+"""
+
+
+@pytest.mark.parametrize("place", TRANSPORTS, indirect=True)
+def test_outputs_are_listed_and_read_over_the_transport(
+    slurm_rig: SlurmRig, place: Place, tmp_path: Path
+) -> None:
+    config = rig_config(slurm_rig, place.transport, place.log_dir, tmp_path / "data")
+    doc = [{"id": f"w.{i}", "command": WRITER, "memory": MEM} for i in (1, 2)]
+
+    async def body(engine: Engine) -> tuple[str, bytes]:
+        record = engine.submit(parse_document(doc))
+        await engine.wait(record.id, timeout=180)
+        data = await read_output(
+            engine.store, engine.registry, record.id, "w.1", "sub/m.json", None
+        )
+        with pytest.raises(NotFound):
+            await read_output(engine.store, engine.registry, record.id, "w.1", "link.txt", None)
+        return record.id, data.data
+
+    run_id, content = drive(config, body)
+    assert content == b'{"x": 1}'
+    store = Store.in_data_dir(config.data_dir)
+    for task in ("w.1", "w.2"):
+        listing = outputs_json(store, run_id, task, None)
+        assert [f["path"] for f in listing["files"]] == ["a b.txt", "sub/m.json"]
+        assert listing["summary"] == f"slurm summary {task}\n"
+    assert "- `sub/m.json` (8 B)" in summary_json(store, run_id)["markdown"]
+
+
+@pytest.mark.parametrize("place", ["ssh"], indirect=True)
+def test_one_listing_round_trip_for_many_folders(
+    slurm_rig: SlurmRig, place: Place, tmp_path: Path
+) -> None:
+    backend = make_backend(slurm_rig, place, tmp_path)
+    pairs = [(f"~/nowhere-{i}.outputs", f"~/nowhere-{i}.summary.md") for i in range(50)]
+
+    async def body() -> None:
+        await backend.start()
+        try:
+            before = backend.transport.stats.commands
+            found = await backend.list_outputs(pairs)
+            assert backend.transport.stats.commands == before + 1
+        finally:
+            await backend.close()
+        assert set(found) == {p[0] for p in pairs}
+        assert all(not listing.files for listing in found.values())
+
+    asyncio.run(body())
