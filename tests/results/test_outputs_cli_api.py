@@ -19,7 +19,7 @@ PNG = base64.b64decode(
 )
 WRITER = (
     "printf 'a,b\\n1,2\\n3,4\\n' > \"$SCRIPTHUT_OUTPUT_DIR/t.csv\"; "
-    "printf '{\"loss\": 0.5}' > \"$SCRIPTHUT_OUTPUT_DIR/m.json\"; "
+    'printf \'{"loss": 0.5}\' > "$SCRIPTHUT_OUTPUT_DIR/m.json"; '
     "echo '# fitted' > \"$SCRIPTHUT_RUN_SUMMARY\""
 )
 
@@ -46,7 +46,7 @@ def test_cli_lists_gets_and_summarises(tmp_path: Path, env: dict[str, str]) -> N
 
 def test_python_objects_display_inline(client: LocalClient, tmp_path: Path) -> None:
     (tmp_path / "dot.png").write_bytes(PNG)
-    cmd = f"{WRITER}; cp {tmp_path / 'dot.png'} \"$SCRIPTHUT_OUTPUT_DIR/dot.png\""
+    cmd = f'{WRITER}; cp {tmp_path / "dot.png"} "$SCRIPTHUT_OUTPUT_DIR/dot.png"'
     run = hut.run([hut.Task("fit", cmd)])
     assert run.wait(60) == "completed"
 
