@@ -239,6 +239,23 @@ export class ScriptHutClient implements ScriptHutApi {
     return this.call('GET', `runs/${seg(run)}/tasks/${seg(task)}/logs/${stream}`, query);
   }
 
+  outputs(run: string, task: string): Promise<Row> {
+    return this.call('GET', `runs/${seg(run)}/tasks/${seg(task)}/outputs`);
+  }
+
+  summary(run: string): Promise<Row> {
+    return this.call('GET', `runs/${seg(run)}/summary`);
+  }
+
+  async output(run: string, task: string, path: string, attempt?: number): Promise<Blob> {
+    const where = `runs/${seg(run)}/tasks/${seg(task)}/outputs/file`;
+    const response = await this.request(where, { method: 'GET' }, { path, attempt });
+    if (!response.ok) {
+      throw await errorOf(response);
+    }
+    return response.blob();
+  }
+
   cancelJob(backend: string, jobId: string): Promise<Row> {
     return this.call('POST', `jobs/${seg(backend)}/${seg(jobId)}/cancel`, {}, {});
   }

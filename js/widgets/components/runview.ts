@@ -34,7 +34,17 @@ export function createRunView(el: HTMLElement, store: DataStore, options: RunVie
   const actionNote = h("span", { class: "sh-action-note" });
   const cancelButton = h("button", { class: "sh-button", type: "button", "data-action": "cancel" }, "Cancel run");
   const rerunButton = h("button", { class: "sh-button", type: "button", "data-action": "rerun" }, "Rerun failed");
-  const header = h("div", { class: "sh-run-head" }, title, h("span", { class: "sh-spacer" }), actionNote, rerunButton, cancelButton);
+  const summaryButton = h("button", { class: "sh-button", type: "button", "data-action": "summary" }, "Summary");
+  const header = h(
+    "div",
+    { class: "sh-run-head" },
+    title,
+    h("span", { class: "sh-spacer" }),
+    actionNote,
+    summaryButton,
+    rerunButton,
+    cancelButton,
+  );
   const progress = createProgress();
   const expandAll = h("button", { class: "sh-button sh-small", type: "button" }, "Expand all");
   const collapseAll = h("button", { class: "sh-button sh-small", type: "button" }, "Collapse all");
@@ -201,6 +211,12 @@ export function createRunView(el: HTMLElement, store: DataStore, options: RunVie
     cancelButton.dataset.confirm = "";
     cancelButton.textContent = "Cancel run";
     act(cancelButton, () => options.api.cancelRun(String(store.meta.id)), "cancelling…");
+  });
+  summaryButton.addEventListener("click", () => {
+    graph.select(null);
+    drawer.showText("Run summary", () =>
+      options.api.summary(String(store.meta.id)).then((reply) => String(reply.markdown ?? "")),
+    );
   });
   rerunButton.addEventListener("click", () =>
     act(rerunButton, () => options.api.rerunRun(String(store.meta.id)), "starting again…"),
