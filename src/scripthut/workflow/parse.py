@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, Issue, NotFound, did_you_mean
 from scripthut.workflow.dag import DepProblem, IdIndex, expand_deps, find_cycle
+from scripthut.workflow.matrix import expand_matrices
 from scripthut.workflow.model import TaskSpec, Workflow
 
 MAX_ID = 200
@@ -676,7 +677,8 @@ def _parse(data: object, *, source: str, existing: Collection[str], allow_empty:
         if doc is None:
             raise InvalidInput(issues, title=_title(source))
         index = IdIndex(dict.fromkeys(existing))
-        graph = _read_tasks(doc.tasks, index, issues)
+        expansion = expand_matrices(doc.tasks, issues)
+        graph = _read_tasks(expansion.tasks, index, issues)
         index.add(graph.positions)
         deps, problems = expand_deps(graph.patterns, index)
         issues.extend(_dep_issue(problem, graph, index) for problem in problems)
@@ -686,7 +688,7 @@ def _parse(data: object, *, source: str, existing: Collection[str], allow_empty:
         where = f"task '{cycle[0]}'"
         issues.append(Issue(where=where, field=graph.deps_key(cycle[0]), message=message))
     if issues:
-        raise InvalidInput(issues, title=_title(source))
+        raise InvalidInput(map(expansion.located, issues), title=_title(source))
     _warn_legacy(doc.tasks, source)
     workflow = Workflow(tasks=graph.specs, deps=deps, env=doc.env, env_groups=doc.env_groups)
     workflow.title = doc.title
