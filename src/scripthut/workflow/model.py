@@ -38,13 +38,21 @@ class TaskSpec:
     generates_source: str | None = None
     gres: str | None = None
     image: str | None = None
+    notebook: str | None = None
+    parameters: dict[str, Any] | None = None
     memory_mb: int = 4096
     time_limit_s: int = 3600
     working_dir_given: bool = field(default=False, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The task in the original JSON shape (fields at their default are omitted)."""
-        out: dict[str, Any] = {"id": self.id, "name": self.name, "command": self.command}
+        out: dict[str, Any] = {"id": self.id, "name": self.name}
+        if self.notebook is None:
+            out["command"] = self.command
+        else:
+            out["notebook"] = self.notebook
+            if self.parameters:
+                out["parameters"] = self.parameters
         if self.deps:
             out["deps"] = list(self.deps)
         if self.working_dir != DEFAULT_WORKING_DIR:

@@ -31,6 +31,7 @@ from scripthut.errors import InvalidInput, Issue, NotFound, did_you_mean
 from scripthut.workflow.dag import DepProblem, IdIndex, expand_deps, find_cycle
 from scripthut.workflow.matrix import expand_matrices
 from scripthut.workflow.model import TaskSpec, Workflow
+from scripthut.workflow.notebook import check_notebook, check_parameters
 
 MAX_ID = 200
 SAFE_ID = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{MAX_ID - 1}}}")
@@ -63,6 +64,8 @@ TASK_KEYS = (
     "generates_source",
     "gres",
     "image",
+    "notebook",
+    "parameters",
 )
 LEGACY_TASK_KEYS = ("environment", "env_vars")  # ScriptHut 0.3: env include / env set
 NOT_SUPPORTED_TASK_KEYS = frozenset({"inputs", "outputs"})  # newer versions of the original
@@ -431,13 +434,14 @@ def _read_task(
                 reader(key, value, values)
             except _Bad as bad:
                 failures.extend(bad.failures)
-    if "id" not in values or "command" not in values or ("deps" in raw and "dependencies" in raw):
+    if "id" not in values or not values.keys() & {"command", "notebook"} or _conflicts(raw):
         failures.extend(_missing(raw))
     if failures:
         where = _where(raw.get("id"), position)
         issues.extend(Issue(where=where, field=field, message=text) for field, text in failures)
         return None, _patterns_if_valid(raw, values)
     values.setdefault("name", values["id"])
+    values.setdefault("command", "")  # a notebook task: its script runs the notebook
     _merge_legacy_env(values)
     spec = TaskSpec(**values)
     return spec, spec.deps
@@ -472,11 +476,34 @@ def _missing(raw: dict[Any, Any]) -> list[tuple[str | None, str]]:
     failures: list[tuple[str | None, str]] = []
     if "id" not in raw:
         failures.append(("id", "missing: every task needs an id"))
-    if "command" not in raw:
-        failures.append(("command", "missing: the shell command to run"))
+    if "command" not in raw and "notebook" not in raw:
+        failures.append(("command", "missing: the shell command to run (or a 'notebook')"))
+    if "command" in raw and "notebook" in raw:
+        failures.append(("notebook", "use 'command' or 'notebook', not both"))
+    if "parameters" in raw and "notebook" not in raw:
+        failures.append(("parameters", "only a 'notebook' task takes parameters"))
     if "deps" in raw and "dependencies" in raw:
         failures.append(("dependencies", "use 'deps' or its alias 'dependencies', not both"))
     return failures
+
+
+def _conflicts(raw: dict[Any, Any]) -> bool:
+    keys = raw.keys()
+    return bool(
+        {"deps", "dependencies"} <= keys
+        or {"command", "notebook"} <= keys
+        or ("parameters" in keys and "notebook" not in keys)
+    )
+
+
+def _checked(check: Callable[[object], Any]) -> Reader:
+    def read(key: str, value: object, values: dict[str, Any]) -> None:
+        try:
+            values[key] = check(value)
+        except ValueError as exc:
+            raise _fail(key, str(exc)) from None
+
+    return read
 
 
 def _fail(key: str, message: str) -> _Bad:
@@ -649,6 +676,8 @@ _READERS: dict[str, Reader] = {
     "image": _read_optional_text,
     "environment": _read_environment,
     "env_vars": _read_env_vars,
+    "notebook": _checked(check_notebook),
+    "parameters": _checked(check_parameters),
 }
 
 

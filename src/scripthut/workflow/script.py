@@ -15,12 +15,14 @@ user's own umask, so the files a task writes are as the user would make them.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Sequence
 
 from scripthut.env_rules import ENV_NAME
 from scripthut.workflow.env import ResolvedEnv
 from scripthut.workflow.model import TaskSpec
+from scripthut.workflow.notebook import runner_source
 
 SHEBANG = "#!/bin/bash"
 LOGIN_SHEBANG = "#!/bin/bash -l"
@@ -100,9 +102,24 @@ def render_task_script(
     if outputs is not None:
         lines.extend(_output_exports(*outputs))
     lines.append(_change_dir(task.working_dir))
-    lines.append(f"__hut_cmd={shell_quote(task.command)}")
+    if task.notebook is not None:
+        lines.append(f"__hut_nb_runner={shell_quote(runner_source())}")
+    lines.append(f"__hut_cmd={shell_quote(_command(task))}")
     lines.extend(_RUN_COMMAND)
     return "\n".join(lines) + "\n"
+
+
+def _command(task: TaskSpec) -> str:
+    """The task's command; for a notebook task, the runner with the notebook, where the
+    executed copy goes (the attempt's output folder) and the parameters as JSON."""
+    if task.notebook is None:
+        return task.command
+    executed = posixpath.basename(task.notebook)
+    params = json.dumps(task.parameters or {})
+    return (
+        f'python3 -c "$__hut_nb_runner" {shell_path(task.notebook)} '
+        f'"$SCRIPTHUT_OUTPUT_DIR"/{shell_quote(executed)} {shell_quote(params)}'
+    )
 
 
 def _header(lines: Sequence[str]) -> list[str]:
