@@ -73,3 +73,35 @@ def test_one_listing_round_trip_for_many_folders(
         assert all(not listing.files for listing in found.values())
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize("place", ["ssh"], indirect=True)
+def test_a_notebook_task_runs_in_the_jobs_env_and_says_what_it_lacks(
+    slurm_rig: SlurmRig, place: Place, tmp_path: Path
+) -> None:
+    """The rig's python3 has neither papermill nor nbclient: the job says so, exit 127."""
+    config = rig_config(slurm_rig, place.transport, place.log_dir, tmp_path / "data")
+    work = f"{place.log_dir}/work"
+    doc = [
+        {"id": "prep", "command": f"mkdir -p {work} && printf '{{}}' > {work}/fit.ipynb"},
+        {
+            "id": "nb",
+            "notebook": "fit.ipynb",
+            "working_dir": work,
+            "deps": ["prep"],
+            "memory": MEM,
+            "matrix": {"alpha": [1]},
+        },
+    ]
+
+    async def body(engine: Engine) -> tuple[int | None, str]:
+        record = engine.submit(parse_document(doc))
+        await engine.wait(record.id, timeout=180)
+        task = engine.store.task(record.id, "nb.0")
+        attempt = engine.store.attempt(record.id, "nb.0")
+        log = await engine.registry.get("rig").read_text(attempt.stderr_path)
+        return task.exit_code, log
+
+    code, log = drive(config, body)
+    assert code == 127, log
+    assert "a notebook task needs papermill, or nbclient and nbformat" in log
