@@ -3,11 +3,13 @@ image as an image, a task's HTML only sanitised and sandboxed, and the summary t
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.lab.harness import Lab, LabServer, write_workflow
+from tests.lab.harness import Lab, LabServer, newest_run, write_workflow
 from tests.lab.test_panel import FAST_FALLBACK, wait_live
 
 pytestmark = pytest.mark.slow
@@ -71,3 +73,67 @@ def test_drawer_outputs_tab_previews_each_kind(
     summary.wait_for()
     text = summary.inner_text()
     assert "## fit" in text and "best alpha 0.1" in text and "- `a.csv`" in text
+
+
+def write_notebook(path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("alpha = 0.5  # learning rate\nlabel = 'base'\nfast = True")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("print(label, alpha, fast)")]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+def test_run_a_notebook_with_parameters_and_a_grid(
+    server: LabServer, open_lab: Callable[[LabServer], Lab]
+) -> None:
+    write_notebook(server.root / "nbs" / "fit.ipynb")
+    lab = open_lab(server)
+    lab.open()
+    page = lab.page
+    wait_live(lab)
+    page.click('.jp-SideBar .lm-TabBar-tab[data-id="filebrowser"]')
+    listing = page.locator("#filebrowser .jp-DirListing-content")
+    listing.wait_for(state="visible")
+    listing.locator(".jp-DirListing-item", has_text="nbs").first.dblclick()
+    item = listing.locator('.jp-DirListing-item[data-file-type="notebook"]:has-text("fit.ipynb")')
+    item.click(button="right")
+    page.locator('.lm-Menu-item[data-command="scripthut:run-notebook"]').click()
+    dialog = page.locator(".jp-Dialog")
+    try:
+        dialog.locator('select[name="backend"]').select_option("local")
+    except Exception:
+        lab.screenshot("notebook-dialog-missing")
+        raise
+    assert dialog.locator('input[name="param-alpha"]').input_value() == "0.5"
+    assert dialog.locator('input[name="param-label"]').input_value() == "'base'"
+    dialog.locator('input[name="param-label"]').fill("'tuned'")
+    dialog.locator('input[name="grid-alpha"]').fill("0.1, 1")
+    lab.screenshot("notebook-dialog")
+    dialog.locator(".jp-mod-accept").click()
+    dialog.wait_for(state="detached")
+
+    run = newest_run(server, "fit.ipynb")
+    status, detail = server.api("GET", f"runs/{run['id']}")
+    assert status == 200
+    assert [t["id"] for t in detail["tasks"]] == ["fit.0", "fit.1"]
+    status, task = server.api("GET", f"runs/{run['id']}/tasks/fit.1")
+    spec = task["spec"]
+    assert spec["notebook"] == "fit.ipynb"
+    assert spec["parameters"] == {"alpha": 1, "label": "tuned", "fast": True}
+    assert spec["working_dir"] == "nbs"  # under the server's root, where the run starts
+    server.wait_run(run["id"], {"completed", "failed"}, timeout=120)
+    request = urllib.request.Request(
+        f"{server.url}scripthut/api/runs/{run['id']}/tasks/fit.1/script",
+        headers={"Authorization": f"token {server.token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        script = reply.read().decode()
+    assert f"cd -- '{server.root / 'nbs'}'" in script, script

@@ -211,6 +211,15 @@ export class ScriptHutClient implements ScriptHutApi {
     return this.call('POST', 'runs', {}, body);
   }
 
+  /** Start a run of a task document (relative working dirs start at the server's root). */
+  submitDocument(workflow: Row, backend?: string): Promise<Run> {
+    const body: Row = { workflow };
+    if (backend) {
+      body.backend = backend;
+    }
+    return this.call('POST', 'runs', {}, body);
+  }
+
   deleteRun(id: string): Promise<void> {
     return this.call('DELETE', `runs/${seg(id)}`);
   }
