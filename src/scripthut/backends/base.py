@@ -214,6 +214,11 @@ class Backend(ABC):
         all in one round trip. None: this backend cannot list files where its jobs run."""
         return None
 
+    async def run_store_script(self, script: bytes) -> bytes | None:
+        """Run a cache-store script (`bash -s`) where the jobs run, in one round trip; its
+        output. None: this backend cannot run one. Raises when it could not be run."""
+        return None
+
     def host_path(self, path: str) -> str:
         """`path` as the machine that runs the jobs sees it: `~` is the home there.
 

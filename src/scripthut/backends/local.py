@@ -43,6 +43,7 @@ from scripthut.backends.base import (
     PollResult,
     SubmitOutcome,
 )
+from scripthut.errors import ScriptHutError
 from scripthut.outputs import OutputListing, list_local
 from scripthut.private import PRIVATE_FILE, make_private_dirs
 from scripthut.states import JobState
@@ -648,6 +649,22 @@ class LocalBackend(Backend):
             return {d: list_local(d, s) for d, s in pairs}
 
         return await asyncio.to_thread(listings)
+
+    async def run_store_script(self, script: bytes) -> bytes:
+        """A cache-store script, run here as the jobs are (their environment)."""
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-s",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=task_env.inherited(os.environ),
+            cwd=self._home,
+        )
+        out, err = await proc.communicate(script)
+        if proc.returncode != 0:
+            raise ScriptHutError(f"cache store: {err.decode(errors='replace').strip()[-300:]}")
+        return out
 
     def host_path(self, path: str) -> str:
         """`~` expanded to this user's home; a relative path is under home, as a job's shell

@@ -517,6 +517,9 @@ class PBSBackend(Backend):
     async def list_outputs(self, pairs: Sequence[tuple[str, str]]) -> dict[str, OutputListing]:
         return await self.host.list_outputs(pairs)
 
+    async def run_store_script(self, script: bytes) -> bytes:
+        return await self.host.run_store_script(script)
+
     def host_path(self, path: str) -> str:
         return self.host.absolute(path) if path else path
 

@@ -245,6 +245,14 @@ class RemoteHost:
                     out[directory] = replace(found[asked], directory=directory)
         return out
 
+    async def run_store_script(self, script: bytes) -> bytes:
+        """A cache-store script's output; TransportError when it did not run to its end."""
+        raw = await self.transport.run_raw(["bash", "-s"], stdin=script, timeout=600)
+        if raw.exit_status != 0:
+            detail = raw.stderr.decode(errors="replace").strip()[-300:]
+            raise TransportError(f"{self.transport.description}: cache store: {detail}")
+        return raw.stdout
+
     def _readable(self, path: str) -> str:
         if path.startswith(("/", "~/")):
             return self.absolute(path) if self.home is not None else path

@@ -494,6 +494,9 @@ class SlurmBackend(Backend):
     async def list_outputs(self, pairs: Sequence[tuple[str, str]]) -> dict[str, OutputListing]:
         return await self.host.list_outputs(pairs)
 
+    async def run_store_script(self, script: bytes) -> bytes:
+        return await self.host.run_store_script(script)
+
     def host_path(self, path: str) -> str:
         """`~/x` and relative paths under the cluster's home once it is known (else as is:
         the job's shell, which starts in home, expands them)."""

@@ -367,6 +367,13 @@ class LegacyProject(_Model):
         )
 
 
+class CacheConfig(_Model):
+    """The result cache (docs/caching.md): a folder on each backend's file system."""
+
+    enabled: bool = True
+    directory: str = "~/.cache/scripthut/results"
+
+
 class Config(_Model):
     """The whole of scripthut.yaml. There is always at least one backend."""
 
@@ -376,6 +383,7 @@ class Config(_Model):
     env: list[EnvRule] = Field(default_factory=list)
     env_groups: dict[str, list[EnvRule]] = Field(default_factory=dict)
     pricing: PricingConfig | None = None
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     settings: Settings = Field(default_factory=Settings)
     environments: list[LegacyEnvironment] = Field(default_factory=list, exclude=True)
     projects: list[LegacyProject] = Field(default_factory=list, exclude=True)

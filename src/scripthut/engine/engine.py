@@ -110,6 +110,7 @@ class Engine(Submission, Polling):
         source: str | None = None,
         base_dir: str | None = None,
         workflow_env: Sequence[EnvRule] = (),
+        no_cache: bool = False,
     ) -> RunRecord:
         """Record a new run and start driving it. Invalid input raises before anything is stored."""
         new = record_run(
@@ -122,6 +123,7 @@ class Engine(Submission, Polling):
             source=source,
             base_dir=base_dir,
             workflow_env=workflow_env,
+            no_cache=no_cache,
         )
         self._publish_run_created(new.run)
         self._activate(new.run, new.tasks, {t.id: t for t in workflow.tasks})

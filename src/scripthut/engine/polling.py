@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 from scripthut.backends.base import JobStatus
+from scripthut.engine.caching import Caching
 from scripthut.engine.create import new_task_records
 from scripthut.engine.graph import Node
-from scripthut.engine.outages import Outages
 from scripthut.engine.state import (
     GENERATED_SOURCE_LIMIT,
     JOB_TO_TASK,
@@ -35,7 +35,7 @@ from scripthut.workflow.parse import parse_generated
 log = logging.getLogger("scripthut.engine")
 
 
-class Polling(Outages):
+class Polling(Caching):
     async def _poll(self, slot: BackendSlot) -> bool:
         refs = [t.ref for t in slot.tracked.values()]
         slot.polls += 1
@@ -77,6 +77,9 @@ class Polling(Outages):
         added: list[tuple[ActiveRun, Workflow, str]] = []
         now = time.time()
         listings = await self._list_outputs(slot, [u[0] for u in updates if u[2].is_final])
+        manifests = await self._store_outputs(
+            slot, [(t, s, st) for t, st, s in updates if s.is_final]
+        )
         for tracked, status, state in updates:
             run = self.runs.get(tracked.run_id)
             if run is None or slot.tracked.get(tracked.ref.tag) is not tracked:
@@ -95,6 +98,7 @@ class Polling(Outages):
             for run, workflow, parent in added:
                 self._add_generated(run, workflow, parent, changes)
             self._save_outputs(listings, changes)
+            self.store.save_manifests([(*t.key, m) for t, m in manifests])
             self._commit(changes)
 
     def _apply_one(

@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterable
 
 from scripthut.backends.base import JobRef, JobSpec, SubmitOutcome
+from scripthut.engine.caching import Caching
 from scripthut.engine.jobs import BuiltJob
-from scripthut.engine.outages import Outages
 from scripthut.engine.state import (
     ActiveRun,
     BackendSlot,
@@ -31,7 +31,7 @@ from scripthut.store import (
 log = logging.getLogger("scripthut.engine")
 
 
-class Submission(Outages):
+class Submission(Caching):
     def _has_ready(self, slot: BackendSlot) -> bool:
         return any(self.runs[r].graph.ready for r in slot.runs if r in self.runs)
 
@@ -53,6 +53,8 @@ class Submission(Outages):
 
     async def _submit_ready(self, slot: BackendSlot) -> None:
         picks = self._pick(slot)
+        if picks:
+            picks = await self._cache_hits(slot, picks)
         if picks:
             await self._launch(slot, picks)
 

@@ -40,6 +40,10 @@ class TaskSpec:
     image: str | None = None
     notebook: str | None = None
     parameters: dict[str, Any] | None = None
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    cache: bool = True
+    cache_scope: str = "commit"
     memory_mb: int = 4096
     time_limit_s: int = 3600
     working_dir_given: bool = field(default=False, compare=False, repr=False)
@@ -73,6 +77,13 @@ class TaskSpec:
             out["env"] = [
                 rule.model_dump(by_alias=True, exclude_defaults=True) for rule in self.env
             ]
+        for key in ("inputs", "outputs"):
+            if getattr(self, key):
+                out[key] = list(getattr(self, key))
+        if not self.cache:
+            out["cache"] = False
+        if self.cache_scope != "commit":
+            out["cache_scope"] = self.cache_scope
         return out
 
 

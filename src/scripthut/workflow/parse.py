@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, Issue, NotFound, did_you_mean
+from scripthut.workflow.caching import check_flag, check_paths, check_scope
 from scripthut.workflow.dag import DepProblem, IdIndex, expand_deps, find_cycle
 from scripthut.workflow.matrix import expand_matrices
 from scripthut.workflow.model import TaskSpec, Workflow
@@ -66,9 +67,13 @@ TASK_KEYS = (
     "image",
     "notebook",
     "parameters",
+    "inputs",
+    "outputs",
+    "cache",
+    "cache_scope",
 )
 LEGACY_TASK_KEYS = ("environment", "env_vars")  # ScriptHut 0.3: env include / env set
-NOT_SUPPORTED_TASK_KEYS = frozenset({"inputs", "outputs"})  # newer versions of the original
+NOT_SUPPORTED_TASK_KEYS: frozenset[str] = frozenset()  # keys of the original named as such
 _TASK_KEY_SET = frozenset(TASK_KEYS) | frozenset(LEGACY_TASK_KEYS)
 log = logging.getLogger("scripthut.workflow")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -678,6 +683,10 @@ _READERS: dict[str, Reader] = {
     "env_vars": _read_env_vars,
     "notebook": _checked(check_notebook),
     "parameters": _checked(check_parameters),
+    "inputs": _checked(check_paths),
+    "outputs": _checked(check_paths),
+    "cache": _checked(check_flag),
+    "cache_scope": _checked(check_scope),
 }
 
 
