@@ -77,6 +77,7 @@ def test_a_second_run_hits_and_restores(cached_config: Config, work: Path) -> No
     assert store.task(run2, "after").state == TaskState.COMPLETED
     second = store.manifest(run2, "fit")
     assert second["cache"]["hit"] is True and second["cache"]["key"] == first["cache"]["key"]
+    assert second["outputs"] == first["outputs"] and second["inputs"] == first["inputs"]
 
 
 @pytest.mark.parametrize(

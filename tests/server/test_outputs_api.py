@@ -45,3 +45,14 @@ async def test_only_recorded_outputs_are_served(api: Api) -> None:
         assert body["reason"] in ("invalid_input", "not_found")
     code, _ = await api.call("GET", f"runs/{run['id']}/tasks/nope/outputs")
     assert code == 404
+
+
+async def test_manifest_of_a_task_with_outputs(api: Api, tmp_path: Any) -> None:
+    work = str(tmp_path)
+    task = {"id": "m", "command": "echo 1 > o.txt", "working_dir": work, "outputs": ["o.txt"]}
+    run = await start(api, {"tasks": [task, {"id": "n", "command": "true"}]})
+    await api.wait_run(run["id"])
+    manifest = await api.get(f"runs/{run['id']}/tasks/m/manifest")
+    assert manifest["manifest_version"] == 1 and "o.txt" in manifest["outputs"]
+    code, body = await api.call("GET", f"runs/{run['id']}/tasks/n/manifest")
+    assert code == 404 and "no manifest" in body["message"]

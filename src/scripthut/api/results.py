@@ -141,6 +141,11 @@ class TaskHandle:
     def info(self) -> dict[str, Any]:
         return self.client.task(self.run_id, self.id)
 
+    def manifest(self) -> dict[str, Any]:
+        """The task's manifest (`manifest_version: 1`): inputs and outputs with their
+        sha256, the cache key, scope and whether it hit, executor, run and commit, timing."""
+        return self.client.manifest(self.run_id, self.id)
+
     def __repr__(self) -> str:
         return f"<Task {self.id} of run {self.run_id}>"
 

@@ -61,13 +61,17 @@ root=$(home "$1"); restore=$2; shift 2
 while [ "$#" -ge 4 ]; do
     id=$1; wd=$(home "$2"); prefix=$3; n=$4; shift 4
     pats=("${@:1:n}"); shift "$n"
-    files=$(match "$wd" "${pats[@]}"); rc=$?
-    if [ "$rc" = 3 ]; then emit N "$id" "working dir $wd not found"; continue; fi
-    if [ "$rc" = 4 ]; then emit N "$id" "an input pattern matches no file"; continue; fi
-    if [ -z "$files" ]; then emit N "$id" "the inputs match no file"; continue; fi
-    sums=$(cd -- "$wd" && printf '%s\n' "$files" | tr '\n' '\0' | xargs -0 sha256sum --) \
-        || { emit N "$id" "an input cannot be read"; continue; }
-    key=$( { printf '%s\n' "$prefix"; printf '%s\n' "$sums"; } | sha256sum | cut -c1-64)
+    sums=
+    if [ "$n" -gt 0 ]; then
+        files=$(match "$wd" "${pats[@]}"); rc=$?
+        if [ "$rc" = 3 ]; then emit N "$id" "working dir $wd not found"; continue; fi
+        if [ "$rc" = 4 ]; then emit N "$id" "an input pattern matches no file"; continue; fi
+        if [ -z "$files" ]; then emit N "$id" "the inputs match no file"; continue; fi
+        sums=$(cd -- "$wd" && printf '%s\n' "$files" | tr '\n' '\0' | xargs -0 sha256sum --) \
+            || { emit N "$id" "an input cannot be read"; continue; }
+        sums=$sums$'\n'
+    fi
+    key=$(printf '%s\n%s' "$prefix" "$sums" | sha256sum | cut -c1-64)
     emit K "$id" "$key"
     emit I "$id" "$sums"
     entry=$root/$key
@@ -79,6 +83,7 @@ while [ "$#" -ge 4 ]; do
         (cd -- "$entry/files" && cp -R --no-preserve=ownership -- . "$wd"/) \
             || { emit M "$id" "restore failed"; continue; }
     fi
+    emit S "$id" "$(cat -- "$entry/sums")"
     emit H "$id" ""
 done
 """
@@ -93,10 +98,15 @@ mkdir -p -- "$root/.tmp" || exit 5
 while [ "$#" -ge 5 ]; do
     id=$1; wd=$(home "$2"); key=$3; inputs=$4; n=$5; shift 5
     pats=("${@:1:n}"); shift "$n"
-    if [ -e "$root/$key" ]; then emit X "$id" "already stored"; continue; fi
     files=$(match "$wd" "${pats[@]}") \
         || { emit X "$id" "an output pattern matches no file"; continue; }
     [ -n "$files" ] || { emit X "$id" "the outputs match no file"; continue; }
+    if [ "$key" = - ]; then  # not to be stored: only their hashes, for the manifest
+        emit O "$id" "$(cd -- "$wd" && printf '%s\n' "$files" | tr '\n' '\0' \
+            | xargs -0 sha256sum --)"
+        continue
+    fi
+    if [ -e "$root/$key" ]; then emit X "$id" "already stored"; continue; fi
     tmp=$(mktemp -d "$root/.tmp/$key.XXXXXX") \
         || { emit X "$id" "cannot write to the store"; continue; }
     ok=1
@@ -166,6 +176,7 @@ class CacheReply:
     misses: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     saved: dict[str, str] = field(default_factory=dict)
+    hashed: dict[str, str] = field(default_factory=dict)
     entries: dict[str, str] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
 
@@ -196,6 +207,7 @@ def parse_reply(data: bytes) -> CacheReply:
     reply = CacheReply()
     parts = data.decode("utf-8", errors="replace").split("\0")
     targets = {"K": reply.keys, "I": reply.inputs, "N": reply.skipped, "S": reply.saved}
+    targets["O"] = reply.hashed
     targets |= {"X": reply.skipped, "E": reply.entries, "M": reply.misses}
     for i in range(0, len(parts) - 2, 3):
         tag, task, value = parts[i], parts[i + 1], parts[i + 2]
@@ -204,5 +216,5 @@ def parse_reply(data: bytes) -> CacheReply:
         elif tag == "R":
             reply.removed.append(task)
         elif tag in targets:
-            targets[tag][task] = value.rstrip("\n") + ("\n" if tag in "IS" and value else "")
+            targets[tag][task] = value.rstrip("\n") + ("\n" if tag in "ISO" and value else "")
     return reply

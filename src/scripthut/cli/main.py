@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-concurrent", type=int, help="at most N tasks of this run at once")
     run.add_argument("--name", help="run name (default: the file name)")
     run.add_argument("--detach", action="store_true", help="start the run and return at once")
+    run.add_argument("--no-cache", action="store_true", help="run every task; no cache look-ups")
 
     validate = sub.add_parser(
         "validate",
@@ -204,6 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             max_concurrent=args.max_concurrent,
             source=str(path),
             base_dir=str(path.parent),
+            no_cache=args.no_cache,
         )
         if args.detach:
             return record

@@ -138,6 +138,10 @@ class Client(ABC):
         """The bytes of one recorded output (HTML sanitised)."""
 
     @abstractmethod
+    def manifest(self, run_id: str, task_id: str) -> dict[str, Any]:
+        """The task's manifest (inputs and outputs hashes, cache key and hit, run, timing)."""
+
+    @abstractmethod
     def summary(self, run_id: str) -> dict[str, Any]:
         """Every task's summary text and outputs, and the whole as Markdown."""
 

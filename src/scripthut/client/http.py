@@ -193,6 +193,10 @@ class HTTPClient(Client):
         where = f"runs/{run_id}/tasks/{task_id}/outputs/file"
         return self.request_bytes(where, {"path": path, "attempt": attempt})
 
+    def manifest(self, run_id: str, task_id: str) -> dict[str, Any]:
+        reply: dict[str, Any] = self.request("GET", f"runs/{run_id}/tasks/{task_id}/manifest")
+        return reply
+
     def summary(self, run_id: str) -> dict[str, Any]:
         reply: dict[str, Any] = self.request("GET", f"runs/{run_id}/summary")
         return reply

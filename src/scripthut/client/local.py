@@ -169,6 +169,9 @@ class LocalClient(Client):
         content = self.run_async(lambda: self.service.output(run_id, task_id, path, attempt))
         return content.data
 
+    def manifest(self, run_id: str, task_id: str) -> dict[str, Any]:
+        return self.call(lambda: self.service.manifest(run_id, task_id))
+
     def summary(self, run_id: str) -> dict[str, Any]:
         return self.call(lambda: self.service.summary(run_id))
 

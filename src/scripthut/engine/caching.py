@@ -91,7 +91,10 @@ class Caching(Outages):
                 self._cache_keys[(run.record.id, task_id)] = (key, reply.inputs.get(str(i), ""))
             if str(i) in reply.hits and key is not None:
                 hits.add((run.record.id, task_id))
-                self._complete_cached(run, task_id, key, reply.inputs.get(str(i), ""), changes)
+                made = reply.saved.get(str(i), "")
+                self._complete_cached(
+                    run, task_id, key, reply.inputs.get(str(i), ""), made, changes
+                )
         with self.store.transaction():
             self._commit(changes)
         if hits:
@@ -112,7 +115,7 @@ class Caching(Outages):
         return None if data is None else parse_reply(data)
 
     def _complete_cached(
-        self, run: ActiveRun, task_id: str, key: str, inputs: str, changes: Changes
+        self, run: ActiveRun, task_id: str, key: str, inputs: str, made: str, changes: Changes
     ) -> None:
         now = time.time()
         reason = f"cached: outputs restored from the result cache (key {key[:12]})"
@@ -131,7 +134,7 @@ class Caching(Outages):
             run.record.started_at = now
             self.store.update_run(run.record.id, state=RunState.RUNNING, started_at=now)
         spec = run.specs[task_id]
-        manifest = self._manifest(run, spec, key, inputs, "", hit=True, stored=True)
+        manifest = self._manifest(run, spec, key, inputs, made, hit=True, stored=True)
         manifest["exit_code"] = 0
         manifest["timing"] = {"submitted_at": None, "started_at": now, "ended_at": now}
         self.store.save_manifests([(run.record.id, task_id, 0, manifest)])
@@ -154,16 +157,11 @@ class Caching(Outages):
                 continue
             wanted.append((tracked, run, spec, status))
             known = self._cache_keys.get((tracked.run_id, tracked.task_id))
-            if known and state == TaskState.COMPLETED and self._cacheable(run, spec):
-                saves.append(
-                    SaveRequest(
-                        tracked.ref.tag,
-                        run.context.working_dir(spec),
-                        known[0],
-                        known[1],
-                        spec.outputs,
-                    )
-                )
+            store = known and state == TaskState.COMPLETED and self._cacheable(run, spec)
+            if spec.outputs:
+                key, inputs = known if store and known else ("-", "")
+                wd = run.context.working_dir(spec)
+                saves.append(SaveRequest(tracked.ref.tag, wd, key, inputs, spec.outputs))
         reply = CacheReply()
         if saves:
             got = await self._run_store(
@@ -174,15 +172,8 @@ class Caching(Outages):
         for tracked, run, spec, status in wanted:
             key, inputs = self._cache_keys.pop((tracked.run_id, tracked.task_id), ("", ""))
             stored = tracked.ref.tag in reply.saved
-            manifest = self._manifest(
-                run,
-                spec,
-                key,
-                inputs,
-                reply.saved.get(tracked.ref.tag, ""),
-                hit=False,
-                stored=stored,
-            )
+            made = reply.saved.get(tracked.ref.tag) or reply.hashed.get(tracked.ref.tag, "")
+            manifest = self._manifest(run, spec, key, inputs, made, hit=False, stored=stored)
             manifest["executor"]["job_id"] = tracked.ref.job_id
             manifest["exit_code"] = status.exit_code
             manifest["timing"] = {

@@ -297,6 +297,15 @@ class TaskOutputFileHandler(ScriptHutHandler):
         self.finish(content.data, set_content_type=content.media_type)
 
 
+class TaskManifestHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    def get(self, run_id: str, task_id: str) -> None:
+        self.reply(self.service.manifest(run_id, task_id))
+
+
 class RunSummaryHandler(ScriptHutHandler):
     auth_resource = "scripthut:runs"
 
@@ -430,6 +439,7 @@ ROUTES: tuple[tuple[str, type[ScriptHutHandler]], ...] = (
     (rf"{TASK}/logs/({ids.LOG_STREAM})", TaskLogHandler),
     (rf"{TASK}/outputs", TaskOutputsHandler),
     (rf"{TASK}/outputs/file", TaskOutputFileHandler),
+    (rf"{TASK}/manifest", TaskManifestHandler),
     (rf"{RUN}/summary", RunSummaryHandler),
     ("/workflows", WorkflowsHandler),
     (rf"/workflows/({ids.WORKFLOW})/run", WorkflowRunHandler),

@@ -439,6 +439,12 @@ class ScriptHutService:
         run_id = store.resolve_run_id(run_id)
         return await results.read_output(store, self._registry(), run_id, task_id, path, attempt)
 
+    def manifest(self, run_id: str, task_id: str) -> dict[str, Any]:
+        _, store = self._ready()
+        run_id = store.resolve_run_id(run_id)
+        store.task(run_id, task_id)
+        return store.manifest(run_id, task_id)
+
     def summary(self, run_id: str) -> dict[str, Any]:
         _, store = self._ready()
         return results.summary_json(store, store.resolve_run_id(run_id))
