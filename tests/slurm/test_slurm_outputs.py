@@ -105,3 +105,46 @@ def test_a_notebook_task_runs_in_the_jobs_env_and_says_what_it_lacks(
     code, log = drive(config, body)
     assert code == 127, log
     assert "a notebook task needs papermill, or nbclient and nbformat" in log
+
+
+@pytest.mark.parametrize("place", TRANSPORTS, indirect=True)
+def test_the_result_cache_on_the_rig(slurm_rig: SlurmRig, place: Place, tmp_path: Path) -> None:
+    """Directory store in the cluster user's home: a second run hits and restores without a
+    job; a changed input misses. Hashing, look-up and copies happen on the cluster."""
+    config = rig_config(slurm_rig, place.transport, place.log_dir, tmp_path / "data")
+    config.cache.directory = f"{place.log_dir}/store"
+    work = f"{place.log_dir}/work"
+    prep = {"id": "prep", "command": f"mkdir -p {work} && printf 'v1' > {work}/in.txt"}
+    fit = {
+        "id": "fit",
+        "command": "echo ran >> runs.log; cp in.txt out.txt",
+        "working_dir": work,
+        "inputs": ["in.txt"],
+        "outputs": ["out.txt"],
+        "memory": MEM,
+    }
+
+    async def body(engine: Engine) -> list[dict[str, object]]:
+        backend = engine.registry.get("rig")
+        first = engine.submit(parse_document([{**prep, "memory": MEM}]))
+        await engine.wait(first.id, timeout=120)
+        manifests = []
+        for step in ("first", "second", "changed"):
+            if step == "changed":
+                change = engine.submit(
+                    parse_document(
+                        [{**prep, "command": f"printf 'v2' > {work}/in.txt", "memory": MEM}]
+                    )
+                )
+                await engine.wait(change.id, timeout=120)
+            run = engine.submit(parse_document([fit]))
+            await engine.wait(run.id, timeout=180)
+            manifests.append(engine.store.manifest(run.id, "fit"))
+        log = await backend.read_text(f"{work}/runs.log")
+        return [*manifests, {"runs": log.count("ran")}]
+
+    first, second, changed, runs = drive(config, body)
+    assert first["cache"] == {**first["cache"], "hit": False, "stored": True}  # type: ignore[index]
+    assert second["cache"]["hit"] is True  # type: ignore[index]
+    assert changed["cache"]["hit"] is False  # type: ignore[index]
+    assert runs == {"runs": 2}

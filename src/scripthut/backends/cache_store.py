@@ -20,6 +20,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 
 # Shared by both scripts: files matching patterns, sorted, one per line (NUL-safe names
 # are not needed: newlines in names are refused).
@@ -29,7 +30,7 @@ match() {  # $1 working dir, then patterns; prints matched regular files (relati
     local wd=$1; shift
     (
         cd -- "$wd" 2>/dev/null || exit 3
-        set +f; shopt -s nullglob globstar dotglob; IFS=$'\n'
+        set +f; shopt -s nullglob globstar; IFS=$'\n'
         for p in "$@"; do
             found=0
             for f in $p; do
@@ -54,7 +55,7 @@ home() {
 """
 
 # Arguments: root, restore (1|0), then per task: id, working dir, key prefix, N, N patterns.
-LOOKUP_SCRIPT = (
+LOOKUP_BASH = (
     _MATCH
     + r"""
 root=$(home "$1"); restore=$2; shift 2
@@ -87,6 +88,15 @@ while [ "$#" -ge 4 ]; do
     emit H "$id" ""
 done
 """
+)
+
+# The same in one Python process when the host has python3 (1,000 tasks in well under a
+# second, where bash forks a dozen processes per task); bash otherwise.
+_PYTHON = resources.files("scripthut.backends").joinpath("cache_lookup.py").read_text("utf-8")
+LOOKUP_SCRIPT = (
+    f"__hut_py={shlex.quote(_PYTHON)}\n"
+    'if command -v python3 >/dev/null 2>&1; then exec python3 -c "$__hut_py" "$@"; fi\n'
+    + LOOKUP_BASH
 )
 
 # Arguments: root, then per task: id, working dir, key, input lines, N, N output patterns.
