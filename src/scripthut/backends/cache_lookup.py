@@ -1,7 +1,13 @@
-"""The lookup of the result cache as one Python process, used where the tasks run when a
-`python3` is there (else the bash script in `cache_store` does the same, more slowly: it
-forks a dozen processes per task). Self-contained: standard library only, Python >= 3.6.
-Arguments and replies are those of `cache_store.LOOKUP_SCRIPT`.
+"""The result cache as one Python process where the tasks run: the lookup when the host has
+`python3` (else the bash script in `cache_store` does the same, more slowly: it forks a dozen
+processes per task), and everything for an S3-compatible store (`s3://bucket/prefix`, with
+boto3 and the host's own AWS credentials and `AWS_ENDPOINT_URL`). Self-contained: the
+standard library (and boto3 for S3), Python >= 3.7. Arguments and replies are those of
+`cache_store.LOOKUP_SCRIPT`, or of `SAVE_SCRIPT` after a first argument `save`.
+
+In S3 an entry is `<prefix>/<key>/<upload>/files/...`, `.../sums`, `.../inputs`, and the
+object `<prefix>/<key>/entry` naming the upload, written last: a reader only ever follows a
+complete upload, and of two identical tasks storing at once the last pointer wins whole.
 """
 
 from __future__ import annotations
@@ -80,7 +86,110 @@ def restore(entry: str, wd: str, sums: str) -> None:
         shutil.copyfile(os.path.join(entry, "files", rel), target)
 
 
-def one(root: str, restoring: bool, task: str, wd: str, prefix: str, patterns: list[str]) -> None:
+class S3Store:
+    """An entry store in a bucket; `None` methods' replies mean "not there"."""
+
+    def __init__(self, url: str) -> None:
+        import boto3  # type: ignore[import-not-found, unused-ignore]
+
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.client = boto3.client("s3")
+
+    def name(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
+            data: bytes = body.read()
+            return data
+        except Exception:
+            return None
+
+    def upload_of(self, key: str) -> str | None:
+        data = self.read(self.name(key, "entry"))
+        return data.decode().strip() if data else None
+
+    def check(self, key: str) -> str | None:
+        upload = self.upload_of(key)
+        if not upload:
+            return None
+        sums = self.read(self.name(key, upload, "sums"))
+        return sums.decode() if sums else None
+
+    def restore(self, key: str, wd: str, sums: str) -> bool:
+        upload = self.upload_of(key) or ""
+        fetched = {}
+        for line in sums.splitlines():
+            expected, _, rel = line.partition("  ")
+            data = self.read(self.name(key, upload, "files", rel))
+            if data is None or hashlib.sha256(data).hexdigest() != expected:
+                return False
+            fetched[rel] = data
+        for rel, data in fetched.items():
+            target = os.path.join(wd, rel)
+            os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+            with open(target, "wb") as f:
+                f.write(data)
+        return True
+
+    def save(self, key: str, wd: str, files: list[str], inputs: str) -> str | None:
+        if self.upload_of(key):
+            return None
+        upload = os.urandom(8).hex()
+        for rel in files:
+            self.client.upload_file(
+                os.path.join(wd, rel), self.bucket, self.name(key, upload, "files", rel)
+            )
+        sums = sums_of(wd, files)
+        self.client.put_object(
+            Bucket=self.bucket, Key=self.name(key, upload, "sums"), Body=sums.encode()
+        )
+        self.client.put_object(
+            Bucket=self.bucket, Key=self.name(key, upload, "inputs"), Body=inputs.encode()
+        )
+        self.client.put_object(
+            Bucket=self.bucket, Key=self.name(key, "entry"), Body=upload.encode()
+        )
+        return sums
+
+
+def save_one(
+    store: S3Store, task: str, wd: str, key: str, inputs: str, patterns: list[str]
+) -> None:
+    files = files_of(wd, patterns) if os.path.isdir(wd) else None
+    if not files:
+        return emit("X", task, "the outputs match no file")
+    if key == "-":
+        return emit("O", task, sums_of(wd, files))
+    try:
+        sums = store.save(key, wd, files, inputs)
+    except Exception as exc:
+        return emit("X", task, f"cannot write to the store: {exc}")
+    if sums is None:
+        return emit("X", task, "already stored")
+    emit("S", task, sums)
+
+
+def save_main(args: list[str]) -> None:
+    store = S3Store(args[0])
+    rest = args[1:]
+    while len(rest) >= 5:
+        task, wd, key, inputs, n = rest[0], home(rest[1]), rest[2], rest[3], int(rest[4])
+        patterns, rest = rest[5 : 5 + n], rest[5 + n :]
+        save_one(store, task, wd, key, inputs, patterns)
+
+
+def one(
+    root: str,
+    restoring: bool,
+    task: str,
+    wd: str,
+    prefix: str,
+    patterns: list[str],
+    s3: S3Store | None = None,
+) -> None:
     sums = ""
     if patterns:
         if not os.path.isdir(wd):
@@ -97,6 +206,14 @@ def one(root: str, restoring: bool, task: str, wd: str, prefix: str, patterns: l
     key = hashlib.sha256(f"{prefix}\n{sums}".encode()).hexdigest()
     emit("K", task, key)
     emit("I", task, sums)
+    if s3 is not None:
+        made = s3.check(key)
+        if made is None:
+            return emit("M", task, "")
+        if restoring and not s3.restore(key, wd, made):
+            return emit("M", task, "restore failed or an entry does not verify")
+        emit("S", task, made)
+        return emit("H", task, "")
     entry = os.path.join(root, key)
     made = entry_ok(entry)
     if made is None:
@@ -111,11 +228,14 @@ def one(root: str, restoring: bool, task: str, wd: str, prefix: str, patterns: l
 
 
 def main(args: list[str]) -> None:
+    if args and args[0] == "save":
+        return save_main(args[1:])
     root, restoring, rest = home(args[0]), args[1] == "1", args[2:]
+    s3 = S3Store(root) if root.startswith("s3://") else None
     while len(rest) >= 4:
         task, wd, prefix, n = rest[0], home(rest[1]), rest[2], int(rest[3])
         patterns, rest = rest[4 : 4 + n], rest[4 + n :]
-        one(root, restoring, task, wd, prefix, patterns)
+        one(root, restoring, task, wd, prefix, patterns, s3)
 
 
 if __name__ == "__main__":

@@ -93,15 +93,23 @@ done
 # The same in one Python process when the host has python3 (1,000 tasks in well under a
 # second, where bash forks a dozen processes per task); bash otherwise.
 _PYTHON = resources.files("scripthut.backends").joinpath("cache_lookup.py").read_text("utf-8")
+_PY_FIRST = f"__hut_py={shlex.quote(_PYTHON)}\n__hut_python=${{SCRIPTHUT_STORE_PYTHON:-python3}}\n"
 LOOKUP_SCRIPT = (
-    f"__hut_py={shlex.quote(_PYTHON)}\n"
-    'if command -v python3 >/dev/null 2>&1; then exec python3 -c "$__hut_py" "$@"; fi\n'
+    _PY_FIRST
+    + 'if command -v "$__hut_python" >/dev/null 2>&1; then\n'
+    + '    exec "$__hut_python" -c "$__hut_py" "$@"\n'
+    + "fi\n"
+    + 'case $1 in s3://*)\n'
+    + '    echo "an S3 store needs python3 with boto3 on the host" >&2; exit 6;;\n'
+    + "esac\n"
     + LOOKUP_BASH
 )
 
 # Arguments: root, then per task: id, working dir, key, input lines, N, N output patterns.
 SAVE_SCRIPT = (
-    _MATCH
+    _PY_FIRST
+    + 'case $1 in s3://*) exec "$__hut_python" -c "$__hut_py" save "$@";; esac\n'
+    + _MATCH
     + r"""
 root=$(home "$1"); shift
 mkdir -p -- "$root/.tmp" || exit 5

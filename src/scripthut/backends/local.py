@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -658,7 +659,7 @@ class LocalBackend(Backend):
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=task_env.inherited(os.environ),
+            env={**task_env.inherited(os.environ), "SCRIPTHUT_STORE_PYTHON": sys.executable},
             cwd=self._home,
         )
         out, err = await proc.communicate(script)
