@@ -3,6 +3,8 @@ image as an image, a task's HTML only sanitised and sandboxed, and the summary t
 
 from __future__ import annotations
 
+import json
+import shlex
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -137,3 +139,47 @@ def test_run_a_notebook_with_parameters_and_a_grid(
     with urllib.request.urlopen(request, timeout=30) as reply:
         script = reply.read().decode()
     assert f"cd -- '{server.root / 'nbs'}'" in script, script
+
+
+NOTEBOOK_JSON = json.dumps(
+    {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": "c1",
+                "metadata": {},
+                "execution_count": 1,
+                "source": "print('executed-cell')",
+                "outputs": [{"output_type": "stream", "name": "stdout", "text": "executed-cell\n"}],
+            }
+        ],
+    }
+)
+
+
+def test_an_executed_notebook_opens_in_a_read_only_tab(
+    server: LabServer, open_lab: Callable[[LabServer], Lab]
+) -> None:
+    cmd = f"printf '%s' {shlex.quote(NOTEBOOK_JSON)} > \"$SCRIPTHUT_OUTPUT_DIR/fit.ipynb\""
+    write_workflow(server, "flows/nb.json", [{"id": "nbtask", "command": cmd}])
+    status, run = server.api("POST", "runs", {"path": "flows/nb.json", "backend": "local"})
+    assert status == 201, run
+    server.wait_run(run["id"], {"completed"})
+    lab = open_lab(server)
+    lab.open()
+    wait_live(lab)
+    lab.run_row(run["id"]).locator('button[data-action="open"]').click()
+    view = lab.page.locator(".jp-ScriptHut-runpanel")
+    view.locator('.sh-graph svg g[data-task-id="nbtask"]').click()
+    drawer = view.locator('.sh-drawer[data-task="nbtask"]')
+    drawer.locator('.sh-tab[data-tab="outputs"]').click()
+    assert "executed-cell" in drawer.locator(".sh-notebook").inner_text()
+    drawer.locator('button[data-open="fit.ipynb"]').click()
+    panel = lab.page.locator(".jp-NotebookPanel").last
+    panel.locator(".jp-OutputArea-output", has_text="executed-cell").wait_for(timeout=30_000)
+    tab = lab.page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
+    assert tab.inner_text().strip() == "fit.ipynb"
+    lab.screenshot("executed-notebook")

@@ -19,6 +19,7 @@ import { h } from '../../widgets/components/format';
 import { ApiError, ScriptHutClient, describe } from './api';
 import { chooseBackend } from './dialog';
 import { chooseNotebookRun, notebookDocument } from './notebookrun';
+import { OutputsDrive, outputPath } from './outputsdrive';
 import { scripthutIcon } from './icons';
 import { DEFAULT_SETTINGS, ScriptHutModel } from './model';
 import { ScriptHutPanel } from './panel';
@@ -95,6 +96,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     defaultBrowser: IDefaultFileBrowser | null
   ) => {
     const client = new ScriptHutClient(app.serviceManager.serverSettings);
+    app.serviceManager.contents.addDrive(new OutputsDrive(client));
     const model = new ScriptHutModel(client);
     let settings: Settings = { ...DEFAULTS };
     let settingsHandle: ISettingRegistry.ISettings | null = null;
@@ -214,7 +216,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
           }
           return existing;
         }
-        const content = new RunPanel(model, id, String(args.task ?? ''));
+        const content = new RunPanel(model, id, String(args.task ?? ''), (run, task, attempt, path) =>
+          void app.commands.execute('docmanager:open', {
+            path: outputPath(run, task, attempt, path),
+            factory: 'Notebook'
+          })
+        );
         const widget = new MainAreaWidget({ content });
         widget.id = `scripthut-run-${id}`;
         widget.title.icon = scripthutIcon;

@@ -13,6 +13,8 @@ export interface DrawerOptions {
   pollMs?: number;
   tailLines?: number;
   maxChars?: number;
+  // Where the host can open an output in a document of its own (the lab: read-only tabs).
+  openOutput?: (run: string, task: string, attempt: number, path: string) => void;
 }
 
 export interface DrawerView {
@@ -116,7 +118,7 @@ export function createDrawer(options: DrawerOptions): DrawerView {
     if (!task) return;
     if (next === "log" || next === "error") void follow(mine, next === "error");
     else if (next === "outputs") {
-      void showOutputs(options.api, options.run(), String(task.id), body, status, () => current(mine));
+      void showOutputs(options.api, options.run(), String(task.id), body, status, () => current(mine), options.openOutput);
     } else if (next === "script") void showScript(mine);
     else if (next === "env") void showEnv(mine);
     else void showDetails(mine);

@@ -18,6 +18,7 @@ export async function showOutputs(
   body: HTMLElement,
   status: HTMLElement,
   current: () => boolean,
+  open?: (run: string, task: string, attempt: number, path: string) => void,
 ): Promise<void> {
   status.textContent = "loading…";
   let listing: Row;
@@ -40,7 +41,14 @@ export async function showOutputs(
       link.classList.add("sh-active");
       void preview_(api, run, task, file, Number(listing.attempt), preview, current);
     });
-    list.append(h("li", {}, link, h("span", { class: "sh-output-meta" }, ` ${file.kind} · ${size(Number(file.size))}`)));
+    const item = h("li", {}, link, h("span", { class: "sh-output-meta" }, ` ${file.kind} · ${size(Number(file.size))}`));
+    if (open && file.kind === "notebook") {
+      const button = h("button", { class: "sh-button sh-small", type: "button", "data-open": String(file.path) }, "Open");
+      button.title = "open in a read-only notebook tab";
+      button.addEventListener("click", () => open(run, task, Number(listing.attempt), String(file.path)));
+      item.append(" ", button);
+    }
+    list.append(item);
   }
   const parts: Node[] = [];
   if (listing.summary) parts.push(h("pre", { class: "sh-output-summary" }, String(listing.summary)));

@@ -16,6 +16,7 @@ export interface RunViewOptions {
   visibleLimit?: number; // nodes drawn by default (groups collapse beyond it)
   expandLimit?: number; // nodes a user may open up to
   table?: string;
+  openOutput?: (run: string, task: string, attempt: number, path: string) => void;
 }
 
 export interface RunViewHandle {
@@ -54,6 +55,7 @@ export function createRunView(el: HTMLElement, store: DataStore, options: RunVie
   const graph = createGraph({ onUnitClick: (unit) => clicked(unit) });
   const drawer = createDrawer({
     api: options.api,
+    openOutput: options.openOutput,
     run: () => String(store.meta.id ?? ""),
     onClose: () => {
       graph.select(null);
