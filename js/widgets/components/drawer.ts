@@ -98,6 +98,7 @@ export function createDrawer(options: DrawerOptions): DrawerView {
     const bits: string[] = [];
     if (task.name && task.name !== task.id) bits.push(String(task.name));
     if (task.job_id) bits.push(`job ${task.job_id}`);
+    if (String(task.reason ?? "").startsWith("cached:")) bits.push("cached (restored from the result cache)");
     if (task.attempt) bits.push(`attempt ${task.attempt}`);
     if (task.exit_code !== null && task.exit_code !== undefined) bits.push(`exit ${task.exit_code}`);
     const took = elapsed(task.started_at, task.ended_at);

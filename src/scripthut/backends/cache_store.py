@@ -99,7 +99,7 @@ LOOKUP_SCRIPT = (
     + 'if command -v "$__hut_python" >/dev/null 2>&1; then\n'
     + '    exec "$__hut_python" -c "$__hut_py" "$@"\n'
     + "fi\n"
-    + 'case $1 in s3://*)\n'
+    + "case $1 in s3://*)\n"
     + '    echo "an S3 store needs python3 with boto3 on the host" >&2; exit 6;;\n'
     + "esac\n"
     + LOOKUP_BASH

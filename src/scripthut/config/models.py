@@ -371,7 +371,8 @@ class CacheConfig(_Model):
     """The result cache (docs/caching.md): a folder on each backend's file system."""
 
     enabled: bool = True
-    directory: str = "~/.cache/scripthut/results"
+    # None: <data_dir>/cache for backends sharing this file system, else REMOTE_CACHE_DIR
+    directory: str | None = None
 
 
 class Config(_Model):

@@ -18,6 +18,7 @@ from scripthut.backends.cache_store import (
     script_bytes,
 )
 from scripthut.config import Config
+from scripthut.engine.caching import cache_root
 from scripthut.engine.create import run_provenance
 from scripthut.engine.jobs import RunContext
 from scripthut.errors import BackendUnavailable
@@ -81,7 +82,7 @@ async def probe(
         requests.append(LookupRequest(spec.id, context.working_dir(spec), prefix, spec.inputs))
     if requests:
         reply = await _call(
-            backend, LOOKUP_SCRIPT, lookup_args(config.cache.directory, requests, False)
+            backend, LOOKUP_SCRIPT, lookup_args(cache_root(config, backend.name), requests, False)
         )
         for r in requests:
             key = reply.keys.get(r.task_id)
@@ -98,7 +99,7 @@ async def probe(
 
 
 async def entries(config: Config, backend: Backend) -> list[dict[str, Any]]:
-    reply = await _call(backend, ADMIN_SCRIPT, [config.cache.directory])
+    reply = await _call(backend, ADMIN_SCRIPT, [cache_root(config, backend.name)])
     rows = []
     for key, value in sorted(reply.entries.items()):
         size_kb, _, mtime = value.partition(" ")
@@ -108,5 +109,5 @@ async def entries(config: Config, backend: Backend) -> list[dict[str, Any]]:
 
 async def clear(config: Config, backend: Backend, keys: list[str]) -> list[str]:
     """Remove these entries (`["--all"]`: every one); the names removed."""
-    reply = await _call(backend, ADMIN_SCRIPT, [config.cache.directory, *keys])
+    reply = await _call(backend, ADMIN_SCRIPT, [cache_root(config, backend.name), *keys])
     return reply.removed

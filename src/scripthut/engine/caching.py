@@ -22,6 +22,7 @@ from scripthut.backends.cache_store import (
     save_args,
     script_bytes,
 )
+from scripthut.config import Config
 from scripthut.engine.outages import Outages
 from scripthut.engine.state import ActiveRun, BackendSlot, Changes, Tracked
 from scripthut.states import RunState, TaskState
@@ -29,6 +30,17 @@ from scripthut.workflow.caching import key_prefix
 from scripthut.workflow.model import TaskSpec
 
 Pick = tuple[ActiveRun, str]
+REMOTE_CACHE_DIR = "~/.cache/scripthut/results"
+
+
+def cache_root(config: Config, backend: str) -> str:
+    """The store of a backend: the configured directory (or bucket), else `<data_dir>/cache`
+    where the backend shares this file system, else `~/.cache/scripthut/results` there."""
+    if config.cache.directory:
+        return config.cache.directory
+    if config.shares_filesystem(backend):
+        return str(config.data_dir / "cache")
+    return REMOTE_CACHE_DIR
 
 
 def sums_map(lines: str) -> dict[str, str]:
@@ -79,7 +91,9 @@ class Caching(Outages):
             )
             for i, (run, t) in enumerate(asked)
         ]
-        script = script_bytes(LOOKUP_SCRIPT, lookup_args(self._cache_root(), requests, True))
+        script = script_bytes(
+            LOOKUP_SCRIPT, lookup_args(cache_root(self.config, slot.backend.name), requests, True)
+        )
         reply = await self._run_store(slot, script)
         if reply is None:
             return picks
@@ -100,9 +114,6 @@ class Caching(Outages):
         if hits:
             slot.wake.set()  # their dependents may be ready now
         return [(run, t) for run, t in picks if (run.record.id, t) not in hits]
-
-    def _cache_root(self) -> str:
-        return self.config.cache.directory
 
     async def _run_store(self, slot: BackendSlot, script: bytes) -> CacheReply | None:
         try:
@@ -165,7 +176,10 @@ class Caching(Outages):
         reply = CacheReply()
         if saves:
             got = await self._run_store(
-                slot, script_bytes(SAVE_SCRIPT, save_args(self._cache_root(), saves))
+                slot,
+                script_bytes(
+                    SAVE_SCRIPT, save_args(cache_root(self.config, slot.backend.name), saves)
+                ),
             )
             reply = got or reply
         out: list[tuple[Tracked, dict[str, Any]]] = []
