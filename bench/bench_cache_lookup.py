@@ -19,6 +19,7 @@ import asyncio
 import time
 import uuid
 
+from bench_slurm_submit import rig_env
 from scripthut.backends.cache_store import (
     LOOKUP_SCRIPT,
     LookupRequest,
@@ -29,8 +30,6 @@ from scripthut.backends.cache_store import (
 from scripthut.backends.slurm import SlurmBackend
 from scripthut.transport import SSHTransport
 from scripthut.workflow.caching import final_key
-
-from bench_slurm_submit import rig_env  # noqa: I001 - the bench folder is the script's path
 
 PREFIX = "0" * 64
 
