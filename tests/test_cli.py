@@ -311,7 +311,7 @@ def test_migrate_config(tmp_path: Path, env: dict[str, str]) -> None:
 
 
 def test_json_errors_are_json_on_stdout(tmp_path: Path, env: dict[str, str]) -> None:
-    wf = write(tmp_path / "wf.json", [{"id": "a", "command": "true", "inputs": ["x"]}])
+    wf = write(tmp_path / "wf.json", [{"id": "a", "command": "true", "inputs": ["../x"]}])
     for command in ("run", "validate"):
         result = hut(command, wf, "--json", env=env)
         assert result.returncode == 2
@@ -320,8 +320,8 @@ def test_json_errors_are_json_on_stdout(tmp_path: Path, env: dict[str, str]) -> 
         assert error["issues"] == [
             {
                 "where": "task 'a'",
-                "message": "'inputs' is not supported by this version of ScriptHut",
-                "field": None,
+                "message": "'../x' must stay inside the task's working_dir (no '/…', no '..')",
+                "field": "inputs",
             }
         ]
     result = hut("show", "nope", "--json", env=env)

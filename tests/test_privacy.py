@@ -86,12 +86,14 @@ def test_a_data_dir_made_by_the_engine_is_private_even_under_umask_0(shared: Pat
         db = data / "scripthut.db"
         wal, shm = Path(f"{db}-wal"), Path(f"{db}-shm")
         run_logs = data / "logs" / run_id
-        task_files = sorted(run_logs.iterdir())
+        task_files = sorted(p for p in run_logs.iterdir() if p.is_file())
         assert [p.name for p in task_files] == ["a.1.err", "a.1.exit", "a.1.out", "a.1.sh"]
+        outputs = run_logs / "a.1.outputs"  # the task's $SCRIPTHUT_OUTPUT_DIR
         assert (run_logs / "a.1.out").read_text() == "sekrit\n"
         tags = list((data / "logs" / ".tags").iterdir())
         assert wal.exists() and shm.exists()  # the store is open
         folders = [shared / "new", data, data / "logs", run_logs, data / "logs" / ".tags"]
+        folders.append(outputs)
         files = [db, wal, shm, *task_files, *tags]
         assert {p.name: mode(p) for p in folders} == {p.name: 0o700 for p in folders}
         assert {p.name: mode(p) for p in files} == {p.name: 0o600 for p in files}

@@ -700,13 +700,16 @@ def test_v03_sflow_fixture_reads() -> None:
 
 
 @pytest.mark.parametrize("key", ["inputs", "outputs"])
-def test_keys_of_newer_versions_are_not_supported(key: str) -> None:
-    issue = only_issue([task("a", **{key: ["x"]})])
-    assert issue.message == f"'{key}' is not supported by this version of ScriptHut"
+def test_result_cache_keys_of_newer_versions_are_read(key: str) -> None:
+    (spec,) = parse_document([task("a", **{key: ["x/*.csv"]})]).tasks
+    assert getattr(spec, key) == ("x/*.csv",)
+    issue = only_issue([task("a", **{key: ["../x"]})])
+    assert issue.field == key and "inside the task's working_dir" in issue.message
 
 
 def test_no_suggestion_without_a_real_near_miss() -> None:
-    assert only_issue([task("a", input=1)]).message == "unknown key 'input'"
+    assert only_issue([task("a", cpu_model=1)]).message == "unknown key 'cpu_model'"
+    assert "did you mean 'inputs'" in only_issue([task("a", input=1)]).message
     assert "did you mean 'command'" in only_issue([task("a", comand="x")]).message
     assert "did you mean 'partition'" in only_issue([task("a", partiton="x")]).message
 

@@ -337,6 +337,15 @@ export class ScriptHutClient implements ScriptHutApi {
     return this.call('POST', 'config/reload', {}, {});
   }
 
+  /** Start a run of a task document (relative working dirs start at the server's root). */
+  submitDocument(workflow: Row, backend?: string): Promise<Run> {
+    const body: Row = { workflow };
+    if (backend) {
+      body.backend = backend;
+    }
+    return this.call('POST', 'runs', {}, body);
+  }
+
   deleteRun(id: string): Promise<void> {
     return this.call('DELETE', `runs/${seg(id)}`);
   }
@@ -363,6 +372,23 @@ export class ScriptHutClient implements ScriptHutApi {
       query.attempt = attempt;
     }
     return this.call('GET', `runs/${seg(run)}/tasks/${seg(task)}/logs/${stream}`, query);
+  }
+
+  outputs(run: string, task: string): Promise<Row> {
+    return this.call('GET', `runs/${seg(run)}/tasks/${seg(task)}/outputs`);
+  }
+
+  summary(run: string): Promise<Row> {
+    return this.call('GET', `runs/${seg(run)}/summary`);
+  }
+
+  async output(run: string, task: string, path: string, attempt?: number): Promise<Blob> {
+    const where = `runs/${seg(run)}/tasks/${seg(task)}/outputs/file`;
+    const response = await this.request(where, { method: 'GET' }, { path, attempt });
+    if (!response.ok) {
+      throw await errorOf(response);
+    }
+    return response.blob();
   }
 
   cancelJob(backend: string, jobId: string): Promise<Row> {

@@ -18,6 +18,8 @@ import { Widget } from '@lumino/widgets';
 import { h } from '../../widgets/components/format';
 import { ApiError, ScriptHutClient, describe } from './api';
 import { chooseBackend } from './dialog';
+import { chooseNotebookRun, notebookDocument } from './notebookrun';
+import { OutputsDrive, outputPath } from './outputsdrive';
 import { scripthutIcon } from './icons';
 import { DEFAULT_SETTINGS, ScriptHutModel } from './model';
 import { RunNotices } from './notices';
@@ -30,6 +32,7 @@ export namespace CommandIDs {
   export const openPanel = 'scripthut:open-panel';
   export const refresh = 'scripthut:refresh';
   export const runFile = 'scripthut:run-file';
+  export const runNotebook = 'scripthut:run-notebook';
   export const openRun = 'scripthut:open-run';
   export const cancelRun = 'scripthut:cancel-run';
   export const rerunRun = 'scripthut:rerun-run';
@@ -90,6 +93,7 @@ function readSettings(settings: ISettingRegistry.ISettings | null): Settings {
 }
 
 const WORKFLOW_FILE_SELECTOR = '.jp-DirListing-item[data-file-type="json"]';
+const NOTEBOOK_FILE_SELECTOR = '.jp-DirListing-item[data-file-type="notebook"]';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
@@ -112,6 +116,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     defaultBrowser: IDefaultFileBrowser | null
   ) => {
     const client = new ScriptHutClient(app.serviceManager.serverSettings);
+    app.serviceManager.contents.addDrive(new OutputsDrive(client));
     const model = new ScriptHutModel(client);
     let settings: Settings = { ...DEFAULTS };
     let settingsHandle: ISettingRegistry.ISettings | null = null;
@@ -283,7 +288,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
           }
           return existing;
         }
-        const content = new RunPanel(model, id, String(args.task ?? ''));
+        const content = new RunPanel(model, id, String(args.task ?? ''), (run, task, attempt, path) =>
+          void app.commands.execute('docmanager:open', {
+            path: outputPath(run, task, attempt, path),
+            factory: 'Notebook'
+          })
+        );
         const widget = new MainAreaWidget({ content });
         widget.id = `scripthut-run-${id}`;
         widget.title.icon = scripthutIcon;
@@ -418,14 +428,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     /** The workflow file the command is about: args, the file browser's selection, the open document. */
-    const targetPath = async (args: Record<string, unknown>): Promise<string | null> => {
+    const targetPath = async (
+      args: Record<string, unknown>,
+      pattern = /\.json$/i
+    ): Promise<string | null> => {
       if (typeof args.path === 'string' && args.path) {
         return args.path;
       }
       const browser = browsers?.tracker.currentWidget ?? defaultBrowser;
       const chosen = browser
         ? Array.from(browser.selectedItems()).find(
-            i => i.type !== 'directory' && /\.json$/i.test(i.name)
+            i => i.type !== 'directory' && pattern.test(i.name)
           )
         : undefined;
       if (chosen) {
@@ -433,13 +446,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
       const current = app.shell.currentWidget as unknown as { context?: { path?: string } } | null;
       const open = current?.context?.path;
-      if (open && /\.json$/i.test(open)) {
+      if (open && pattern.test(open)) {
         return open;
       }
       const asked = await InputDialog.getText({
         title: 'Run with ScriptHut',
-        label: 'Workflow JSON file (relative to the server root)',
-        placeholder: 'flows/sweep.json'
+        label: `${pattern.source.includes('ipynb') ? 'Notebook' : 'Workflow JSON file'} (relative to the server root)`,
+        placeholder: pattern.source.includes('ipynb') ? 'fit.ipynb' : 'flows/sweep.json'
       });
       return asked.button.accept && asked.value ? asked.value : null;
     };
@@ -498,6 +511,51 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.contextMenu.addItem({
       command: CommandIDs.runFile,
       selector: WORKFLOW_FILE_SELECTOR,
+      rank: 3
+    });
+
+    app.commands.addCommand(CommandIDs.runNotebook, {
+      label: 'Run with ScriptHut',
+      caption: 'Run this notebook as a task (or a sweep of tasks) on a backend you choose',
+      icon: scripthutIcon,
+      execute: async args => {
+        const picked = await targetPath(args, /\.ipynb$/i);
+        if (!picked) {
+          return;
+        }
+        const path = app.serviceManager.contents.localPath(picked);
+        try {
+          const [file, backends] = await Promise.all([
+            app.serviceManager.contents.get(picked, { content: true }),
+            client.backends()
+          ]);
+          const preferred = settings.defaultBackend || backends.default || '';
+          const choice = await chooseNotebookRun(path, file.content, backends.backends, preferred);
+          if (!choice) {
+            return;
+          }
+          const run = await client.submitDocument(notebookDocument(path, choice), choice.backend);
+          Notification.success(`Started run ${run.name || run.id} on ${run.backend}`, {
+            autoClose: 5000,
+            actions: [
+              {
+                label: 'Open',
+                callback: () => void app.commands.execute(CommandIDs.openRun, { id: run.id })
+              }
+            ]
+          });
+          if (!model.live) {
+            void model.refresh();
+          }
+          return run;
+        } catch (error) {
+          failed(`Cannot run ${path}`, error);
+        }
+      }
+    });
+    app.contextMenu.addItem({
+      command: CommandIDs.runNotebook,
+      selector: NOTEBOOK_FILE_SELECTOR,
       rank: 3
     });
 

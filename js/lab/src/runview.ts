@@ -30,7 +30,8 @@ export class RunPanel extends ModelView {
   constructor(
     model: ScriptHutModel,
     runId: string,
-    private selected = ''
+    private selected = '',
+    openOutput?: (run: string, task: string, attempt: number, path: string) => void
   ) {
     super(model);
     this.addClass('jp-ScriptHut-runpanel');
@@ -50,6 +51,7 @@ export class RunPanel extends ModelView {
     this.node.append(root);
     this.view = createRunView(runEl, this.runFeed.store, {
       api: model.client,
+      openOutput,
       selected: selected || undefined,
       onSelect: task => {
         this.selected = task;

@@ -27,6 +27,9 @@ export interface ScriptHutApi {
   script(run: string, task: string): Promise<string>;
   env(run: string, task: string): Promise<Row>;
   log(run: string, task: string, options: LogOptions): Promise<LogRead>;
+  outputs(run: string, task: string): Promise<Row>;
+  summary(run: string): Promise<Row>;
+  output(run: string, task: string, path: string, attempt?: number): Promise<Blob>;
   cancelJob(backend: string, jobId: string): Promise<Row>;
   cancelRun(run: string): Promise<Row>;
   rerunRun(run: string): Promise<Row>;
@@ -160,6 +163,24 @@ export class RestApi implements ScriptHutApi {
     );
   }
 
+  outputs(run: string, task: string): Promise<Row> {
+    const path = `runs/${enc(run)}/tasks/${enc(task)}/outputs`;
+    return this.either(() => this.json("GET", path), () => this.fallback.outputs(run, task));
+  }
+
+  summary(run: string): Promise<Row> {
+    const path = `runs/${enc(run)}/summary`;
+    return this.either(() => this.json("GET", path), () => this.fallback.summary(run));
+  }
+
+  output(run: string, task: string, file: string, attempt?: number): Promise<Blob> {
+    const path = `runs/${enc(run)}/tasks/${enc(task)}/outputs/file`;
+    return this.either(
+      () => this.call("GET", path, { path: file, attempt }).then((r) => r.blob()),
+      () => this.fallback.output(run, task, file, attempt),
+    );
+  }
+
   cancelJob(backend: string, jobId: string): Promise<Row> {
     const path = `jobs/${enc(backend)}/${enc(jobId)}/cancel`;
     return this.either(() => this.json("POST", path), () => this.fallback.cancelJob(backend, jobId));
@@ -198,6 +219,17 @@ export class ChannelApi implements ScriptHutApi {
   }
   log(run: string, task: string, options: LogOptions): Promise<LogRead> {
     return this.request("log", { run, task, ...options });
+  }
+  outputs(run: string, task: string): Promise<Row> {
+    return this.request("outputs", { run, task });
+  }
+  summary(run: string): Promise<Row> {
+    return this.request("summary", { run });
+  }
+  async output(run: string, task: string, path: string, attempt?: number): Promise<Blob> {
+    const reply = await this.request("output", { run, task, path, attempt });
+    const bytes = Uint8Array.from(atob(String(reply.base64)), (c) => c.charCodeAt(0));
+    return new Blob([bytes], { type: String(reply.type) });
   }
   cancelJob(backend: string, jobId: string): Promise<Row> {
     return this.request("cancel_job", { backend, job_id: jobId });

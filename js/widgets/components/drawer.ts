@@ -1,7 +1,8 @@
 // The task drawer: a task's log (followed while it runs, by byte offsets), its error
-// log, script, resolved environment with provenance (secrets come masked), and details.
+// log, outputs, script, resolved environment with provenance (secrets come masked), and details.
 
 import { ApiError, LogRead, ScriptHutApi } from "./api";
+import { showOutputs } from "./outputs";
 import { clock, duration, elapsed, errorText, h, statePill, thousands } from "./format";
 import type { Row } from "./store";
 
@@ -12,6 +13,8 @@ export interface DrawerOptions {
   pollMs?: number;
   tailLines?: number;
   maxChars?: number;
+  // Where the host can open an output in a document of its own (the lab: read-only tabs).
+  openOutput?: (run: string, task: string, attempt: number, path: string) => void;
 }
 
 export interface DrawerView {
@@ -20,14 +23,16 @@ export interface DrawerView {
   open(task: Row): void;
   update(task: Row): void; // the task's row changed (state, times)
   showGroup(label: string, members: Row[], onPick: (id: string) => void): void;
+  showText(label: string, load: () => Promise<string>): void; // e.g. the run summary
   close(): void;
   destroy(): void;
 }
 
-type Tab = "log" | "error" | "script" | "env" | "details";
+type Tab = "log" | "error" | "outputs" | "script" | "env" | "details";
 const TABS: Array<[Tab, string]> = [
   ["log", "Log"],
   ["error", "Errors"],
+  ["outputs", "Outputs"],
   ["script", "Script"],
   ["env", "Env"],
   ["details", "Details"],
@@ -93,6 +98,7 @@ export function createDrawer(options: DrawerOptions): DrawerView {
     const bits: string[] = [];
     if (task.name && task.name !== task.id) bits.push(String(task.name));
     if (task.job_id) bits.push(`job ${task.job_id}`);
+    if (String(task.reason ?? "").startsWith("cached:")) bits.push("cached (restored from the result cache)");
     if (task.attempt) bits.push(`attempt ${task.attempt}`);
     if (task.exit_code !== null && task.exit_code !== undefined) bits.push(`exit ${task.exit_code}`);
     const took = elapsed(task.started_at, task.ended_at);
@@ -112,7 +118,9 @@ export function createDrawer(options: DrawerOptions): DrawerView {
     body.replaceChildren();
     if (!task) return;
     if (next === "log" || next === "error") void follow(mine, next === "error");
-    else if (next === "script") void showScript(mine);
+    else if (next === "outputs") {
+      void showOutputs(options.api, options.run(), String(task.id), body, status, () => current(mine), options.openOutput);
+    } else if (next === "script") void showScript(mine);
     else if (next === "env") void showEnv(mine);
     else void showDetails(mine);
   };
@@ -335,6 +343,26 @@ export function createDrawer(options: DrawerOptions): DrawerView {
         }),
       );
       body.replaceChildren(list, members.length > shown.length ? h("p", {}, `… and ${members.length - shown.length} more`) : "");
+    },
+    showText(label: string, load: () => Promise<string>) {
+      const mine = ++generation;
+      task = null;
+      el.hidden = false;
+      el.dataset.task = "";
+      tabBar.hidden = true;
+      title.replaceChildren(h("strong", {}, label));
+      facts.textContent = "";
+      status.textContent = "loading…";
+      body.replaceChildren();
+      load()
+        .then((text) => {
+          if (mine !== generation) return;
+          status.textContent = text.trim() ? "" : "no task wrote a summary or outputs yet";
+          body.replaceChildren(h("pre", { class: "sh-output-summary sh-run-summary" }, text));
+        })
+        .catch((failure) => {
+          if (mine === generation) status.textContent = `no summary: ${errorText(failure)}`;
+        });
     },
     close,
     destroy() {

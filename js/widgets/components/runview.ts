@@ -16,6 +16,7 @@ export interface RunViewOptions {
   visibleLimit?: number; // nodes drawn by default (groups collapse beyond it)
   expandLimit?: number; // nodes a user may open up to
   table?: string;
+  openOutput?: (run: string, task: string, attempt: number, path: string) => void;
 }
 
 export interface RunViewHandle {
@@ -34,7 +35,17 @@ export function createRunView(el: HTMLElement, store: DataStore, options: RunVie
   const actionNote = h("span", { class: "sh-action-note" });
   const cancelButton = h("button", { class: "sh-button", type: "button", "data-action": "cancel" }, "Cancel run");
   const rerunButton = h("button", { class: "sh-button", type: "button", "data-action": "rerun" }, "Rerun failed");
-  const header = h("div", { class: "sh-run-head" }, title, h("span", { class: "sh-spacer" }), actionNote, rerunButton, cancelButton);
+  const summaryButton = h("button", { class: "sh-button", type: "button", "data-action": "summary" }, "Summary");
+  const header = h(
+    "div",
+    { class: "sh-run-head" },
+    title,
+    h("span", { class: "sh-spacer" }),
+    actionNote,
+    summaryButton,
+    rerunButton,
+    cancelButton,
+  );
   const progress = createProgress();
   const expandAll = h("button", { class: "sh-button sh-small", type: "button" }, "Expand all");
   const collapseAll = h("button", { class: "sh-button sh-small", type: "button" }, "Collapse all");
@@ -44,6 +55,7 @@ export function createRunView(el: HTMLElement, store: DataStore, options: RunVie
   const graph = createGraph({ onUnitClick: (unit) => clicked(unit) });
   const drawer = createDrawer({
     api: options.api,
+    openOutput: options.openOutput,
     run: () => String(store.meta.id ?? ""),
     onClose: () => {
       graph.select(null);
@@ -201,6 +213,12 @@ export function createRunView(el: HTMLElement, store: DataStore, options: RunVie
     cancelButton.dataset.confirm = "";
     cancelButton.textContent = "Cancel run";
     act(cancelButton, () => options.api.cancelRun(String(store.meta.id)), "cancelling…");
+  });
+  summaryButton.addEventListener("click", () => {
+    graph.select(null);
+    drawer.showText("Run summary", () =>
+      options.api.summary(String(store.meta.id)).then((reply) => String(reply.markdown ?? "")),
+    );
   });
   rerunButton.addEventListener("click", () =>
     act(rerunButton, () => options.api.rerunRun(String(store.meta.id)), "starting again…"),

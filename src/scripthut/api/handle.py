@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from scripthut.api import display
+from scripthut.api.results import RunOutputs, TaskHandle
 from scripthut.api.session import resolve
 from scripthut.api.tables import TASK_COLUMNS, Table, table
 from scripthut.client import Client
@@ -97,6 +98,16 @@ class Run:
     def env(self, task: str, attempt: int | None = None) -> dict[str, Any]:
         """A task's resolved env with provenance (secrets masked): `values`, `init`, ..."""
         return task_env(self.client, self.id, task, attempt)
+
+    # -- results --------------------------------------------------------------------------
+
+    def task(self, task_id: str) -> TaskHandle:
+        """One task of the run (`.outputs()`, `.info()`)."""
+        return TaskHandle(self.client, self.id, task_id)
+
+    def outputs(self) -> RunOutputs:
+        """Every task's outputs and summary text; shows as the run's summary in a notebook."""
+        return RunOutputs(self.client, self.id, self.client.summary(self.id))
 
     # -- display --------------------------------------------------------------------------
 

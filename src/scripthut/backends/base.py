@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from scripthut.outputs import OutputListing
 from scripthut.states import JobState
 
 
@@ -217,6 +218,18 @@ class Backend(ABC):
     @abstractmethod
     async def info(self) -> BackendInfo:
         """Reachability and capacity, for views."""
+
+    async def list_outputs(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> dict[str, OutputListing] | None:
+        """What each attempt wrote: (output folder, summary file) pairs -> listing by folder,
+        all in one round trip. None: this backend cannot list files where its jobs run."""
+        return None
+
+    async def run_store_script(self, script: bytes) -> bytes | None:
+        """Run a cache-store script (`bash -s`) where the jobs run, in one round trip; its
+        output. None: this backend cannot run one. Raises when it could not be run."""
+        return None
 
     def host_path(self, path: str) -> str:
         """`path` as the machine that runs the jobs sees it: `~` is the home there.

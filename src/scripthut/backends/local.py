@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -43,6 +44,8 @@ from scripthut.backends.base import (
     PollResult,
     SubmitOutcome,
 )
+from scripthut.errors import ScriptHutError
+from scripthut.outputs import OutputListing, list_local
 from scripthut.private import PRIVATE_FILE, make_private_dirs
 from scripthut.states import JobState
 
@@ -639,6 +642,30 @@ class LocalBackend(Backend):
     async def read_text(self, path: str, limit: int = 16 << 20) -> str:
         """The file as text; NotFound if absent, ScriptHutError if over `limit` bytes."""
         return await asyncio.to_thread(local_proc.read_text, path, limit)
+
+    async def list_outputs(self, pairs: Sequence[tuple[str, str]]) -> dict[str, OutputListing]:
+        """Each attempt's output folder and summary, read here (symbolic links skipped)."""
+
+        def listings() -> dict[str, OutputListing]:
+            return {d: list_local(d, s) for d, s in pairs}
+
+        return await asyncio.to_thread(listings)
+
+    async def run_store_script(self, script: bytes) -> bytes:
+        """A cache-store script, run here as the jobs are (their environment)."""
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-s",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**task_env.inherited(os.environ), "SCRIPTHUT_STORE_PYTHON": sys.executable},
+            cwd=self._home,
+        )
+        out, err = await proc.communicate(script)
+        if proc.returncode != 0:
+            raise ScriptHutError(f"cache store: {err.decode(errors='replace').strip()[-300:]}")
+        return out
 
     def host_path(self, path: str) -> str:
         """`~` expanded to this user's home; a relative path is under home, as a job's shell

@@ -60,6 +60,7 @@ from scripthut.backends.remote import (
     submit_script,
 )
 from scripthut.errors import ScriptHutError
+from scripthut.outputs import OutputListing
 from scripthut.states import JobState
 from scripthut.transport import LocalTransport, Transport, TransportError
 from scripthut.workflow.script import LOGIN_SHEBANG, SHEBANG
@@ -512,6 +513,12 @@ class PBSBackend(Backend):
 
     async def read_text(self, path: str, limit: int = 16 << 20) -> str:
         return await self.host.read_text(path, limit)
+
+    async def list_outputs(self, pairs: Sequence[tuple[str, str]]) -> dict[str, OutputListing]:
+        return await self.host.list_outputs(pairs)
+
+    async def run_store_script(self, script: bytes) -> bytes:
+        return await self.host.run_store_script(script)
 
     def host_path(self, path: str) -> str:
         return self.host.absolute(path) if path else path

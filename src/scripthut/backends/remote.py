@@ -26,14 +26,15 @@ import secrets
 import shlex
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from scripthut.backends.base import LogChunk
 from scripthut.config import PBSBackendConfig, SGEBackendConfig, SlurmBackendConfig
 from scripthut.errors import ScriptHutError
+from scripthut.outputs import LIST_SCRIPT, OutputListing, list_argv, parse_listing
 from scripthut.transport import LocalTransport, SSHTransport, Transport, TransportError
-from scripthut.transport.base import DEFAULT_TIMEOUT
+from scripthut.transport.base import DEFAULT_TIMEOUT, script_input
 from scripthut.workflow.script import shell_path
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,32 @@ class RemoteHost:
         if len(data) > limit:
             raise ScriptHutError(f"{path}: larger than {limit} bytes")
         return data.decode("utf-8", errors="replace")
+
+    async def list_outputs(
+        self, pairs: Sequence[tuple[str, str]], chunk: int = 200
+    ) -> dict[str, OutputListing]:
+        """Listings of (output folder, summary file) pairs, `chunk` pairs per round trip.
+        Raises TransportError when a listing cannot be had."""
+        out: dict[str, OutputListing] = {}
+        for start in range(0, len(pairs), chunk):
+            part = [(self._readable(d), self._readable(s)) for d, s in pairs[start : start + chunk]]
+            raw = await self.transport.run_raw(list_argv(part), stdin=script_input(LIST_SCRIPT))
+            if raw.exit_status != 0:
+                detail = raw.stderr.decode(errors="replace").strip()[-300:]
+                raise TransportError(f"{self.transport.description}: listing outputs: {detail}")
+            found = parse_listing(raw.stdout)
+            for (directory, _), (asked, _) in zip(pairs[start : start + chunk], part, strict=True):
+                if asked in found:
+                    out[directory] = replace(found[asked], directory=directory)
+        return out
+
+    async def run_store_script(self, script: bytes) -> bytes:
+        """A cache-store script's output; TransportError when it did not run to its end."""
+        raw = await self.transport.run_raw(["bash", "-s"], stdin=script, timeout=600)
+        if raw.exit_status != 0:
+            detail = raw.stderr.decode(errors="replace").strip()[-300:]
+            raise TransportError(f"{self.transport.description}: cache store: {detail}")
+        return raw.stdout
 
     def _readable(self, path: str) -> str:
         if path.startswith(("/", "~/")):

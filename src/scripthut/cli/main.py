@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from scripthut.cli import config_cmd, configured, display, engine, files, setup_aws
+from scripthut.cli import config_cmd, configured, display, engine, files, results, setup_aws
 from scripthut.cli.session import Session, open_session
 from scripthut.cost import Pricing, stored_run_cost
 from scripthut.daemon import control
@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send this run's notifications (scripthut.yaml `notifications:`)",
     )
+
+    run.add_argument("--no-cache", action="store_true", help="run every task; no cache look-ups")
 
     dry = sub.add_parser(
         "dry-run",
@@ -149,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     setup_aws.add_parser(sub, [common])
     config_cmd.add_parser(sub, common)
     engine.add_parser(sub, [common])
+    results.add_parsers(sub, [common])
     return parser
 
 
@@ -246,6 +249,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             max_concurrent=args.max_concurrent,
             source=str(path),
             base_dir=str(path.parent),
+            no_cache=args.no_cache,
         )
         if args.notify:
             opt_in(session.store, record.id)
@@ -462,6 +466,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "setup-aws-ec2": setup_aws.cmd_setup_aws_ec2,
     "config": lambda args: config_cmd.run(args, display.out, display.err),
     "engine": engine.cmd_engine,
+    **results.COMMANDS,
 }
 
 

@@ -143,6 +143,22 @@ class Client(ABC):
         """`{"text", "offset", "next_offset", "size", ...}` of the task's output or error log."""
 
     @abstractmethod
+    def outputs(self, run_id: str, task_id: str, *, attempt: int | None = None) -> dict[str, Any]:
+        """What the task's attempt wrote: `{"directory", "files", "summary", ...}`."""
+
+    @abstractmethod
+    def output(self, run_id: str, task_id: str, path: str, *, attempt: int | None = None) -> bytes:
+        """The bytes of one recorded output (HTML sanitised)."""
+
+    @abstractmethod
+    def manifest(self, run_id: str, task_id: str) -> dict[str, Any]:
+        """The task's manifest (inputs and outputs hashes, cache key and hit, run, timing)."""
+
+    @abstractmethod
+    def summary(self, run_id: str) -> dict[str, Any]:
+        """Every task's summary text and outputs, and the whole as Markdown."""
+
+    @abstractmethod
     def events(
         self, after: int | None = None, run: str | None = None, timeout: float | None = None
     ) -> EventStream:

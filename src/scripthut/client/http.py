@@ -87,6 +87,19 @@ class HTTPClient(Client):
             return json.loads(raw)
         return raw.decode("utf-8", errors="replace")
 
+    def request_bytes(self, path: str, query: dict[str, Any] | None = None) -> bytes:
+        """A GET whose reply is kept as bytes (an output's content)."""
+        conn = self.connection(self.timeout)
+        try:
+            conn.request("GET", self.path(path, query), headers=self.headers({}))
+            response = conn.getresponse()
+            raw = response.read()
+        finally:
+            conn.close()
+        if response.status >= 400:
+            raise error_from_reply(response.status, _json_or_empty(raw))
+        return raw
+
     def reachable(self, timeout: float = 3.0) -> bool:
         """True when the server answers `GET health` with ScriptHut's reply."""
         try:
@@ -190,6 +203,23 @@ class HTTPClient(Client):
         reply: dict[str, Any] = self.request(
             "GET", f"runs/{run_id}/tasks/{task_id}/logs/{stream}", query=query
         )
+        return reply
+
+    def outputs(self, run_id: str, task_id: str, *, attempt: int | None = None) -> dict[str, Any]:
+        path = f"runs/{run_id}/tasks/{task_id}/outputs"
+        reply: dict[str, Any] = self.request("GET", path, query={"attempt": attempt})
+        return reply
+
+    def output(self, run_id: str, task_id: str, path: str, *, attempt: int | None = None) -> bytes:
+        where = f"runs/{run_id}/tasks/{task_id}/outputs/file"
+        return self.request_bytes(where, {"path": path, "attempt": attempt})
+
+    def manifest(self, run_id: str, task_id: str) -> dict[str, Any]:
+        reply: dict[str, Any] = self.request("GET", f"runs/{run_id}/tasks/{task_id}/manifest")
+        return reply
+
+    def summary(self, run_id: str) -> dict[str, Any]:
+        reply: dict[str, Any] = self.request("GET", f"runs/{run_id}/summary")
         return reply
 
     def events(

@@ -182,6 +182,19 @@ class LocalClient(Client):
             )
         )
 
+    def outputs(self, run_id: str, task_id: str, *, attempt: int | None = None) -> dict[str, Any]:
+        return self.call(lambda: self.service.outputs(run_id, task_id, attempt))
+
+    def output(self, run_id: str, task_id: str, path: str, *, attempt: int | None = None) -> bytes:
+        content = self.run_async(lambda: self.service.output(run_id, task_id, path, attempt))
+        return content.data
+
+    def manifest(self, run_id: str, task_id: str) -> dict[str, Any]:
+        return self.call(lambda: self.service.manifest(run_id, task_id))
+
+    def summary(self, run_id: str) -> dict[str, Any]:
+        return self.call(lambda: self.service.summary(run_id))
+
     def events(
         self, after: int | None = None, run: str | None = None, timeout: float | None = None
     ) -> EventStream:

@@ -390,6 +390,14 @@ class LegacyProject(_Model):
         )
 
 
+class CacheConfig(_Model):
+    """The result cache (docs/caching.md): a folder on each backend's file system."""
+
+    enabled: bool = True
+    # None: <data_dir>/cache for backends sharing this file system, else REMOTE_CACHE_DIR
+    directory: str | None = None
+
+
 class Config(_Model):
     """The whole of scripthut.yaml. There is always at least one backend."""
 
@@ -399,6 +407,7 @@ class Config(_Model):
     env: list[EnvRule] = Field(default_factory=list)
     env_groups: dict[str, list[EnvRule]] = Field(default_factory=dict)
     pricing: PricingConfig | None = None
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     settings: Settings = Field(default_factory=Settings)
     notifications: NotificationsConfig | None = None
     environments: list[LegacyEnvironment] = Field(default_factory=list, exclude=True)

@@ -7,6 +7,7 @@ run, then ask the engine to load it).
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -44,6 +45,7 @@ def record_run(
     base_dir: str | None = None,
     workflow_env: Sequence[EnvRule] = (),
     provenance: Mapping[str, Any] | None = None,
+    no_cache: bool = False,
 ) -> NewRun:
     """Validate against the config and write the run with all its tasks (state pending).
 
@@ -76,6 +78,7 @@ def record_run(
     }
     if workflow.title:
         document["title"] = workflow.title
+    document.update(run_provenance(base_dir, no_cache))
     document.update(provenance or {})
     run = RunRecord(
         id=run_id,
@@ -94,6 +97,28 @@ def record_run(
     ]
     store.insert_run(run, tasks)
     return NewRun(run, tasks)
+
+
+def run_provenance(base_dir: str | None, no_cache: bool) -> dict[str, Any]:
+    """The commit the run's folder is at (for the result cache's scope `commit`, manifests
+    and $SCRIPTHUT_GIT_SHA) and whether the run may use the result cache."""
+    out: dict[str, Any] = {"no_cache": True} if no_cache else {}
+    if base_dir is None:
+        return out
+    try:
+        done = subprocess.run(
+            ["git", "-C", base_dir, "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return out
+    sha = done.stdout.strip()
+    if done.returncode == 0 and len(sha) in (40, 64):
+        out["git"] = {"sha": sha}
+    return out
 
 
 def check_run(

@@ -147,6 +147,7 @@ class Engine(Reloading, Submission, Polling):
         base_dir: str | None = None,
         workflow_env: Sequence[EnvRule] = (),
         provenance: Mapping[str, Any] | None = None,
+        no_cache: bool = False,
     ) -> RunRecord:
         """Record a new run and start driving it. Invalid input raises before anything is stored."""
         new = record_run(
@@ -160,6 +161,7 @@ class Engine(Reloading, Submission, Polling):
             base_dir=base_dir,
             workflow_env=workflow_env,
             provenance=provenance,
+            no_cache=no_cache,
         )
         self._publish_run_created(new.run)
         self._activate(new.run, new.tasks, {t.id: t for t in workflow.tasks})

@@ -12,6 +12,7 @@ from scripthut.backends.base import Backend, JobPaths, JobSpec
 from scripthut.config import BackendConfig, Config, shares_filesystem
 from scripthut.engine.ids import attempt_tag
 from scripthut.env_rules import EnvRule
+from scripthut.outputs import output_paths
 from scripthut.store.records import RunRecord
 from scripthut.workflow.clone import TaskClone, clone_lines
 from scripthut.workflow.env import ResolvedEnv, build_seed, resolve_env
@@ -121,6 +122,7 @@ class RunContext:
             login_shell=bool(getattr(self.entry, "login_shell", False)),
             tag=tag,
             before_cd=clone_lines(self.clone) if self.clone else (),
+            outputs=output_paths(paths.exit_code),
         )
         spec = JobSpec(
             tag=tag,

@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 from scripthut.backends.base import JobStatus
+from scripthut.engine.caching import Caching
 from scripthut.engine.create import new_task_records
 from scripthut.engine.graph import Node
-from scripthut.engine.outages import Outages
 from scripthut.engine.state import (
     GENERATED_SOURCE_LIMIT,
     JOB_TO_TASK,
@@ -27,6 +27,7 @@ from scripthut.errors import (
     NotFound,
     ScriptHutError,
 )
+from scripthut.outputs import OutputListing, output_paths
 from scripthut.states import JobState, TaskState
 from scripthut.workflow.model import Workflow
 from scripthut.workflow.parse import parse_generated
@@ -34,7 +35,7 @@ from scripthut.workflow.parse import parse_generated
 log = logging.getLogger("scripthut.engine")
 
 
-class Polling(Outages):
+class Polling(Caching):
     async def _poll(self, slot: BackendSlot) -> bool:
         refs = [t.ref for t in slot.tracked.values()]
         slot.polls += 1
@@ -75,6 +76,10 @@ class Polling(Outages):
         changes = Changes()
         added: list[tuple[ActiveRun, Workflow, str]] = []
         now = time.time()
+        listings = await self._list_outputs(slot, [u[0] for u in updates if u[2].is_final])
+        manifests = await self._store_outputs(
+            slot, [(t, s, st) for t, st, s in updates if s.is_final]
+        )
         for tracked, status, state in updates:
             run = self.runs.get(tracked.run_id)
             if run is None or slot.tracked.get(tracked.ref.tag) is not tracked:
@@ -92,6 +97,8 @@ class Polling(Outages):
         with self.store.transaction():
             for run, workflow, parent in added:
                 self._add_generated(run, workflow, parent, changes)
+            self._save_outputs(listings, changes)
+            self.store.save_manifests([(*t.key, m) for t, m in manifests])
             self._commit(changes)
 
     def _apply_one(
@@ -129,6 +136,33 @@ class Polling(Outages):
                 reason=f"dependency '{tracked.task_id}' did not complete",
                 ended_at=now,
             )
+
+    async def _list_outputs(
+        self, slot: BackendSlot, ended: list[Tracked]
+    ) -> list[tuple[Tracked, OutputListing]]:
+        """What the ended attempts wrote, in one call to their backend; none if it fails (the
+        task's state does not wait for its outputs)."""
+        if not ended:
+            return []
+        pairs = {t.ref.tag: output_paths(t.ref.paths.exit_code) for t in ended}
+        try:
+            found = await slot.backend.list_outputs(list(pairs.values()))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._log_error(slot.backend.name, f"listing task outputs failed: {exc}")
+            return []
+        if found is None:
+            return []
+        return [(t, found[pairs[t.ref.tag][0]]) for t in ended if pairs[t.ref.tag][0] in found]
+
+    def _save_outputs(
+        self, listings: list[tuple[Tracked, OutputListing]], changes: Changes
+    ) -> None:
+        self.store.save_outputs([(*t.key, listing) for t, listing in listings])
+        for tracked, listing in listings:
+            data = {"attempt": tracked.attempt, "files": len(listing.files)}
+            changes.events.append(("outputs", tracked.run_id, tracked.task_id, data))
 
     async def _read_generated(self, run: ActiveRun, tracked: Tracked) -> Workflow | str | None:
         """The tasks a generates_source file adds; an error text; None when unreadable for now."""

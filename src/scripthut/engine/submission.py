@@ -10,8 +10,8 @@ from collections.abc import Iterable
 
 from scripthut.backends.arrays import group_jobs
 from scripthut.backends.base import ArrayGroup, JobRef, JobSpec, SubmitOutcome
+from scripthut.engine.caching import Caching
 from scripthut.engine.jobs import BuiltJob
-from scripthut.engine.outages import Outages
 from scripthut.engine.state import (
     ActiveRun,
     BackendSlot,
@@ -33,7 +33,7 @@ log = logging.getLogger("scripthut.engine")
 ARRAY_MINIMUM = 2  # fewer ready tasks of one run and resources go as plain jobs
 
 
-class Submission(Outages):
+class Submission(Caching):
     def _has_ready(self, slot: BackendSlot) -> bool:
         return any(self.runs[r].graph.ready for r in slot.runs if r in self.runs)
 
@@ -55,6 +55,8 @@ class Submission(Outages):
 
     async def _submit_ready(self, slot: BackendSlot) -> None:
         picks = self._pick(slot)
+        if picks:
+            picks = await self._cache_hits(slot, picks)
         if picks:
             await self._launch(slot, picks)
 

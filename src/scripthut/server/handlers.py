@@ -315,6 +315,50 @@ class TaskLogHandler(ScriptHutHandler):
         self.reply(data)
 
 
+class TaskOutputsHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    def get(self, run_id: str, task_id: str) -> None:
+        self.reply(self.service.outputs(run_id, task_id, self.opt_int_arg("attempt", low=1)))
+
+
+class TaskOutputFileHandler(ScriptHutHandler):
+    """One recorded output's bytes, never run by the browser: a sandboxing CSP, no sniffing,
+    HTML sanitised by the service."""
+
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str, task_id: str) -> None:
+        path = self.get_query_argument("path", "")
+        attempt = self.opt_int_arg("attempt", low=1)
+        content = await self.service.output(run_id, task_id, path, attempt)
+        self.set_header("Content-Security-Policy", "sandbox; default-src 'none'; img-src data:")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.finish(content.data, set_content_type=content.media_type)
+
+
+class TaskManifestHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    def get(self, run_id: str, task_id: str) -> None:
+        self.reply(self.service.manifest(run_id, task_id))
+
+
+class RunSummaryHandler(ScriptHutHandler):
+    auth_resource = "scripthut:runs"
+
+    @web.authenticated
+    @authorized
+    def get(self, run_id: str) -> None:
+        self.reply(self.service.summary(run_id))
+
+
 class WorkflowsHandler(ScriptHutHandler):
     auth_resource = "scripthut:workflows"
 
@@ -484,6 +528,10 @@ ROUTES: tuple[tuple[str, type[ScriptHutHandler]], ...] = (
     (rf"{TASK}/script", TaskScriptHandler),
     (rf"{TASK}/env", TaskEnvHandler),
     (rf"{TASK}/logs/({ids.LOG_STREAM})", TaskLogHandler),
+    (rf"{TASK}/outputs", TaskOutputsHandler),
+    (rf"{TASK}/outputs/file", TaskOutputFileHandler),
+    (rf"{TASK}/manifest", TaskManifestHandler),
+    (rf"{RUN}/summary", RunSummaryHandler),
     ("/workflows", WorkflowsHandler),
     (rf"/workflows/({ids.WORKFLOW})/run", WorkflowRunHandler),
     (rf"/workflows/({ids.WORKFLOW})/dry-run", WorkflowDryRunHandler),

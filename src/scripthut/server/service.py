@@ -31,7 +31,7 @@ from scripthut.engine.engine import Engine
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, LeaseHeld
 from scripthut.notify import opt_in
-from scripthut.server import reads
+from scripthut.server import reads, results
 from scripthut.server.commands import (
     DEFAULT_MAX_COMMANDS,
     DEFAULT_TIMEOUT,
@@ -611,6 +611,29 @@ class ScriptHutService:
             "final": record.state not in reads.OPEN_ATTEMPT_STATES,
             **read.to_json(),
         }
+
+    # -- what tasks wrote --------------------------------------------------------------------
+
+    def outputs(self, run_id: str, task_id: str, attempt: int | None = None) -> dict[str, Any]:
+        _, store = self._ready()
+        return results.outputs_json(store, store.resolve_run_id(run_id), task_id, attempt)
+
+    async def output(
+        self, run_id: str, task_id: str, path: str, attempt: int | None = None
+    ) -> results.OutputContent:
+        _, store = self._ready()
+        run_id = store.resolve_run_id(run_id)
+        return await results.read_output(store, self._registry(), run_id, task_id, path, attempt)
+
+    def manifest(self, run_id: str, task_id: str) -> dict[str, Any]:
+        _, store = self._ready()
+        run_id = store.resolve_run_id(run_id)
+        store.task(run_id, task_id)
+        return store.manifest(run_id, task_id)
+
+    def summary(self, run_id: str) -> dict[str, Any]:
+        _, store = self._ready()
+        return results.summary_json(store, store.resolve_run_id(run_id))
 
     # -- configured workflows -------------------------------------------------------------
 

@@ -122,6 +122,24 @@ MIGRATIONS: list[str] = [
         UPDATE run_counts SET n = n - 1 WHERE run_id = old.run_id AND state = old.state;
     END;
     """,
+    # 3: what finished attempts wrote (their output folder's listing and summary text), and
+    # the manifests of tasks that declare inputs or outputs (attempt 0: a result-cache hit)
+    """
+    CREATE TABLE outputs (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        task_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        listing TEXT NOT NULL,
+        PRIMARY KEY (run_id, task_id, attempt)
+    ) WITHOUT ROWID;
+    CREATE TABLE manifests (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        task_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        manifest TEXT NOT NULL,
+        PRIMARY KEY (run_id, task_id, attempt)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

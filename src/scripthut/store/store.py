@@ -31,6 +31,7 @@ from scripthut.secrets import (
 from scripthut.states import RunState, TaskState
 from scripthut.store.privacy import open_private, secure_data_dir
 from scripthut.store.records import AttemptRecord, EventRecord, RunRecord, TaskRecord
+from scripthut.store.results import ResultsStore
 from scripthut.store.schema import migrate
 
 DB_NAME = "scripthut.db"
@@ -120,7 +121,7 @@ def _set_clause(fields: Iterable[str], allowed: frozenset[str]) -> str:
     return ", ".join(f"{name} = ?" for name in names)
 
 
-class Store:
+class Store(ResultsStore):
     """Typed access to the ScriptHut database."""
 
     def __init__(self, path: str | Path) -> None:

@@ -11,6 +11,7 @@ task detail, logs) are `{"type": "request", "id", "op", "args"}` messages answer
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +22,7 @@ import traitlets
 
 from scripthut.client.base import Client
 from scripthut.errors import ScriptHutError
+from scripthut.outputs import media_type
 from scripthut.widgets import api
 from scripthut.widgets.feed import LiveFeed, Message
 from scripthut.widgets.sources import Source
@@ -87,6 +89,9 @@ class LiveWidget(anywidget.AnyWidget):
             "script": self._op_script,
             "env": self._op_env,
             "log": self._op_log,
+            "outputs": self._op_outputs,
+            "output": self._op_output,
+            "summary": self._op_summary,
             "cancel_job": self._op_cancel_job,
             "cancel_run": self._op_cancel_run,
             "rerun_run": self._op_rerun_run,
@@ -156,6 +161,23 @@ class LiveWidget(anywidget.AnyWidget):
             tail=int(tail) if tail is not None else None,
             offset=int(args.get("offset") or 0),
         )
+
+    def _op_outputs(self, args: dict[str, Any]) -> Any:
+        return self.client.outputs(str(args["run"]), str(args["task"]))
+
+    def _op_summary(self, args: dict[str, Any]) -> Any:
+        return self.client.summary(str(args["run"]))
+
+    def _op_output(self, args: dict[str, Any]) -> Any:
+        attempt = args.get("attempt")
+        path = str(args["path"])
+        data = self.client.output(
+            str(args["run"]),
+            str(args["task"]),
+            path,
+            attempt=int(attempt) if attempt is not None else None,
+        )
+        return {"base64": base64.b64encode(data).decode(), "type": media_type(path)}
 
     def _op_cancel_job(self, args: dict[str, Any]) -> Any:
         return api.cancel_job(self.client, str(args["backend"]), str(args["job_id"]))

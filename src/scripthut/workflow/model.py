@@ -38,13 +38,25 @@ class TaskSpec:
     generates_source: str | None = None
     gres: str | None = None
     image: str | None = None
+    notebook: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    cache: bool = True
+    cache_scope: str = "commit"
     memory_mb: int = 4096
     time_limit_s: int = 3600
     working_dir_given: bool = field(default=False, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The task in the original JSON shape (fields at their default are omitted)."""
-        out: dict[str, Any] = {"id": self.id, "name": self.name, "command": self.command}
+        out: dict[str, Any] = {"id": self.id, "name": self.name}
+        if self.notebook is None:
+            out["command"] = self.command
+        else:
+            out["notebook"] = self.notebook
+            if self.parameters:
+                out["parameters"] = self.parameters
         if self.deps:
             out["deps"] = list(self.deps)
         if self.working_dir != DEFAULT_WORKING_DIR:
@@ -65,6 +77,13 @@ class TaskSpec:
             out["env"] = [
                 rule.model_dump(by_alias=True, exclude_defaults=True) for rule in self.env
             ]
+        for key in ("inputs", "outputs"):
+            if getattr(self, key):
+                out[key] = list(getattr(self, key))
+        if not self.cache:
+            out["cache"] = False
+        if self.cache_scope != "commit":
+            out["cache_scope"] = self.cache_scope
         return out
 
 

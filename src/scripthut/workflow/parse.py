@@ -28,8 +28,11 @@ from pydantic import ValidationError
 
 from scripthut.env_rules import EnvRule
 from scripthut.errors import InvalidInput, Issue, NotFound, did_you_mean
+from scripthut.workflow.caching import check_flag, check_paths, check_scope
 from scripthut.workflow.dag import DepProblem, IdIndex, expand_deps, find_cycle
+from scripthut.workflow.matrix import expand_matrices
 from scripthut.workflow.model import TaskSpec, Workflow
+from scripthut.workflow.notebook import check_notebook, check_parameters
 
 MAX_ID = 200
 SAFE_ID = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{MAX_ID - 1}}}")
@@ -62,9 +65,15 @@ TASK_KEYS = (
     "generates_source",
     "gres",
     "image",
+    "notebook",
+    "parameters",
+    "inputs",
+    "outputs",
+    "cache",
+    "cache_scope",
 )
 LEGACY_TASK_KEYS = ("environment", "env_vars")  # ScriptHut 0.3: env include / env set
-NOT_SUPPORTED_TASK_KEYS = frozenset({"inputs", "outputs"})  # newer versions of the original
+NOT_SUPPORTED_TASK_KEYS: frozenset[str] = frozenset()  # keys of the original named as such
 _TASK_KEY_SET = frozenset(TASK_KEYS) | frozenset(LEGACY_TASK_KEYS)
 log = logging.getLogger("scripthut.workflow")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -430,13 +439,14 @@ def _read_task(
                 reader(key, value, values)
             except _Bad as bad:
                 failures.extend(bad.failures)
-    if "id" not in values or "command" not in values or ("deps" in raw and "dependencies" in raw):
+    if "id" not in values or not values.keys() & {"command", "notebook"} or _conflicts(raw):
         failures.extend(_missing(raw))
     if failures:
         where = _where(raw.get("id"), position)
         issues.extend(Issue(where=where, field=field, message=text) for field, text in failures)
         return None, _patterns_if_valid(raw, values)
     values.setdefault("name", values["id"])
+    values.setdefault("command", "")  # a notebook task: its script runs the notebook
     _merge_legacy_env(values)
     spec = TaskSpec(**values)
     return spec, spec.deps
@@ -471,11 +481,34 @@ def _missing(raw: dict[Any, Any]) -> list[tuple[str | None, str]]:
     failures: list[tuple[str | None, str]] = []
     if "id" not in raw:
         failures.append(("id", "missing: every task needs an id"))
-    if "command" not in raw:
-        failures.append(("command", "missing: the shell command to run"))
+    if "command" not in raw and "notebook" not in raw:
+        failures.append(("command", "missing: the shell command to run (or a 'notebook')"))
+    if "command" in raw and "notebook" in raw:
+        failures.append(("notebook", "use 'command' or 'notebook', not both"))
+    if "parameters" in raw and "notebook" not in raw:
+        failures.append(("parameters", "only a 'notebook' task takes parameters"))
     if "deps" in raw and "dependencies" in raw:
         failures.append(("dependencies", "use 'deps' or its alias 'dependencies', not both"))
     return failures
+
+
+def _conflicts(raw: dict[Any, Any]) -> bool:
+    keys = raw.keys()
+    return bool(
+        {"deps", "dependencies"} <= keys
+        or {"command", "notebook"} <= keys
+        or ("parameters" in keys and "notebook" not in keys)
+    )
+
+
+def _checked(check: Callable[[object], Any]) -> Reader:
+    def read(key: str, value: object, values: dict[str, Any]) -> None:
+        try:
+            values[key] = check(value)
+        except ValueError as exc:
+            raise _fail(key, str(exc)) from None
+
+    return read
 
 
 def _fail(key: str, message: str) -> _Bad:
@@ -648,6 +681,12 @@ _READERS: dict[str, Reader] = {
     "image": _read_optional_text,
     "environment": _read_environment,
     "env_vars": _read_env_vars,
+    "notebook": _checked(check_notebook),
+    "parameters": _checked(check_parameters),
+    "inputs": _checked(check_paths),
+    "outputs": _checked(check_paths),
+    "cache": _checked(check_flag),
+    "cache_scope": _checked(check_scope),
 }
 
 
@@ -676,7 +715,8 @@ def _parse(data: object, *, source: str, existing: Collection[str], allow_empty:
         if doc is None:
             raise InvalidInput(issues, title=_title(source))
         index = IdIndex(dict.fromkeys(existing))
-        graph = _read_tasks(doc.tasks, index, issues)
+        expansion = expand_matrices(doc.tasks, issues)
+        graph = _read_tasks(expansion.tasks, index, issues)
         index.add(graph.positions)
         deps, problems = expand_deps(graph.patterns, index)
         issues.extend(_dep_issue(problem, graph, index) for problem in problems)
@@ -686,7 +726,7 @@ def _parse(data: object, *, source: str, existing: Collection[str], allow_empty:
         where = f"task '{cycle[0]}'"
         issues.append(Issue(where=where, field=graph.deps_key(cycle[0]), message=message))
     if issues:
-        raise InvalidInput(issues, title=_title(source))
+        raise InvalidInput(map(expansion.located, issues), title=_title(source))
     _warn_legacy(doc.tasks, source)
     workflow = Workflow(tasks=graph.specs, deps=deps, env=doc.env, env_groups=doc.env_groups)
     workflow.title = doc.title

@@ -15,12 +15,14 @@ user's own umask, so the files a task writes are as the user would make them.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Sequence
 
 from scripthut.env_rules import ENV_NAME
 from scripthut.workflow.env import ResolvedEnv
 from scripthut.workflow.model import TaskSpec
+from scripthut.workflow.notebook import runner_source
 
 SHEBANG = "#!/bin/bash"
 LOGIN_SHEBANG = "#!/bin/bash -l"
@@ -87,22 +89,42 @@ def render_task_script(
     header: Sequence[str] = (),
     tag: str = "",
     before_cd: Sequence[str] = (),
+    outputs: tuple[str, str] | None = None,
 ) -> str:
     """The whole script for one attempt of `task`, ending with a newline.
 
     `before_cd` is bash run after the exports, before the script changes to the task's
     working directory (a task's clone of its commit: `workflow.clone`); a non-zero exit
-    there ends the script with that status, recorded like the command's."""
+    there ends the script with that status, recorded like the command's. `outputs` (output
+    folder, summary file) become `$SCRIPTHUT_OUTPUT_DIR` (created before the command starts)
+    and `$SCRIPTHUT_RUN_SUMMARY`."""
     lines = [LOGIN_SHEBANG if login_shell else SHEBANG, *_header(header)]
     lines.append(_comment(task.id, tag))
     lines.extend(_exit_recording(exit_path))
     lines.extend(f"eval {shell_quote(text)}" for text in env.init_lines())
     lines.extend(_exports(env, task.id, tag))
+    if outputs is not None:
+        lines.extend(_output_exports(*outputs))
     lines.extend(before_cd)
     lines.append(_change_dir(task.working_dir))
-    lines.append(f"__hut_cmd={shell_quote(task.command)}")
+    if task.notebook is not None:
+        lines.append(f"__hut_nb_runner={shell_quote(runner_source())}")
+    lines.append(f"__hut_cmd={shell_quote(_command(task))}")
     lines.extend(_RUN_COMMAND)
     return "\n".join(lines) + "\n"
+
+
+def _command(task: TaskSpec) -> str:
+    """The task's command; for a notebook task, the runner with the notebook, where the
+    executed copy goes (the attempt's output folder) and the parameters as JSON."""
+    if task.notebook is None:
+        return task.command
+    executed = posixpath.basename(task.notebook)
+    params = json.dumps(task.parameters or {})
+    return (
+        f'python3 -c "$__hut_nb_runner" {shell_path(task.notebook)} '
+        f'"$SCRIPTHUT_OUTPUT_DIR"/{shell_quote(executed)} {shell_quote(params)}'
+    )
 
 
 def _header(lines: Sequence[str]) -> list[str]:
@@ -136,6 +158,18 @@ def _exports(env: ResolvedEnv, task_id: str, tag: str) -> list[str]:
     if tag:
         lines.append(_export("SCRIPTHUT_TAG", tag, False))
     return lines
+
+
+def _output_exports(directory: str, summary: str) -> list[str]:
+    """The attempt's output folder (made now, private like the logs beside it; what the task
+    writes in it keeps the user's umask) and summary file, as absolute paths."""
+    folder = _absolute_path(directory)
+    return [
+        f"export SCRIPTHUT_OUTPUT_DIR={folder}",
+        f"export SCRIPTHUT_RUN_SUMMARY={_absolute_path(summary)}",
+        '[ -d "$SCRIPTHUT_OUTPUT_DIR" ] || (umask 077 && command -p mkdir -p -- '
+        '"$SCRIPTHUT_OUTPUT_DIR") || exit 1',
+    ]
 
 
 def _export(name: str, value: str, from_runtime: bool) -> str:
