@@ -255,7 +255,8 @@ def test_engine_killed_while_submitting_300_tasks(
     slurm_rig: SlurmRig, place: Place, tmp_path: Path
 ) -> None:
     config = tmp_path / "scripthut.yaml"
-    entry = rig_backend_entry(slurm_rig, "ssh", place.log_dir, max_concurrent=TASKS)
+    # One job per task: the crash window of plain submissions (arrays have their own test).
+    entry = rig_backend_entry(slurm_rig, "ssh", place.log_dir, max_concurrent=TASKS, arrays=False)
     settings = {"data_dir": str(tmp_path / "data"), "poll_interval": 2}
     config.write_text(yaml.safe_dump({"backends": [entry], "settings": settings}))
     tasks = [
