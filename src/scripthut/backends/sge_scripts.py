@@ -18,22 +18,38 @@ from scripthut.backends.remote import (
     script_end,
     script_start,
 )
+from scripthut.backends.slurm_arrays import members_script
 
 # Read the user's jobs out of `qstat -xml` line by line: only to skip live jobs' exit files and
-# accounting; the states themselves come from the XML parsed in Python.
+# accounting; the states themselves come from the XML parsed in Python. A live array task is
+# `<job>.<task>` too; a pending array's range is not expanded (its elements' exit files are
+# read: they have none yet).
 _LIVE_SCAN = r"""declare -A __hut_live=()
 __hut_id=
+__hut_up=
 while read -r __hut_l; do
     case $__hut_l in
         "<JB_job_number>"*) __hut_id=${__hut_l#<JB_job_number>}; __hut_id=${__hut_id%%<*} ;;
         "<state>"*)
-            case $__hut_l in *z*) ;; *) [ -n "$__hut_id" ] && __hut_live[$__hut_id]=1 ;; esac ;;
+            __hut_up=
+            case $__hut_l in
+                *z*) ;;
+                *) [ -n "$__hut_id" ] && __hut_live[$__hut_id]=1 && __hut_up=1 ;;
+            esac ;;
+        "<tasks>"*)
+            __hut_t=${__hut_l#<tasks>}; __hut_t=${__hut_t%%<*}
+            case $__hut_t in
+                ''|*[!0-9]*) ;;
+                *) [ -n "$__hut_up" ] && __hut_live[$__hut_id.$__hut_t]=1 ;;
+            esac ;;
     esac
 done <<< "$__hut_out"
 """
-# The records of `qacct -j` whose job number is one of `want` (space-separated).
+# The records of `qacct -j` whose job number is one of `want` (space-separated job ids; an
+# array element's `<job>.<task>` keeps every task of its job).
 _QACCT_FILTER = (
-    'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) k[w[i]] = 1 }'
+    'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) { sub(/\\..*/, "", w[i]);'
+    " k[w[i]] = 1 } }"
     ' /^=+$/ { if (keep) printf "%s", rec; rec = $0 "\\n"; keep = 0; next }'
     ' { rec = rec $0 "\\n" } $1 == "jobnumber" && ($2 in k) { keep = 1 }'
     ' END { if (keep) printf "%s", rec }'
@@ -74,8 +90,9 @@ def qacct_command(user: str, acct_days: int) -> str:
     return f"set -o pipefail; {qacct} | {awk}"
 
 
-def find_script(tags: Sequence[str], user: str, marker: str, index_dir: str) -> str:
-    """The tag index; when a tag is not there, the contexts of the user's queued jobs."""
+def find_script(tags: Sequence[str], user: str, marker: str, index_dir: str, log_dir: str) -> str:
+    """The tag index; when a tag is not there, the arrays whose wrappers list it (and their
+    index entries), and the contexts of the user's queued jobs."""
     ids = (
         f"{qstat_command(user)} | "
         "sed -n 's:.*<JB_job_number>\\([0-9][0-9]*\\)</JB_job_number>.*:\\1:p' | paste -sd, -"
@@ -85,6 +102,11 @@ def find_script(tags: Sequence[str], user: str, marker: str, index_dir: str) -> 
             script_start(marker),
             index_script(tags, index_dir),
             'if [ "$__hut_missing" = 1 ]; then\n',
+            members_script(tags, log_dir),
+            'for __hut_t in $__hut_arrays; do if [ -s "$__hut_idx/$__hut_t" ]; then\n',
+            '    __hut_j=; read -r __hut_j < "$__hut_idx/$__hut_t"\n',
+            '    printf \'%s index %s %s\\n\' "$__hut_m" "$__hut_t" "$__hut_j"\n',
+            "fi; done\n",
             f"__hut_ids=$(set -o pipefail; {ids} 2>&1)\n",
             "__hut_rc=$?\n",
             'if [ "$__hut_rc" -eq 0 ] && [ -n "$__hut_ids" ]; then\n',

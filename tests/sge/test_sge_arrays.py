@@ -1,0 +1,86 @@
+"""Grid Engine job arrays on the real rig: a sweep as one `-t` job, per-task logs and exit
+codes, a failing element failing only its task, find by the wrapper's tags line, and cancelling
+one element with `qdel <job> -t <task>`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scripthut.backends.base import ArrayGroup, JobStatus
+from scripthut.backends.sge import SGEBackend
+from scripthut.states import JobState
+from tests.sge.conftest import SGERig
+from tests.sge.test_sge_backend import (
+    all_final,
+    job_spec,
+    make_backend,
+    poll_until,
+    refs_for,
+    run_id,
+    with_backend,
+)
+
+
+@pytest.fixture
+def log_dir(sge_rig: SGERig) -> Iterator[str]:
+    """A fresh folder under the rig user's home, removed afterwards."""
+    name = f"hut-sge-tests/{uuid.uuid4().hex[:12]}"
+    yield f"~/{name}"
+    sge_rig.ssh(f"rm -rf -- {name}")
+
+
+def test_a_sweep_runs_as_one_array_with_per_task_logs_and_exit_codes(
+    sge_rig: SGERig, log_dir: str, tmp_path: Path
+) -> None:
+    backend = make_backend(sge_rig, log_dir, tmp_path)
+    assert backend.arrays_enabled()
+    run = run_id()
+    commands = ["echo out-0", "echo out-1; exit 3", "echo out-2 >&2", "echo out-3"]
+    specs = [job_spec(backend, run, i, command) for i, command in enumerate(commands)]
+
+    async def body(sge: SGEBackend) -> tuple[list[str | None], dict[str, JobStatus], object]:
+        (outcomes,) = await sge.submit_arrays([ArrayGroup(specs, 2)])
+        ids = [outcome.job_id for outcome in outcomes]
+        statuses = await poll_until(sge, refs_for(specs, ids), all_final)
+        found = await sge.find([spec.tag for spec in specs])
+        return ids, statuses, found
+
+    ids, statuses, found = with_backend(backend, body)
+    number = str(ids[0]).split(".")[0]
+    assert ids == [f"{number}.{task}" for task in range(1, 5)]
+    assert [statuses[str(i)].state for i in ids] == [
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.COMPLETED,
+        JobState.COMPLETED,
+    ]
+    assert statuses[str(ids[1])].exit_code == 3
+    assert found == {spec.tag: job_id for spec, job_id in zip(specs, ids, strict=True)}
+    outs = sge_rig.ssh(" ".join(f"cat {spec.paths.stdout};" for spec in specs))
+    assert outs.split() == ["out-0", "out-1", "out-3"]
+    assert sge_rig.ssh(f"cat {specs[2].paths.stderr}").strip() == "out-2"
+    wrapper = sge_rig.ssh(f"cat {log_dir}/.arrays/*.sh")
+    assert "#$ -t 1-4" in wrapper and "#$ -tc 2" in wrapper
+
+
+def test_one_element_is_cancelled_alone(sge_rig: SGERig, log_dir: str, tmp_path: Path) -> None:
+    backend = make_backend(sge_rig, log_dir, tmp_path)
+    run = run_id()
+    specs = [job_spec(backend, run, i, "sleep 3") for i in range(3)]
+
+    async def body(sge: SGEBackend) -> tuple[list[str | None], dict[str, JobStatus]]:
+        (outcomes,) = await sge.submit_arrays([ArrayGroup(specs, 1)])
+        ids = [outcome.job_id for outcome in outcomes]
+        await sge.cancel([str(ids[2])])
+        return ids, await poll_until(sge, refs_for(specs, ids), all_final, timeout=120)
+
+    ids, statuses = with_backend(backend, body)
+    assert [statuses[str(i)].state for i in ids] == [
+        JobState.COMPLETED,
+        JobState.COMPLETED,
+        JobState.CANCELLED,
+    ]
