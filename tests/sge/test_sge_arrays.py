@@ -4,15 +4,14 @@ one element with `qdel <job> -t <task>`."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
+from typing import Any
 
 from scripthut.backends.base import ArrayGroup, JobStatus
 from scripthut.backends.sge import SGEBackend
-from scripthut.states import JobState
+from scripthut.engine.engine import Engine
+from scripthut.states import JobState, RunState, TaskState
+from scripthut.workflow.parse import parse_document
 from tests.sge.conftest import SGERig
 from tests.sge.test_sge_backend import (
     all_final,
@@ -20,17 +19,12 @@ from tests.sge.test_sge_backend import (
     make_backend,
     poll_until,
     refs_for,
+    rig_config,
     run_id,
     with_backend,
 )
-
-
-@pytest.fixture
-def log_dir(sge_rig: SGERig) -> Iterator[str]:
-    """A fresh folder under the rig user's home, removed afterwards."""
-    name = f"hut-sge-tests/{uuid.uuid4().hex[:12]}"
-    yield f"~/{name}"
-    sge_rig.ssh(f"rm -rf -- {name}")
+from tests.sge.test_sge_backend import log_dir as log_dir  # the fixture
+from tests.sge.test_sge_workflows import drive, sge_of
 
 
 def test_a_sweep_runs_as_one_array_with_per_task_logs_and_exit_codes(
@@ -84,3 +78,44 @@ def test_one_element_is_cancelled_alone(sge_rig: SGERig, log_dir: str, tmp_path:
         JobState.COMPLETED,
         JobState.CANCELLED,
     ]
+
+
+def test_an_engine_sweep_goes_as_arrays_and_every_task_keeps_its_own(
+    sge_rig: SGERig, log_dir: str, tmp_path: Path
+) -> None:
+    config = rig_config(sge_rig, log_dir, tmp_path / "data", max_concurrent=30)
+    size, failing = 30, {4, 17}
+    doc = [
+        {
+            "id": f"p{i}",
+            "command": f"echo out {i}; echo err {i} >&2; exit {3 if i in failing else 0}",
+            "memory": "100M",
+        }
+        for i in range(size)
+    ]
+
+    async def body(engine: Engine) -> tuple[RunState, dict[str, Any]]:
+        record = engine.submit(parse_document(doc), name="sweep")
+        final = await engine.wait(record.id, timeout=300)
+        sge = sge_of(engine)
+        tasks: dict[str, Any] = {}
+        for task in engine.store.tasks(record.id):
+            attempt = engine.store.attempt(record.id, task.task_id)
+            assert attempt is not None
+            out = (await sge.read_log(attempt.stdout_path)).data
+            err = (await sge.read_log(attempt.stderr_path)).data
+            tasks[task.task_id] = (task.state, task.exit_code, out, err, attempt.job_id)
+        return final.state, tasks
+
+    state, tasks = drive(config, body)
+    assert state == RunState.FAILED
+    assert len(tasks) == size
+    for i in range(size):
+        got_state, code, out, err, _job = tasks[f"p{i}"]
+        assert out == f"out {i}\n".encode() and err == f"err {i}\n".encode(), i
+        expected = (TaskState.FAILED, 3) if i in failing else (TaskState.COMPLETED, 0)
+        assert (got_state, code) == expected, i
+    placed = [str(t[4]).split(".") for t in tasks.values()]
+    assert all(len(p) == 2 for p in placed), "every task is an array element"
+    assert len({tuple(p) for p in placed}) == size, "one element per task"
+    assert len({p[0] for p in placed}) <= 2, "the sweep went as one or two arrays"

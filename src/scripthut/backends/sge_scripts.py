@@ -22,11 +22,11 @@ from scripthut.backends.slurm_arrays import members_script
 
 # Read the user's jobs out of `qstat -xml` line by line: only to skip live jobs' exit files and
 # accounting; the states themselves come from the XML parsed in Python. A live array task is
-# `<job>.<task>` too; a pending array's range is not expanded (its elements' exit files are
-# read: they have none yet).
+# `<job>.<task>` too, and so is every task of a pending array's range (`3-5:1`, `1,4-9:2`).
 _LIVE_SCAN = r"""declare -A __hut_live=()
 __hut_id=
 __hut_up=
+__hut_range='^([0-9]+)(-([0-9]+)(:([0-9]+))?)?$'
 while read -r __hut_l; do
     case $__hut_l in
         "<JB_job_number>"*) __hut_id=${__hut_l#<JB_job_number>}; __hut_id=${__hut_id%%<*} ;;
@@ -37,11 +37,17 @@ while read -r __hut_l; do
                 *) [ -n "$__hut_id" ] && __hut_live[$__hut_id]=1 && __hut_up=1 ;;
             esac ;;
         "<tasks>"*)
+            [ -n "$__hut_up" ] || continue
             __hut_t=${__hut_l#<tasks>}; __hut_t=${__hut_t%%<*}
-            case $__hut_t in
-                ''|*[!0-9]*) ;;
-                *) [ -n "$__hut_up" ] && __hut_live[$__hut_id.$__hut_t]=1 ;;
-            esac ;;
+            for __hut_p in ${__hut_t//,/ }; do
+                [[ $__hut_p =~ $__hut_range ]] || continue
+                __hut_a=$((10#${BASH_REMATCH[1]})); __hut_b=$((10#${BASH_REMATCH[3]:-$__hut_a}))
+                __hut_s=$((10#${BASH_REMATCH[5]:-1})); [ "$__hut_s" -gt 0 ] || __hut_s=1
+                [ $((__hut_b - __hut_a)) -le 1000000 ] || continue
+                for ((__hut_k = __hut_a; __hut_k <= __hut_b; __hut_k += __hut_s)); do
+                    __hut_live[$__hut_id.$__hut_k]=1
+                done
+            done ;;
     esac
 done <<< "$__hut_out"
 """
