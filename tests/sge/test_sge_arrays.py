@@ -4,13 +4,23 @@ one element with `qdel <job> -t <task>`."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import pytest
+import yaml
 
 from scripthut.backends.base import ArrayGroup, JobStatus
 from scripthut.backends.sge import SGEBackend
 from scripthut.engine.engine import Engine
 from scripthut.states import JobState, RunState, TaskState
+from scripthut.store import Store
 from scripthut.workflow.parse import parse_document
 from tests.sge.conftest import SGERig
 from tests.sge.test_sge_backend import (
@@ -19,12 +29,14 @@ from tests.sge.test_sge_backend import (
     make_backend,
     poll_until,
     refs_for,
+    rig_backend_entry,
     rig_config,
     run_id,
     with_backend,
 )
 from tests.sge.test_sge_backend import log_dir as log_dir  # the fixture
 from tests.sge.test_sge_workflows import drive, sge_of
+from tests.slurm.test_slurm_faults import scripthut
 
 
 def test_a_sweep_runs_as_one_array_with_per_task_logs_and_exit_codes(
@@ -119,3 +131,62 @@ def test_an_engine_sweep_goes_as_arrays_and_every_task_keeps_its_own(
     assert all(len(p) == 2 for p in placed), "every task is an array element"
     assert len({tuple(p) for p in placed}) == size, "one element per task"
     assert len({p[0] for p in placed}) <= 2, "the sweep went as one or two arrays"
+
+
+KILLED_SWEEP = 200
+
+
+@pytest.mark.slow
+def test_engine_killed_while_submitting_an_array_sweep(
+    sge_rig: SGERig, log_dir: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "scripthut.yaml"
+    entry = rig_backend_entry(sge_rig, log_dir, max_concurrent=KILLED_SWEEP, max_array_size=10)
+    settings = {"data_dir": str(tmp_path / "data"), "poll_interval": 2}
+    config.write_text(yaml.safe_dump({"backends": [entry], "settings": settings}))
+    tasks = [{"id": f"k{i}", "command": "true", "memory": "100M"} for i in range(KILLED_SWEEP)]
+    workflow = tmp_path / "sweep.json"
+    workflow.write_text(json.dumps(tasks))
+    env = {**os.environ, "SCRIPTHUT_CONFIG": str(config)}
+
+    first = scripthut("run", str(workflow), "--json", env=env)
+    count = f"ls {log_dir}/.tags 2>/dev/null | wc -l"
+    deadline = time.monotonic() + 120
+    while int(sge_rig.ssh(count).strip() or 0) < 2:
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "submission did not start"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    accepted_at_kill = int(sge_rig.ssh(count).strip() or 0)
+    # The remote script may finish the submission after the kill: what matters is that the
+    # engine died before it heard back.
+    assert first.returncode == -signal.SIGKILL and accepted_at_kill >= 2
+
+    listing = subprocess.run(
+        [sys.executable, "-m", "scripthut.cli", "runs", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    run = json.loads(listing.stdout)[0]["id"]
+    second = scripthut("watch", run, "--json", env=env)
+    out, err = second.communicate(timeout=900)
+    assert second.returncode == 0, err
+    result = json.loads(out)
+    assert result["status"] == "completed"
+    assert set(result["tasks"].values()) == {"completed"}
+    assert len(result["tasks"]) == KILLED_SWEEP
+
+    store = Store.in_data_dir(tmp_path / "data")
+    attempts = store.attempts(run)
+    assert len({a.tag for a in attempts}) == KILLED_SWEEP, "a task was submitted twice"
+    assert len({a.job_id for a in attempts}) == KILLED_SWEEP
+    # Every array tag went to Grid Engine once: one job number per job name in qacct.
+    names = sge_rig.ssh(
+        f"for f in {log_dir}/.arrays/*.sh; do n=${{f##*/}}; n=${{n%.sh}}; "
+        'printf "%s " "$n"; qacct -j "$n" 2>/dev/null | awk \'$1 == "jobnumber" { print $2 }\' '
+        "| sort -u | wc -l; done"
+    )
+    per_array = dict(line.split() for line in names.strip().splitlines())
+    assert per_array and set(per_array.values()) == {"1"}, per_array
