@@ -89,3 +89,9 @@ def test_the_live_scan_marks_running_and_pending_tasks_but_not_zombies() -> None
         ["bash", "-c", script], input=QSTAT, capture_output=True, text=True, check=True
     )
     assert set(done.stdout.split()) == {"862", "862.1", "862.3", "862.5", "862.7", "862.9"}
+
+
+def test_elements_to_cancel_become_runs_of_tasks_per_array() -> None:
+    ids = ["862.4", "862.2", "862.3", "862.9", "700", "901.1", "862.3"]
+    assert ga.task_ranges(ids) == [("862", "2-4"), ("862", "9-9"), ("901", "1-1")]
+    assert ga.task_ranges(["700"]) == []

@@ -25,6 +25,7 @@ CANCELLED once `zombie_grace_s` has passed, so that lagging accounting is waited
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, timezone
@@ -572,28 +573,30 @@ class SGEBackend(Backend):
     # -- cancelling, logs, info -----------------------------------------------------------
 
     async def cancel(self, job_ids: Sequence[str]) -> None:
-        """One `qdel` per 500 ids; jobs that already ended are not an error."""
+        """One `qdel` per 500 ids, and `qdel 123 -t 4-9` per run of an array's elements, all
+        in one round trip; jobs that already ended are not an error."""
         ids = [job_id for job_id in dict.fromkeys(job_ids) if gp.is_job_id(job_id)]
         plain = [job_id for job_id in ids if "." not in job_id]
         commands = [
             ["qdel", *plain[i : i + CANCEL_CHUNK]] for i in range(0, len(plain), CANCEL_CHUNK)
         ]
-        for job_id in ids:
-            number, task = ga.split_id(job_id)
-            if task is not None:  # one element of an array: `qdel 123 -t 4`
-                commands.append(["qdel", number, "-t", task])
-        for command in commands:
-            result = await self.transport.run(command)
-            lines = (result.stderr + "\n" + result.stdout).splitlines()
-            errors = [
-                line
-                for line in lines
-                if line.strip()
-                and ("error" in line.lower() or "denied" in line.lower())
-                and not any(text in line for text in _BENIGN_CANCEL)
-            ]
-            if not result.ok and errors:
-                raise ScriptHutError(f"qdel failed: {gp.one_line(chr(10).join(errors))}")
+        commands += [["qdel", number, "-t", tasks] for number, tasks in ga.task_ranges(ids)]
+        if not commands:
+            return
+        script = "__hut_bad=0\n" + "".join(
+            f"{shlex.join(command)} 2>&1 || __hut_bad=1\n" for command in commands
+        )
+        result = await self.transport.run_script(script + 'exit "$__hut_bad"\n')
+        lines = (result.stderr + "\n" + result.stdout).splitlines()
+        errors = [
+            line
+            for line in lines
+            if line.strip()
+            and ("error" in line.lower() or "denied" in line.lower())
+            and not any(text in line for text in _BENIGN_CANCEL)
+        ]
+        if not result.ok and errors:
+            raise ScriptHutError(f"qdel failed: {gp.one_line(chr(10).join(errors))}")
 
     async def read_log(self, path: str, offset: int = 0, limit: int = 1 << 20) -> LogChunk:
         return await self.host.read_log(path, offset, limit)

@@ -6,13 +6,14 @@
   `arrays.wrapper_body` indexed by `$SGE_TASK_ID` (which starts at 1).
 - `element_id` / `split_id`: an element is `<job>.<task>` (`123.4`), as `qstat -xml` and
   `qacct` name array tasks; element `i` of the wrapper is task `i + 1`.
-- `task_numbers`: the tasks a pending array's `<tasks>` range (`2-10:1`, `1,3-5:2`) holds.
+- `task_numbers`: the tasks a pending array's `<tasks>` range (`2-10:1`, `1,3-5:2`) holds;
+  `task_ranges`: element ids as `qdel <job> -t a-b` ranges.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from scripthut.backends.arrays import wrapper_body
@@ -95,3 +96,24 @@ def task_numbers(tasks: str) -> set[int]:
             return set()
         found.update(range(start, end + 1, step))
     return found
+
+
+def task_ranges(job_ids: Iterable[str]) -> list[tuple[str, str]]:
+    """(job number, `a-b`) for each run of consecutive tasks among the element ids."""
+    tasks: dict[str, set[int]] = {}
+    for job_id in job_ids:
+        number, task = split_id(job_id)
+        if task is not None and task.isdigit():
+            tasks.setdefault(number, set()).add(int(task))
+    out: list[tuple[str, str]] = []
+    for number, found in tasks.items():
+        ordered = sorted(found)
+        start = previous = ordered[0]
+        for following in [*ordered[1:], None]:
+            if following is not None and following == previous + 1:
+                previous = following
+                continue
+            out.append((number, f"{start}-{previous}"))
+            if following is not None:
+                start = previous = following
+    return out
