@@ -416,7 +416,8 @@ class SGEBackend(Backend):
         paths = JobPaths(log_path, log_path, "", f"{folder}/{tag}.sh")
         try:
             header, prologue = self._directives(
-                replace(jobs[0], tag=tag, name=tag, paths=paths), "/bin/bash"
+                replace(jobs[0], tag=tag, name=f"{jobs[0].name} (+{len(jobs) - 1})", paths=paths),
+                "/bin/bash",
             )
         except ValueError as exc:
             raise ScriptHutError(f"task '{jobs[0].task_id}': {exc}") from None
