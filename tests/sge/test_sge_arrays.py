@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,10 @@ def test_engine_killed_while_submitting_an_array_sweep(
     entry = rig_backend_entry(sge_rig, log_dir, max_concurrent=KILLED_SWEEP, max_array_size=10)
     settings = {"data_dir": str(tmp_path / "data"), "poll_interval": 2}
     config.write_text(yaml.safe_dump({"backends": [entry], "settings": settings}))
-    tasks = [{"id": f"k{i}", "command": "true", "memory": "100M"} for i in range(KILLED_SWEEP)]
+    prefix = f"k{uuid.uuid4().hex[:8]}"  # job names unique to this run, for qacct
+    tasks = [
+        {"id": f"{prefix}-{i}", "command": "true", "memory": "100M"} for i in range(KILLED_SWEEP)
+    ]
     workflow = tmp_path / "sweep.json"
     workflow.write_text(json.dumps(tasks))
     env = {**os.environ, "SCRIPTHUT_CONFIG": str(config)}
@@ -182,11 +186,17 @@ def test_engine_killed_while_submitting_an_array_sweep(
     attempts = store.attempts(run)
     assert len({a.tag for a in attempts}) == KILLED_SWEEP, "a task was submitted twice"
     assert len({a.job_id for a in attempts}) == KILLED_SWEEP
-    # Every array tag went to Grid Engine once: one job number per job name in qacct.
-    names = sge_rig.ssh(
-        f"for f in {log_dir}/.arrays/*.sh; do n=${{f##*/}}; n=${{n%.sh}}; "
+    # Every array went to Grid Engine once: one job number for its job name (`#$ -N`, the
+    # first task's name and `(+n)`, unique to this run) in qacct.
+    jobs_per_name = (
+        f"for f in {log_dir}/.arrays/*.sh; do n=$(sed -n 's/^#[$] -N //p' \"$f\"); "
         'printf "%s " "$n"; qacct -j "$n" 2>/dev/null | awk \'$1 == "jobnumber" { print $2 }\' '
         "| sort -u | wc -l; done"
     )
-    per_array = dict(line.split() for line in names.strip().splitlines())
+    deadline = time.monotonic() + 60  # accounting may lag the exit-code files
+    while True:
+        per_array = dict(line.split() for line in sge_rig.ssh(jobs_per_name).strip().splitlines())
+        if "0" not in per_array.values() or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert per_array and set(per_array.values()) == {"1"}, per_array
