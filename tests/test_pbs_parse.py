@@ -289,3 +289,40 @@ def test_memory_and_log_redirect() -> None:
     assert ps.pbs_memory(1000) == "1000mb"
     line = ps.log_redirect("~/logs/a b.out", "/x/'q'.err")
     assert line == "exec >>\"$HOME\"/'logs/a b.out' 2>>'/x/'\\''q'\\''.err' || exit 1"
+
+
+# --- job arrays (the real formats; the rig's wrappers show one record per array) ----------
+
+
+def test_torque_array_elements_in_qstat_t_f() -> None:
+    jobs = by_key(pp.parse_qstat_f(fixture("torque_qstat_t_f_array.txt")))
+    assert set(jobs) == {"1300[]", "1300[0]", "1300[1]", "1300[2]"}
+    assert [jobs[f"1300[{i}]"].state for i in range(3)] == ["C", "R", "H"]
+    assert jobs["1300[0]"].get("exit_status") == "0"
+    assert jobs["1300[1]"].get("job_array_id") == "1"
+    assert [job.key for job in pp.owned_by(list(jobs.values()), "alice")] == list(jobs)
+
+
+def test_pbspro_array_subjobs_in_qstat_x_t_f() -> None:
+    jobs = by_key(pp.parse_qstat_f(fixture("pbspro_qstat_x_t_f_array.txt")))
+    assert set(jobs) == {"4400[]", "4400[0]", "4400[1]", "4400[2]"}
+    assert jobs["4400[]"].state == "B"
+    assert [jobs[f"4400[{i}]"].state for i in range(3)] == ["F", "R", "Q"]
+    assert jobs["4400[0]"].get("Exit_status") == "3"
+    assert jobs["4400[2]"].get("array_index") == "2"
+
+
+@pytest.mark.parametrize(
+    ("printed", "array_key", "element", "element_key"),
+    [
+        ("1300[].torque.example.org", "1300[]", "1300[4].torque.example.org", "1300[4]"),
+        ("4400[].pbs", "4400[]", "4400[4].pbs", "4400[4]"),
+        ("4400[]", "4400[]", "4400[4]", "4400[4]"),
+    ],
+)
+def test_array_ids_qsub_prints_and_their_elements(
+    printed: str, array_key: str, element: str, element_key: str
+) -> None:
+    assert pp.submitted_job_id(f"{printed}\n") == printed
+    assert pp.job_key(printed) == array_key
+    assert pp.is_job_id(element) and pp.job_key(element) == element_key

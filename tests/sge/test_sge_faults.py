@@ -130,7 +130,8 @@ def qacct_names(rig: SGERig) -> Counter[str]:
 @pytest.mark.slow
 def test_engine_killed_while_submitting(sge_rig: SGERig, log_dir: str, tmp_path: Path) -> None:
     config = tmp_path / "scripthut.yaml"
-    entry = rig_backend_entry(sge_rig, log_dir, max_concurrent=TASKS)
+    # One job per task (arrays: tests/sge/test_sge_arrays.py kills an array submission).
+    entry = rig_backend_entry(sge_rig, log_dir, max_concurrent=TASKS, arrays=False)
     settings = {"data_dir": str(tmp_path / "data"), "poll_interval": 2}
     config.write_text(yaml.safe_dump({"backends": [entry], "settings": settings}))
     prefix = f"k{uuid.uuid4().hex[:8]}"

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from scripthut.backends import sge_parse as gp
 from scripthut.backends.base import JobRef
 from scripthut.backends.sge import SGEBackend
 from scripthut.config import Config
@@ -121,7 +122,7 @@ def test_dependencies_wildcards_a_failure_and_a_cancel(
     assert got["after-bad"][0] == TaskState.DEP_FAILED
     assert got["after-bad"][5] is None  # never submitted
     job_ids = [v[5] for v in got.values() if isinstance(v, tuple) and v[5]]
-    assert len(set(job_ids)) == 6 and all(j.isdigit() for j in job_ids)
+    assert len(set(job_ids)) == 6 and all(gp.is_job_id(j) for j in job_ids)
     assert (got["cancelled"], got["slow"]) == (RunState.CANCELLED, TaskState.CANCELLED)
 
 

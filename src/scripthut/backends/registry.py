@@ -78,6 +78,8 @@ def create_backend(config: Config, entry: BackendConfig) -> Backend:
             parallel_env=entry.parallel_env,
             memory_resource=entry.memory_resource,
             login_shell=entry.login_shell,
+            arrays=entry.arrays,
+            max_array_size=entry.max_array_size,
         )
     if isinstance(entry, BatchBackendConfig):
         from scripthut.backends.batch_setup import batch_backend

@@ -10,7 +10,11 @@ Every operation costs a fixed number of round trips, whatever the number of jobs
   exit-code files and runs one `qacct` for the user's recent jobs, filtered to those. At most
   two scheduler commands per cycle.
 - `find`: the tag index, then the contexts of the user's queued jobs (`qstat -xml -j`).
-- `cancel`: one `qdel` with every id. `info`: `qstat -g c -xml`, `qhost -xml`, queue counts.
+- `submit_arrays`: many tasks of one run with the same resources as one `-t 1-<n>` job per
+  chunk (`sge_arrays`, within `max_aj_tasks`, `-tc` within `max_aj_instances`); element
+  `i` is task `i + 1`, its id `123.4` as qstat and qacct name it.
+- `cancel`: one `qdel` with every id (`qdel 123 -t 4` for an array element).
+- `info`: `qstat -g c -xml`, `qhost -xml`, queue counts.
 
 A query that fails is "unknown" (PollResult.ok False, find None), never "failed". A tracked job
 that nothing can place stays UNKNOWN for `missing_grace_s`, then FAILED. A zombie (a job that
@@ -21,12 +25,18 @@ CANCELLED once `zombie_grace_s` has passed, so that lagging accounting is waited
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, timezone
 
+from scripthut.backends import sge_arrays as ga
 from scripthut.backends import sge_parse as gp
 from scripthut.backends import sge_scripts as scripts
+from scripthut.backends import slurm_arrays as sa
+from scripthut.backends.arrays import ARRAYS_DIR, array_tag, split_group
 from scripthut.backends.base import (
+    ArrayGroup,
     Backend,
     BackendInfo,
     JobPaths,
@@ -50,6 +60,8 @@ from scripthut.backends.remote import (
     is_safe_name,
     new_marker,
     parent_dir,
+    script_end,
+    script_start,
     submit_replies,
     submit_script,
 )
@@ -107,6 +119,8 @@ class SGEBackend(Backend):
         submit_chunk: int = SUBMIT_CHUNK,
         submit_parallel: int = SUBMIT_PARALLEL,
         acct_days: int = ACCT_DAYS,
+        arrays: bool = True,
+        max_array_size: int | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -122,6 +136,9 @@ class SGEBackend(Backend):
         self.submit_chunk = max(1, submit_chunk)
         self.submit_parallel = max(1, submit_parallel)
         self.acct_days = acct_days
+        self.arrays = arrays
+        self.max_array_size = max_array_size
+        self.limits: ga.SiteLimits | None = None
         self._missing = MissingClock(missing_grace_s)
         self._zombies = MissingClock(zombie_grace_s)
 
@@ -325,6 +342,98 @@ class SGEBackend(Backend):
             return None
         return SubmitOutcome(error=f"qsub: {gp.one_line(reply.text) or f'exit {reply.rc}'}")
 
+    # -- arrays -----------------------------------------------------------------------------
+
+    def arrays_enabled(self) -> bool:
+        return self.arrays
+
+    async def site_limits(self) -> ga.SiteLimits:
+        """`max_aj_tasks` and `max_aj_instances`: asked once, then kept (Grid Engine's
+        defaults, asked again later, when qconf does not answer)."""
+        if self.limits is None:
+            await self.host.identify()
+            marker = new_marker()
+            text = script_start(marker) + ga.limits_script() + script_end()
+            limits = ga.read_limits(await self.host.script(text, marker))
+            if limits is None:
+                return ga.SiteLimits()
+            self.limits = limits
+        return self.limits
+
+    async def submit_arrays(self, groups: Sequence[ArrayGroup]) -> list[list[SubmitOutcome]]:
+        """Each group as `-t` jobs of at most `max_aj_tasks` elements, about
+        `submit_chunk` * 5 elements per round trip."""
+        limits = await self.site_limits()
+        largest = limits.largest_array(self.max_array_size)
+        chunks = [
+            ArrayGroup(chunk.jobs, limits.throttle(chunk.throttle))
+            for group in groups
+            for chunk in split_group(group, largest)
+        ]
+        trips = sa.packed(chunks, self.submit_chunk * 5)
+        results = await in_chunks(
+            trips, self._submit_arrays_trip, largest=1, parallel=self.submit_parallel
+        )
+        flat = [outcome for outcomes in results for outcome in outcomes]
+        out: list[list[SubmitOutcome]] = []
+        for group in groups:
+            out.append(flat[: len(group.jobs)])
+            flat = flat[len(group.jobs) :]
+        return out
+
+    async def _submit_arrays_trip(
+        self, trips: Sequence[list[ArrayGroup]]
+    ) -> list[list[SubmitOutcome]]:
+        (chunks,) = trips
+        items = [self._array_submission(chunk) for chunk in chunks]
+        marker = new_marker()
+        timeout = 60.0 + 0.05 * sum(len(chunk) for chunk in chunks)
+        sections = await self.host.script(self.submit_script(items, marker), marker, timeout)
+        replies = submit_replies(sections, len(items))
+        outcomes: list[SubmitOutcome] = []
+        for chunk, reply in zip(chunks, replies, strict=True):
+            outcome = self._outcome(reply)
+            if outcome is None:
+                raise TransportError(
+                    f"{self.transport.description}: the outcome of an array of {len(chunk)} "
+                    f"is unknown ({_why_unsure(replies)})"
+                )
+            job_id = outcome.job_id
+            outcomes.extend(
+                SubmitOutcome(job_id=ga.element_id(job_id, index))
+                if job_id is not None
+                else SubmitOutcome(error=outcome.error)
+                for index in range(len(chunk))
+            )
+        return [outcomes]
+
+    def _array_submission(self, group: ArrayGroup) -> Submission:
+        """The wrapper `<log_dir>/.arrays/<array tag>.sh` (its log beside it), with every
+        element's script written before the one qsub."""
+        jobs = group.jobs
+        tag = array_tag(jobs)
+        folder = self.host.absolute(f"{self.log_dir}/{ARRAYS_DIR}")
+        log_path = f"{folder}/{tag}.log"
+        paths = JobPaths(log_path, log_path, "", f"{folder}/{tag}.sh")
+        try:
+            header, prologue = self._directives(
+                replace(jobs[0], tag=tag, name=f"{jobs[0].name} (+{len(jobs) - 1})", paths=paths),
+                "/bin/bash",
+            )
+        except ValueError as exc:
+            raise ScriptHutError(f"task '{jobs[0].task_id}': {exc}") from None
+        options = gp.directives(ga.array_options(len(jobs), group.throttle))
+        items = [self.submission(spec) for spec in jobs]
+        dirs = {d for item in items for d in item.dirs} | {folder}
+        return Submission(
+            tag,
+            ga.wrapper_script(header, [*options, *prologue], jobs),
+            paths.script,
+            tuple(sorted(dirs)),
+            (log_path, ""),
+            elements=tuple((spec.paths.script, spec.script) for spec in jobs),
+        )
+
     # -- polling --------------------------------------------------------------------------
 
     async def poll(self, jobs: Sequence[JobRef]) -> PollResult:
@@ -352,6 +461,8 @@ class SGEBackend(Backend):
             rows = {row.job_id: row for row in gp.parse_qstat_xml(qstat.body, tz)}
         except ValueError as exc:
             return PollResult(ok=False, error=str(exc))
+        arrays = {ga.split_id(ref.job_id)[0] for ref in jobs if "." in ref.job_id}
+        rows.update(_pending_elements(jobs, rows))
         exits = exit_codes(sections)
         acct, acct_state = _accounting(sections, tz)
         result = PollResult(jobs={})
@@ -363,7 +474,9 @@ class SGEBackend(Backend):
         self._missing.keep_only(tracked)
         self._zombies.keep_only(tracked)
         result.external = [
-            gp.external_status(row) for row in rows.values() if row.job_id not in tracked
+            gp.external_status(row)
+            for row in rows.values()
+            if row.job_id not in tracked and ga.split_id(row.job_id)[0] not in arrays
         ]
         return result
 
@@ -430,43 +543,62 @@ class SGEBackend(Backend):
         return self._read_find(wanted, sections)
 
     def find_script(self, tags: Sequence[str], user: str, marker: str) -> str:
-        return scripts.find_script(tags, user, marker, self._index_dir())
+        return scripts.find_script(tags, user, marker, self._index_dir(), self.log_dir)
 
     def _read_find(self, tags: Sequence[str], sections: Sequence[Section]) -> dict[str, str] | None:
-        wanted = set(tags)
-        found: dict[str, str] = {}
+        """Plain jobs by their own tag; array elements by (array tag, index) from the
+        wrappers' tags lines, the array's job id from its index file or its job context."""
+        members = sa.read_members(sections)
+        wanted = set(tags) | {array for places in members.values() for array, _ in places}
+        ids: dict[str, str] = {}
         for tag, text in indexed(sections).items():
             job_id = gp.submitted_job_id(text)
             if tag in wanted and job_id is not None:
-                found[tag] = job_id
-        if len(found) == len(wanted):
-            return found
+                ids[tag] = job_id
         contexts = next((s for s in sections if s.name == "contexts"), None)
-        if contexts is None or contexts.rc() != 0:
+        if contexts is None and not set(tags) <= ids.keys():
             return None
-        for job_id, values in gp.parse_contexts(contexts.body).items():
-            tag = values.get(TAG_CONTEXT, "")
-            if tag in wanted and tag not in found:
-                found[tag] = job_id
+        if contexts is not None:
+            if contexts.rc() != 0:
+                return None
+            for job_id, values in gp.parse_contexts(contexts.body).items():
+                tag = values.get(TAG_CONTEXT, "")
+                if tag in wanted and tag not in ids:
+                    ids[tag] = job_id
+        found = {tag: ids[tag] for tag in tags if tag in ids}
+        for tag, places in members.items():
+            for array, index in places:
+                if tag not in found and array in ids and gp.is_job_id(ids[array]):
+                    found[tag] = ga.element_id(ids[array], index)
         return found
 
     # -- cancelling, logs, info -----------------------------------------------------------
 
     async def cancel(self, job_ids: Sequence[str]) -> None:
-        """One `qdel` per 500 ids; jobs that already ended are not an error."""
+        """One `qdel` per 500 ids, and `qdel 123 -t 4-9` per run of an array's elements, all
+        in one round trip; jobs that already ended are not an error."""
         ids = [job_id for job_id in dict.fromkeys(job_ids) if gp.is_job_id(job_id)]
-        for start in range(0, len(ids), CANCEL_CHUNK):
-            result = await self.transport.run(["qdel", *ids[start : start + CANCEL_CHUNK]])
-            lines = (result.stderr + "\n" + result.stdout).splitlines()
-            errors = [
-                line
-                for line in lines
-                if line.strip()
-                and ("error" in line.lower() or "denied" in line.lower())
-                and not any(text in line for text in _BENIGN_CANCEL)
-            ]
-            if not result.ok and errors:
-                raise ScriptHutError(f"qdel failed: {gp.one_line(chr(10).join(errors))}")
+        plain = [job_id for job_id in ids if "." not in job_id]
+        commands = [
+            ["qdel", *plain[i : i + CANCEL_CHUNK]] for i in range(0, len(plain), CANCEL_CHUNK)
+        ]
+        commands += [["qdel", number, "-t", tasks] for number, tasks in ga.task_ranges(ids)]
+        if not commands:
+            return
+        script = "__hut_bad=0\n" + "".join(
+            f"{shlex.join(command)} 2>&1 || __hut_bad=1\n" for command in commands
+        )
+        result = await self.transport.run_script(script + 'exit "$__hut_bad"\n')
+        lines = (result.stderr + "\n" + result.stdout).splitlines()
+        errors = [
+            line
+            for line in lines
+            if line.strip()
+            and ("error" in line.lower() or "denied" in line.lower())
+            and not any(text in line for text in _BENIGN_CANCEL)
+        ]
+        if not result.ok and errors:
+            raise ScriptHutError(f"qdel failed: {gp.one_line(chr(10).join(errors))}")
 
     async def read_log(self, path: str, offset: int = 0, limit: int = 1 << 20) -> LogChunk:
         return await self.host.read_log(path, offset, limit)
@@ -529,6 +661,24 @@ def _why_unsure(replies: Sequence[SubmitReply | None]) -> str:
         if reply is not None and reply.kind == "rc" and reply.rc != 0:
             return f"qsub: {gp.one_line(reply.text, 300)}"
     return "the submission script stopped early"
+
+
+def _pending_elements(
+    jobs: Sequence[JobRef], rows: Mapping[str, gp.QueueRow]
+) -> dict[str, gp.QueueRow]:
+    """Tracked elements a pending array's row holds in its `<tasks>` range, as own rows."""
+    ranges: dict[str, set[int]] = {}
+    found: dict[str, gp.QueueRow] = {}
+    for ref in jobs:
+        number, task = ga.split_id(ref.job_id)
+        row = rows.get(number)
+        if task is None or ref.job_id in rows or row is None or not row.tasks:
+            continue
+        if number not in ranges:
+            ranges[number] = ga.task_numbers(row.tasks)
+        if task.isdigit() and int(task) in ranges[number]:
+            found[ref.job_id] = replace(row, job_id=ref.job_id, tasks=task)
+    return found
 
 
 def _offset(sections: Sequence[Section]) -> timezone:
