@@ -61,9 +61,10 @@ def test_sbatch_over_the_local_shell_exports_no_server_credentials(
     # ScriptHut's own folders and files are private; the task's own file keeps the umask.
     run_dir = place.local_dir / run_id
     assert {mode(p) for p in (place.local_dir, run_dir, place.local_dir / ".tags")} == {0o700}
-    files = sorted(run_dir.iterdir())
+    files = sorted(p for p in run_dir.iterdir() if p.is_file())
     assert [p.name for p in files] == ["env.1.err", "env.1.exit", "env.1.out", "env.1.sh"]
     assert {p.name: mode(p) for p in files} == {p.name: 0o600 for p in files}
+    assert mode(run_dir / "env.1.outputs") == 0o700  # the attempt's output folder
     umask = os.umask(0)
     os.umask(umask)
     assert mode(work / "own.txt") == 0o666 & ~umask
