@@ -100,9 +100,23 @@ def alice_routes(run_id: str) -> list[tuple[str, str, Any]]:
         ("POST", "workflows/demo/run", None),
         ("POST", "workflows/demo/dry-run", None),
         ("GET", "events", None),
+        ("GET", "config", None),
+        ("POST", "config/reload", None),
+        ("DELETE", f"runs/{run_id}", None),
+        ("GET", f"runs/{run_id}/cost", None),
+        ("GET", f"runs/{run_id}/summary", None),
+        ("GET", f"{task}/outputs", None),
+        ("GET", f"{task}/outputs/file?path=x", None),
+        ("GET", f"{task}/manifest", None),
+        ("GET", "sources", None),
+        ("POST", "sources/sync", None),
+        ("POST", "sources/demo/sync", None),
+        ("POST", "sources/demo/dry-run", None),
+        ("POST", "sources/demo/run", None),
     ]
     assert len({(m, p.split("/")[0]) for m, p, _ in routes}) >= 9
-    assert len(routes) == len(ROUTES) + 1  # GET and POST of /runs share a route
+    # GET and POST of /runs, GET and DELETE of /runs/{id} share a route
+    assert len(routes) == len(ROUTES) + 2
     return routes
 
 
