@@ -211,7 +211,7 @@ def test_full_example_with_every_backend_type(tmp_path: Path) -> None:
 
 
 def test_example_file_in_the_repository_is_valid() -> None:
-    config = load_config(REPO / "examples" / "scripthut.yaml")
+    config = load_config(REPO / "examples" / "scripthut.example.yaml")
     assert [b.type for b in config.backends] == ["local", "slurm"]
     assert config.workflow("simulations").backend == "hpc"
 
