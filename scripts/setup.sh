@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install ScriptHut with its development tools into it.
+# Create .venv and install ScriptHut with its development and documentation tools into it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,8 +33,8 @@ fi
 # SCRIPTHUT_DEPS=newest takes the newest versions pyproject.toml allows instead.
 if [ "${SCRIPTHUT_DEPS:-locked}" = newest ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev]'
+  .venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev,docs]'
 else
   .venv/bin/python -m pip install -q "$(grep '^pip==' scripts/constraints.txt)"
-  .venv/bin/python -m pip install -q -c scripts/constraints.txt -e '.[dev]'
+  .venv/bin/python -m pip install -q -c scripts/constraints.txt -e '.[dev,docs]'
 fi

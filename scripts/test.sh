@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set everything up and run the whole test suite: ruff, mypy, pytest (Slurm/SSH and Grid Engine
-# rigs, real JupyterLab in headless Chromium) and the notebooks under nbval.
+# Set everything up and run the whole test suite: ruff, mypy, the strict docs site build, pytest
+# (Slurm/SSH and Grid Engine rigs, real JupyterLab in headless Chromium) and the notebooks under
+# nbval.
 # Under CI=true a rig that cannot be started fails the run instead of skipping tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,12 @@ fi
 .venv/bin/ruff format --check src tests bench
 .venv/bin/mypy
 .venv/bin/cfn-lint cloudformation/*.yaml
+# The documentation site (mkdocs.yml), built strict: a broken link or anchor, or a page under
+# docs/ missing from the nav, fails the run. Built outside the tree; NO_MKDOCS_2_WARNING is
+# mkdocs-material's own switch for the notice it prints about its end of life.
+docs_site=$(mktemp -d)
+trap 'rm -rf "$docs_site"' EXIT
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$docs_site"
 # The browser suites run in a session of their own: Playwright's sync API leaves an event
 # loop set on the main thread, which asyncio.run() in later tests refuses.
 .venv/bin/python -m pytest -q --ignore=tests/browser --ignore=tests/lab --ignore=tests/hub "$@"
