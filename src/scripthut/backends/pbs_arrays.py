@@ -275,9 +275,12 @@ def element_status(
         "(this PBS server deletes an array for qdel of one element)"
     )
     if exit_file is not None:
-        if sibling_deleted is not None and not deleted and exit_file > 128:
-            return JobStatus(job_id, JobState.CANCELLED, "C", exit_code=exit_file, reason=whole)
-        return pp.final_status(job_id, None, exit_file)
+        if exit_file > 128 and (deleted or sibling_deleted is not None):  # killed by qdel
+            why = "cancelled (qdel)" if deleted else whole
+            return JobStatus(job_id, JobState.CANCELLED, "C", exit_code=exit_file, reason=why)
+        status = pp.final_status(job_id, None, exit_file)
+        ended = status is not None and pp.is_final(array.state)
+        return replace(status, raw_state=array.state) if status and ended else status
     if not pp.is_final(array.state):
         return pp.live_status(array, job_id)
     if deleted:
