@@ -89,7 +89,7 @@ def test_torque_poll_is_one_qstat_and_reads_exit_files_of_finished_jobs(tmp_path
         "1299": (JobState.FAILED, "EXIT_FILE", 2),
         "1298": (JobState.UNKNOWN, "UNKNOWN", None),
     }
-    assert calls(tmp_path, "qstat") == ["-f"]
+    assert calls(tmp_path, "qstat") == ["-t -f"]
     external = {s.job_id: s.raw_state for s in result.external or []}
     assert external == {"1236.torque.example.org": "H"}  # bob's 1240 filtered out
 
@@ -116,7 +116,7 @@ def test_pbspro_poll_asks_qstat_x_once_for_the_jobs_qstat_no_longer_lists(
         "4092.pbs01": (JobState.FAILED, "F"),
     }
     assert result.jobs["4090.pbs01"].efficiency is not None
-    assert calls(tmp_path, "qstat") == ["-f", "-x -f -F json 4090 4091 4092"]
+    assert calls(tmp_path, "qstat") == ["-t -f", "-x -t -f -F json 4090 4091 4092"]
 
 
 def test_a_failed_qstat_is_unknown_and_a_failed_history_never_concludes(tmp_path: Path) -> None:

@@ -1,20 +1,32 @@
-"""What the rig's Torque wrappers (over Slurm) do with job arrays: why the PBS backend keeps
-submitting one job per task there. Real Torque and PBS Pro formats are tested with fixtures
-(tests/test_pbs_parse.py).
+"""PBS job arrays end to end over SSH against the rig's Torque wrappers (over Slurm).
 
-The wrappers accept `-t 0-2%1` (Torque) and `-J 0-2` (PBS Pro) and create a Slurm array,
-but print a bare id (not `123[]`), list one `qstat -f` record per array (no `-t`), give the
-elements neither `$PBS_ARRAYID` nor `$PBS_ARRAY_INDEX` (only Slurm's variables), and take
-`qdel '123[1]'` for `qdel 123` (the whole array): elements can be neither polled nor cancelled
-one by one through them.
+The wrappers take `#PBS -t 0-<n-1>%<throttle>` and make a Slurm array, but print a bare id
+(`123`, not `123[]`), know no `qstat -t` and list one record per element under Slurm's own
+ids, give the elements only Slurm's variables (`$SLURM_ARRAY_TASK_ID`, which the wrapper
+falls back to), and take `qdel '123[1]'` for `qdel 123`: the whole array. So here elements
+take their array's state until their exit-code files say how they ended, and cancelling one
+task cancels its siblings too, reported as such (never as failures). Per-element polling
+and cancel on real Torque and PBS Pro are proven on fixtures (tests/test_pbs_arrays.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import subprocess
+import time
 import uuid
+from pathlib import Path
+from typing import Any
 
+from scripthut.engine.engine import Engine
+from scripthut.states import RunState, TaskState
+from scripthut.workflow.parse import parse_document
+from tests.pbs.test_pbs_rig import MEM, drive, pbs_config
+from tests.pbs.test_pbs_rig import place as place  # the fixture
 from tests.slurm.conftest import SlurmRig
+
+ELEMENT = re.compile(r"([0-9]+)\[([0-9]+)\]")
 
 PROBE = r"""set -u
 B={bin}
@@ -35,7 +47,17 @@ cat "$d"/pro.2; ls "$d" | grep -c '^torque\.' | sed 's/^/torque-elements /'
 """
 
 
-def test_the_wrappers_make_a_slurm_array_but_show_no_pbs_elements(pbs_rig: SlurmRig) -> None:
+def elements(job_ids: list[str]) -> list[tuple[str, int]]:
+    """(array id, index) of element ids; fails on a plain job id."""
+    out = []
+    for job_id in job_ids:
+        match = ELEMENT.fullmatch(job_id)
+        assert match, f"{job_id} is not an array element"
+        out.append((match.group(1), int(match.group(2))))
+    return out
+
+
+def test_what_the_wrappers_do_with_arrays(pbs_rig: SlurmRig) -> None:
     folder = f"hut-pbs-arrays-{uuid.uuid4().hex[:10]}"
     script = PROBE.format(bin=pbs_rig.torque_bin, folder=folder)
     done = subprocess.run(
@@ -52,3 +74,83 @@ def test_the_wrappers_make_a_slurm_array_but_show_no_pbs_elements(pbs_rig: Slurm
     assert lines[1:4] == ["records 1", "qstat-t 2", "qdel-element 0"], lines
     # `qdel 123[1]` deleted the whole held Torque-style array: none of its elements ran.
     assert lines[4:] == ["T=unset P=unset S=2", "torque-elements 0"], lines
+
+
+def test_a_sweep_runs_as_arrays_with_every_task_its_own(
+    pbs_rig: SlurmRig, place: str, tmp_path: Path
+) -> None:
+    config = pbs_config(pbs_rig, place, tmp_path / "data")
+    failing = {3, 11}
+    doc = [
+        {
+            "id": f"p{i}",
+            "command": f"echo out {i}; echo err {i} >&2; exit {4 if i in failing else 0}",
+            "memory": MEM,
+        }
+        for i in range(24)
+    ]
+
+    async def body(engine: Engine) -> dict[str, Any]:
+        record = engine.submit(parse_document(doc), name="sweep")
+        final = await engine.wait(record.id, timeout=300)
+        backend = engine.registry.get("rig")
+        got: dict[str, Any] = {"state": final.state, "tasks": {}}
+        for task in engine.store.tasks(record.id):
+            attempt = engine.store.attempt(record.id, task.task_id)
+            assert attempt is not None
+            out = (await backend.read_log(attempt.stdout_path)).data
+            err = (await backend.read_log(attempt.stderr_path)).data
+            got["tasks"][task.task_id] = (task.state, task.exit_code, out, err, attempt.job_id)
+        return got
+
+    got = drive(config, body)
+    assert got["state"] == RunState.FAILED
+    tasks = got["tasks"]
+    assert len(tasks) == 24
+    for i in range(24):
+        state, code, out, err, _job = tasks[f"p{i}"]
+        assert out == f"out {i}\n".encode() and err == f"err {i}\n".encode(), i
+        expected = (TaskState.FAILED, 4) if i in failing else (TaskState.COMPLETED, 0)
+        assert (state, code) == expected, (i, tasks[f"p{i}"])
+    placed = elements([t[4] for t in tasks.values()])
+    assert len(set(placed)) == 24, "one element per task"
+    assert len({array for array, _ in placed}) <= 2, "the sweep went as one or two arrays"
+
+
+def test_cancelling_one_task_cancels_its_array_here_and_says_so(
+    pbs_rig: SlurmRig, place: str, tmp_path: Path
+) -> None:
+    config = pbs_config(pbs_rig, place, tmp_path / "data")
+    doc = [{"id": f"s{i}", "command": "sleep 120", "memory": MEM} for i in range(3)]
+
+    async def body(engine: Engine) -> dict[str, Any]:
+        record = engine.submit(parse_document(doc), name="cancel-one")
+        deadline = time.monotonic() + 120
+        while True:
+            tasks = {t.task_id: t for t in engine.store.tasks(record.id)}
+            if all(t.state == TaskState.RUNNING for t in tasks.values()):
+                break
+            assert time.monotonic() < deadline, {k: t.state for k, t in tasks.items()}
+            await asyncio.sleep(0.5)
+        victim = tasks["s1"].job_id
+        assert victim is not None
+        await engine.cancel_job("rig", victim)
+        final = await engine.wait(record.id, timeout=120)
+        return {
+            "state": final.state,
+            "tasks": {t.task_id: (t.state, t.reason) for t in engine.store.tasks(record.id)},
+            "ids": {t.task_id: t.job_id for t in engine.store.tasks(record.id)},
+        }
+
+    got = drive(config, body)
+    assert len({array for array, _ in elements(list(got["ids"].values()))}) == 1
+    states = {task: state for task, (state, _reason) in got["tasks"].items()}
+    assert states == {
+        "s0": TaskState.CANCELLED,
+        "s1": TaskState.CANCELLED,
+        "s2": TaskState.CANCELLED,
+    }
+    for task in ("s0", "s2"):
+        reason = got["tasks"][task][1] or ""
+        assert "whole array was deleted" in reason and got["ids"]["s1"] in reason, reason
+    assert got["state"] != RunState.COMPLETED

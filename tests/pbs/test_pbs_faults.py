@@ -113,7 +113,8 @@ def test_engine_killed_while_submitting_makes_one_job_per_tag(
     pbs_rig: SlurmRig, place: str, tmp_path: Path
 ) -> None:
     config = tmp_path / "scripthut.yaml"
-    entry = pbs_entry(pbs_rig, place, max_concurrent=TASKS)
+    # One job per task: the kill must land between the submissions of one batch.
+    entry = pbs_entry(pbs_rig, place, max_concurrent=TASKS, arrays=False)
     settings = {"data_dir": str(tmp_path / "data"), "poll_interval": 2}
     config.write_text(yaml.safe_dump({"backends": [entry], "settings": settings}))
     tasks = [{"id": f"t{i}", "command": "true", "memory": MEM} for i in range(TASKS)]

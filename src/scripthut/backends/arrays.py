@@ -1,4 +1,4 @@
-"""Job arrays, the part every scheduler shares (Slurm now; PBS `-t`/`-J` and SGE `-t` the same way).
+"""Job arrays, the part every scheduler shares (Slurm, PBS `-t`/`-J`, Grid Engine `-t`).
 
 Many ready tasks of one run that ask for the same resources become one array job. Each task
 keeps its own attempt (tag, intent row, task script, logs, exit-code file, env): the array is
@@ -17,7 +17,7 @@ only a way to hand the scheduler many scripts in one submission.
   the wrapper, and the element runs exactly as a plain job would (its shebang, its env, its
   exit-code file).
   Its first line lists the element tags: after a crash `find` reads it to learn which
-  element of which array an attempt is.
+  element of which array an attempt is (`members_script` / `read_members`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import shlex
 from collections.abc import Hashable, Iterable, Sequence
 
 from scripthut.backends.base import ArrayGroup, JobSpec
+from scripthut.backends.remote import Section
 from scripthut.workflow.script import shell_path
 
 ARRAYS_DIR = ".arrays"
@@ -128,3 +129,44 @@ def tags_of_wrapper(line: str) -> list[str]:
     if not line.startswith(TAGS_LINE):
         return []
     return line[len(TAGS_LINE) :].split()
+
+
+def members_script(tags: Sequence[str], log_dir: str) -> str:
+    """Bash: a `members` section of `tag array index` lines for wanted tags found in the tags
+    lines of the wrappers under `<log_dir>/.arrays`, and `__hut_arrays` (those arrays)."""
+    words = len(TAGS_LINE.split())
+    awk = (
+        'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) k[w[i]] = 1 } '
+        f"index($0, {_awk_string(TAGS_LINE)}) == 1 {{ "
+        'a = FILENAME; sub(/.*\\//, "", a); sub(/\\.sh$/, "", a); '
+        f"for (i = {words + 1}; i <= NF; i++) if ($i in k) print $i, a, i - {words + 1}; "
+        "nextfile }"
+    )
+    folder = shell_path(f"{log_dir.rstrip('/')}/{ARRAYS_DIR}")
+    return "".join(
+        [
+            f"__hut_members=$(for __hut_f in {folder}/*.sh; do "
+            '[ -f "$__hut_f" ] && printf "%s\\0" "$__hut_f"; done | '
+            f"xargs -0r awk -v want={shlex.quote(' '.join(tags))} {shlex.quote(awk)} "
+            "2>/dev/null)\n",
+            'printf \'%s members\\n%s\\n\' "$__hut_m" "$__hut_members"\n',
+            "__hut_arrays=$(awk '{ print $2 }' <<< \"$__hut_members\" | sort -u | tr '\\n' ' ')\n",
+        ]
+    )
+
+
+def _awk_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def read_members(sections: Iterable[Section]) -> dict[str, list[tuple[str, int]]]:
+    """tag -> every (array tag, index) listing it (a resubmission may list it again)."""
+    found: dict[str, list[tuple[str, int]]] = {}
+    for section in sections:
+        if section.name != "members":
+            continue
+        for line in section.body.splitlines():
+            words = line.split()
+            if len(words) == 3 and words[2].isdigit():
+                found.setdefault(words[0], []).append((words[1], int(words[2])))
+    return found

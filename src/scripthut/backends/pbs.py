@@ -11,6 +11,8 @@ Every operation costs a fixed number of round trips, whatever the number of jobs
   `qstat -x -f` for all of them. At most two scheduler commands per cycle.
 - `find`: the tag index, then job names in `qstat -f` (`-x` on PBS Pro), in one script.
 - `cancel`: one `qdel` with every id. `info`: `pbsnodes -a` and `qstat -Q` in one script.
+- `submit_arrays` (`pbs_arrays`): many tasks of one run with the same resources as one
+  `-t`/`-J` array per chunk; elements `123[4]`, listed by `qstat -t -f`.
 
 The dialect (`flavor`) is configured or learnt once from `qstat --version`. A query that
 fails is "unknown" (PollResult.ok False, find None), never "failed". A tracked job that
@@ -25,10 +27,11 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 
+from scripthut.backends import pbs_arrays as pa
 from scripthut.backends import pbs_parse as pp
 from scripthut.backends import pbs_script as ps
+from scripthut.backends.arrays import read_members
 from scripthut.backends.base import (
-    Backend,
     BackendInfo,
     JobPaths,
     JobRef,
@@ -53,7 +56,6 @@ from scripthut.backends.remote import (
     indexed,
     is_safe_name,
     new_marker,
-    parent_dir,
     script_end,
     script_start,
     submit_replies,
@@ -96,7 +98,7 @@ _OWNER_FILTER = (
 _LIVE_KEYS = '/^Job Id:/ { id = $3; sub(/\\..*/, "", id) } /^[ \\t]+job_state = / { print id, $3 }'
 
 
-class PBSBackend(Backend):
+class PBSBackend(pa.PBSArrays):
     """One PBS server (Torque or PBS Pro / OpenPBS), reached through a transport."""
 
     kind = "pbs"
@@ -118,6 +120,8 @@ class PBSBackend(Backend):
         submit_chunk: int = SUBMIT_CHUNK,
         submit_parallel: int = SUBMIT_PARALLEL,
         qstat_json: bool | None = None,
+        arrays: bool = True,
+        max_array_size: int | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -139,6 +143,11 @@ class PBSBackend(Backend):
         self._missing = MissingClock(missing_grace_s)
         self._ended = MissingClock(ended_grace_s)
         self._deleted: set[str] = set()  # keys of jobs this backend gave to qdel
+        self.arrays = arrays
+        self.max_array_size = max_array_size
+        self.limits: pa.SiteLimits | None = None
+        self.expand_arrays = arrays  # `qstat -t`, until the server says it has no -t
+        self._array_deletes: dict[str, str] = {}  # array key -> an element given to qdel
 
     @property
     def transport(self) -> Transport:
@@ -278,6 +287,9 @@ class PBSBackend(Backend):
                 )
         return [outcome for outcome in outcomes if outcome is not None]
 
+    def outcome(self, reply: SubmitReply | None) -> SubmitOutcome | None:
+        return _outcome(reply)
+
     def submit_script(self, items: Sequence[Submission], marker: str) -> str:
         """qsub with the script as a file (the scheduler's own output files: /dev/null)."""
         return submit_script(
@@ -308,13 +320,17 @@ class PBSBackend(Backend):
         """`qstat -f` (`-x` too: finished jobs) kept to the user's records, times in UTC."""
         flags = "-x -f" if history else "-f"
         awk = f"awk -v u={shlex.quote(user)} {shlex.quote(_OWNER_FILTER)}"
-        return f"set -o pipefail; {{ TZ=UTC {self.command('qstat')} {flags}; }} 2>&1 | {awk}"
+        listing = f"TZ=UTC {self.command('qstat')} {flags}"
+        if self.expand_arrays:
+            listing = pa.expanded_listing(f"TZ=UTC {self.command('qstat')}", flags)
+        return f"set -o pipefail; {{ {listing}; }} 2>&1 | {awk}"
 
     def history_command(self) -> str:
         """PBS Pro: `qstat -x -f` for the tracked jobs qstat -f no longer lists."""
+        qstat = f"TZ=UTC {self.command('qstat')} -x{' -t' if self.arrays else ''} -f"
         if self.use_json:
-            return f'TZ=UTC {self.command("qstat")} -x -f -F json "${{__hut_done[@]}}" 2>/dev/null'
-        return f'TZ=UTC {self.command("qstat")} -x -f "${{__hut_done[@]}}"'
+            return f'{qstat} -F json "${{__hut_done[@]}}" 2>/dev/null'
+        return f'{qstat} "${{__hut_done[@]}}"'
 
     def poll_script(self, jobs: Sequence[JobRef], user: str, marker: str) -> str:
         valid = [ref for ref in jobs if pp.is_job_id(ref.job_id)]
@@ -352,15 +368,24 @@ class PBSBackend(Backend):
         if qstat is None or qstat.rc() != 0:
             detail = pp.one_line(qstat.body) if qstat is not None else "no output"
             return PollResult(ok=False, error=f"qstat failed: {detail or 'no output'}")
+        if pa.NO_T_MARK in qstat.body:
+            self.expand_arrays = False
         live = {job.key: job for job in pp.owned_by(pp.parse_qstat_f(qstat.body), user)}
         past, history_ok = self._history(sections)
         exits = exit_codes(sections)
+        arrays = pa.array_records({**past, **live}, [ref.job_id for ref in jobs])
         result = PollResult(jobs={})
         for ref in jobs:
             key = pp.job_key(ref.job_id)
             job = live.get(key) or past.get(key)
+            if ref.job_id in arrays:
+                status = self._element_status(ref, arrays[ref.job_id], exits.get(key))
+                result.jobs[ref.job_id] = status
+                continue
             result.jobs[ref.job_id] = self._status(ref, job, exits.get(key), history_ok)
         tracked = {pp.job_key(ref.job_id) for ref in jobs}
+        bases = {pa.split_id(ref.job_id)[0] for ref in jobs}
+        self._array_deletes = {b: e for b, e in self._array_deletes.items() if b in bases}
         self._missing.keep_only({ref.job_id for ref in jobs})
         self._ended.keep_only({ref.job_id for ref in jobs})
         self._deleted &= tracked
@@ -415,6 +440,21 @@ class PBSBackend(Backend):
         )
         return JobStatus(ref.job_id, JobState.FAILED, "LOST", reason=reason)
 
+    def _element_status(self, ref: JobRef, array: pp.PBSJob, exit_file: int | None) -> JobStatus:
+        """An element the server lists no record of (see `pbs_arrays.element_status`)."""
+        key = pp.job_key(ref.job_id)
+        status = pa.element_status(
+            ref.job_id,
+            array,
+            exit_file,
+            deleted=key in self._deleted,
+            sibling_deleted=self._array_deletes.get(pa.split_id(key)[0]),
+        )
+        if status is None:
+            return self._ended_without_code(ref, array)
+        self._missing.seen(ref.job_id)
+        return status
+
     def _ended_without_code(self, ref: JobRef, job: pp.PBSJob) -> JobStatus:
         """Finished per the server, no exit status, no exit-code file (yet): a shared file
         system may show the file late; after the grace, the job never ran its command."""
@@ -466,6 +506,7 @@ class PBSBackend(Backend):
                 script_start(marker),
                 index_script(tags, self._index_dir()),
                 'if [ "$__hut_missing" = 1 ]; then\n',
+                *(pa.find_members(tags, self.log_dir) if self.arrays else []),
                 capture("qstat", self.qstat_command(user, history=history)),
                 "fi\n",
                 script_end(),
@@ -475,21 +516,26 @@ class PBSBackend(Backend):
     def read_find(
         self, tags: Sequence[str], user: str, sections: Sequence[Section]
     ) -> dict[str, str] | None:
-        wanted = set(tags)
+        members = read_members(sections)
+        arrays = {array for places in members.values() for array, _ in places}
+        wanted = set(tags) | arrays
         found: dict[str, str] = {}
         for tag, text in indexed(sections).items():
             job_id = pp.submitted_job_id(text)
             if tag in wanted and job_id is not None:
                 found[tag] = job_id
-        if len(found) == len(wanted):
-            return found
+        resolved = pa.with_elements(tags, members, found)
+        if len(resolved) == len(tags):
+            return resolved
         qstat = next((s for s in sections if s.name == "qstat"), None)
         if qstat is None or qstat.rc() != 0:
             return None
-        for job in pp.owned_by(pp.parse_qstat_f(qstat.body), user):
-            if job.name in wanted and job.name not in found:
+        records = pp.owned_by(pp.parse_qstat_f(qstat.body), user)
+        for job in records:
+            if job.name in wanted and job.name not in found and job.name not in arrays:
                 found[job.name] = job.job_id
-        return found
+        found.update(pa.arrays_by_name(records, arrays - found.keys()))
+        return pa.with_elements(tags, members, found)
 
     # -- cancelling, logs, info -----------------------------------------------------------
 
@@ -498,6 +544,9 @@ class PBSBackend(Backend):
         ids = [job_id for job_id in dict.fromkeys(job_ids) if pp.is_job_id(job_id)]
         qdel = self._path("qdel")
         self._deleted.update(pp.job_key(job_id) for job_id in ids)
+        if not self.expand_arrays:  # the server lists no elements: qdel deletes whole arrays
+            for job_id in ids:
+                self._array_deletes.setdefault(pa.split_id(job_id)[0], job_id)
         for start in range(0, len(ids), CANCEL_CHUNK):
             result = await self.transport.run([qdel, *ids[start : start + CANCEL_CHUNK]])
             errors = [
@@ -574,16 +623,7 @@ class PBSBackend(Backend):
         )
 
 
-def _submission(spec: JobSpec) -> Submission:
-    paths = spec.paths
-    dirs = {parent_dir(p) for p in (paths.stdout, paths.stderr, paths.exit_code, paths.script)}
-    return Submission(
-        spec.tag,
-        spec.script,
-        paths.script,
-        tuple(sorted(d for d in dirs if d is not None)),
-        (paths.stdout, paths.stderr),
-    )
+_submission = pa.plain_submission
 
 
 def _outcome(reply: SubmitReply | None) -> SubmitOutcome | None:

@@ -62,6 +62,8 @@ def create_backend(config: Config, entry: BackendConfig) -> Backend:
             account=entry.account,
             bin_dir=entry.bin_dir,
             login_shell=entry.login_shell,
+            arrays=entry.arrays,
+            max_array_size=entry.max_array_size,
         )
     if isinstance(entry, SGEBackendConfig):
         from scripthut.backends.remote import make_transport

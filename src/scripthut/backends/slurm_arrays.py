@@ -6,28 +6,24 @@
 - `wrapper_script`: `#SBATCH --array=0-<n-1>[%throttle]`, the shared resources of the
   elements, the array's tag in `--comment`, then `arrays.wrapper_body` indexed by
   `$SLURM_ARRAY_TASK_ID`.
-- `members_script` / `read_members`: after a crash, which element of which array an attempt
-  tag is, from the tags line of every wrapper kept under `<log_dir>/.arrays/`.
+- `members_script` / `read_members` (in `arrays`, shared by every scheduler): after a crash,
+  which element of which array an attempt tag is, from the wrappers' tags lines.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from scripthut.backends import slurm_parse as sp
-from scripthut.backends.arrays import (
-    ARRAYS_DIR,
-    TAGS_LINE,
-    array_tag,
-    element_id,
-    wrapper_body,
-)
+from scripthut.backends.arrays import array_tag, element_id, wrapper_body
+from scripthut.backends.arrays import members_script as members_script
+from scripthut.backends.arrays import read_members as read_members
 from scripthut.backends.base import ArrayGroup, JobPaths, JobSpec
 from scripthut.backends.remote import Section, Submission, capture, parent_dir
-from scripthut.workflow.script import SHEBANG, shell_path
+from scripthut.workflow.script import SHEBANG
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
 _CONFIG_LINE = re.compile(r"^\s*(MaxArraySize|MaxJobCount)\s*=\s*([0-9]+)", re.MULTILINE)
@@ -107,47 +103,6 @@ def wrapper_script(header: Sequence[str], jobs: Sequence[JobSpec], throttle: int
     ]
     body = wrapper_body(jobs, index_expr="${SLURM_ARRAY_TASK_ID-}")
     return "\n".join(lines) + "\n" + body
-
-
-def members_script(tags: Sequence[str], log_dir: str) -> str:
-    """Bash: a `members` section of `tag array index` lines for wanted tags found in the tags
-    lines of the wrappers under `<log_dir>/.arrays`, and `__hut_arrays` (those arrays)."""
-    words = len(TAGS_LINE.split())
-    awk = (
-        'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) k[w[i]] = 1 } '
-        f"index($0, {_awk_string(TAGS_LINE)}) == 1 {{ "
-        'a = FILENAME; sub(/.*\\//, "", a); sub(/\\.sh$/, "", a); '
-        f"for (i = {words + 1}; i <= NF; i++) if ($i in k) print $i, a, i - {words + 1}; "
-        "nextfile }"
-    )
-    folder = shell_path(f"{log_dir.rstrip('/')}/{ARRAYS_DIR}")
-    return "".join(
-        [
-            f"__hut_members=$(for __hut_f in {folder}/*.sh; do "
-            '[ -f "$__hut_f" ] && printf "%s\\0" "$__hut_f"; done | '
-            f"xargs -0r awk -v want={shlex.quote(' '.join(tags))} {shlex.quote(awk)} "
-            "2>/dev/null)\n",
-            'printf \'%s members\\n%s\\n\' "$__hut_m" "$__hut_members"\n',
-            "__hut_arrays=$(awk '{ print $2 }' <<< \"$__hut_members\" | sort -u | tr '\\n' ' ')\n",
-        ]
-    )
-
-
-def _awk_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def read_members(sections: Iterable[Section]) -> dict[str, list[tuple[str, int]]]:
-    """tag -> every (array tag, index) listing it (a resubmission may list it again)."""
-    found: dict[str, list[tuple[str, int]]] = {}
-    for section in sections:
-        if section.name != "members":
-            continue
-        for line in section.body.splitlines():
-            words = line.split()
-            if len(words) == 3 and words[2].isdigit():
-                found.setdefault(words[0], []).append((words[1], int(words[2])))
-    return found
 
 
 def base_job_id(job_id: str) -> str:
