@@ -41,9 +41,6 @@ NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$docs_site"
 # The browser suites run in a session of their own: Playwright's sync API leaves an event
 # loop set on the main thread, which asyncio.run() in later tests refuses.
 .venv/bin/python -m pytest -q --ignore=tests/browser --ignore=tests/lab --ignore=tests/hub "$@"
-.venv/bin/python -m pytest -q tests/browser tests/lab --ignore=tests/lab/test_notices.py "$@"
-# The cross-tab notices test gets a Lab server of its own: after the other lab tests on the
-# shared server, both tabs have shown the same notice (under investigation).
-.venv/bin/python -m pytest -q tests/lab/test_notices.py "$@"
+.venv/bin/python -m pytest -q tests/browser tests/lab "$@"
 .venv/bin/python -m pytest -q tests/hub "$@"  # a real JupyterHub (~2 min); its own browser
 .venv/bin/python -m pytest -q --nbval --nbval-current-env notebooks/

@@ -3,11 +3,16 @@
 // tab); once per event even with several tabs open; optionally as browser desktop
 // notifications; and the tab title shows the progress of the runs in flight.
 //
-// Once across tabs: every tab of the page's origin shares localStorage, and the check and
-// mark of an event id happen under one Web Lock (`navigator.locks`), so two tabs receiving
-// the same event cannot both decide to show it. Only events newer than the page's start are
-// shown: the model's stream starts at the present, and replays after a reconnect carry ids
-// the lock-protected mark has already seen when another tab showed them.
+// Once across tabs: the tabs of one server elect a teller with a Web Lock (`navigator.locks`)
+// that the teller holds for its lifetime; the other tabs queue for it and the next one takes
+// over when the teller closes. Only the teller shows notices, so two tabs receiving the same
+// event can never both show it (a check-and-mark in localStorage under a lock would not do:
+// Chromium copies localStorage into each renderer process and a tab in another process may
+// read the mark before another tab's write reaches it). The teller records the last event id
+// it showed in localStorage, so a new teller does not repeat what the old one showed when its
+// stream replays after a reconnect. Only events newer than the page's start are shown: the
+// model's stream starts at the present. Where Web Locks are missing (a page served over plain
+// http from another host is not a secure context) every tab tells, guarded by the mark alone.
 
 import { Notification } from '@jupyterlab/apputils';
 
@@ -45,26 +50,42 @@ export function noticeOf(
   return null;
 }
 
-/** Run `body` holding the cross-tab lock (or directly where Web Locks are missing). */
-async function exclusively<T>(body: () => T): Promise<T> {
-  const locks = (navigator as Navigator & { locks?: LockManager }).locks;
-  if (!locks) {
-    return body();
-  }
-  return locks.request(LOCK, async () => body());
+/** The last event id shown for `scope` (0 when none). */
+function shownUpTo(scope: string): number {
+  const seen = Number(window.localStorage.getItem(`${MARK_KEY}:${scope}`) ?? '0');
+  return Number.isFinite(seen) ? seen : 0;
 }
 
-/** Whether this tab is the first to claim event `id` (and mark it claimed for the others). */
-export async function claim(scope: string, id: number): Promise<boolean> {
-  const key = `${MARK_KEY}:${scope}`;
-  return exclusively(() => {
-    const seen = Number(window.localStorage.getItem(key) ?? '0');
-    if (Number.isFinite(seen) && id <= seen) {
+/** Decides which tab shows a notice: the one holding the scope's teller lock. */
+export class Teller {
+  private leading: boolean;
+  private release: () => void = () => undefined;
+
+  constructor(private readonly scope: string) {
+    const locks = (navigator as Navigator & { locks?: LockManager }).locks;
+    this.leading = !locks;
+    if (locks) {
+      void locks.request(`${LOCK}:${scope}`, () => {
+        this.leading = true;
+        return new Promise<void>(resolve => (this.release = resolve));
+      });
+    }
+  }
+
+  /** Whether this tab shows event `id` (marking it shown). */
+  claim(id: number): boolean {
+    if (!this.leading || id <= shownUpTo(this.scope)) {
       return false;
     }
-    window.localStorage.setItem(key, String(id));
+    window.localStorage.setItem(`${MARK_KEY}:${this.scope}`, String(id));
     return true;
-  });
+  }
+
+  /** Hand the lock to the next tab in line. */
+  dispose(): void {
+    this.leading = false;
+    this.release();
+  }
 }
 
 export class RunNotices {
@@ -73,12 +94,15 @@ export class RunNotices {
   private prefix = '';
   private readonly observer: MutationObserver;
 
+  private readonly teller: Teller;
+
   /** `scope`: the server's base URL (event ids are per server's data directory). */
   constructor(
     private readonly model: ScriptHutModel,
-    private readonly scope: string
+    scope: string
   ) {
-    model.event.connect((_, event) => void this.onEvent(event));
+    this.teller = new Teller(scope);
+    model.event.connect((_, event) => this.onEvent(event));
     model.changed.connect(() => this.updateTitle());
     // JupyterLab sets document.title itself (the current tab's name): keep the prefix on it.
     this.observer = new MutationObserver(() => this.keepPrefix());
@@ -98,14 +122,15 @@ export class RunNotices {
   }
 
   dispose(): void {
+    this.teller.dispose();
     this.observer.disconnect();
     this.prefix = '';
     this.keepPrefix();
   }
 
-  private async onEvent(event: ServerEvent): Promise<void> {
+  private onEvent(event: ServerEvent): void {
     const notice = noticeOf(event, id => this.runName(id));
-    if (!notice || !(await claim(this.scope, Number(event.id)))) {
+    if (!notice || !this.teller.claim(Number(event.id))) {
       return;
     }
     const [kind, message] = notice;
