@@ -2,7 +2,9 @@
 own login, bob kept out of every route, roles as docs/jupyterhub.md says, and a run that
 completes while the idle culler has stopped alice's server (engine mode `daemon`).
 
-The tests share one hub and run in file order: later ones use alice's first run.
+The tests share one hub. Each stands on its own: alice's first run, which several of them
+read or guard, is made once for the module by a fixture, and each test starts alice's server
+if it is not running.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from tests.lab.harness import chromium_path
 
 pytestmark = pytest.mark.slow
 
-STATE: dict[str, Any] = {}
 FINAL = {"completed", "failed", "cancelled"}
 
 
@@ -49,7 +50,21 @@ def start_run(hub: Hub, session: requests.Session, tasks: list[dict[str, Any]], 
     return str(reply.json()["id"])
 
 
-def test_alice_runs_through_the_proxy_with_the_hub_login(hub: Hub) -> None:
+@pytest.fixture(scope="module")
+def first_run(hub: Hub) -> str:
+    """Alice's first run, started through the proxy with her hub login and ended (made once
+    for the module: the tests that read or guard it do not depend on each other)."""
+    alice = hub.start_server("alice")
+    tasks = [
+        {"id": "who", "command": "id -un"},
+        {"id": "where", "command": "echo $HOME", "deps": ["who"]},
+    ]
+    run_id = start_run(hub, alice, tasks, "first")
+    wait_for("the first run to end", lambda: run_of(hub, alice, run_id)["state"] in FINAL, hub=hub)
+    return run_id
+
+
+def test_alice_runs_through_the_proxy_with_the_hub_login(hub: Hub, first_run: str) -> None:
     alice = hub.start_server("alice")
     health = hub.api(alice, "alice", "GET", "health")
     assert health.status_code == 200, health.text
@@ -63,18 +78,10 @@ def test_alice_runs_through_the_proxy_with_the_hub_login(hub: Hub) -> None:
         hub=hub,
     )
     assert lease
-    tasks = [
-        {"id": "who", "command": "id -un"},
-        {"id": "where", "command": "echo $HOME", "deps": ["who"]},
-    ]
-    run_id = start_run(hub, alice, tasks, "first")
-    final = wait_for(
-        "the run to end", lambda: (r := run_of(hub, alice, run_id))["state"] in FINAL and r
-    )
+    final = run_of(hub, alice, first_run)
     assert final["state"] == "completed", final
-    log = hub.api(alice, "alice", "GET", f"runs/{run_id}/tasks/who/logs/output").json()
+    log = hub.api(alice, "alice", "GET", f"runs/{first_run}/tasks/who/logs/output").json()
     assert log["text"] == "alice\n"  # the task ran as alice, not as the hub's root
-    STATE["first"] = run_id
 
 
 def alice_routes(run_id: str) -> list[tuple[str, str, Any]]:
@@ -120,8 +127,16 @@ def alice_routes(run_id: str) -> list[tuple[str, str, Any]]:
     return routes
 
 
-def test_bob_cannot_read_or_change_anything_of_alice(hub: Hub) -> None:
-    run_id = STATE["first"]
+def run_ids(hub: Hub, alice: requests.Session) -> list[str]:
+    reply = hub.api(alice, "alice", "GET", "runs", params={"limit": 500})
+    assert reply.status_code == 200, reply.text
+    return [r["id"] for r in reply.json()["runs"]]
+
+
+def test_bob_cannot_read_or_change_anything_of_alice(hub: Hub, first_run: str) -> None:
+    run_id = first_run
+    alice = hub.start_server("alice")
+    before = run_ids(hub, alice)
     bob = hub.start_server("bob")
     token = hub.user_token("bob")
     refused = []
@@ -144,15 +159,16 @@ def test_bob_cannot_read_or_change_anything_of_alice(hub: Hub) -> None:
     page = hub.visit(bob, "alice")
     assert page.status_code == 403, (page.status_code, page.url)
     assert bob.get(f"{hub.url}/hub/api/users/alice").status_code == 404
-    alice = hub.sessions["alice"]
     assert run_of(hub, alice, run_id)["state"] == "completed"
     assert not Path("/home/alice/bob-was-here").exists()
-    runs = hub.api(alice, "alice", "GET", "runs").json()
-    assert [r["id"] for r in runs["runs"]] == [run_id]
+    assert run_id in before and run_ids(hub, alice) == before  # nothing started, nothing deleted
 
 
-def test_roles_a_collaborator_may_start_runs_a_reader_may_only_read(hub: Hub) -> None:
-    run_id = STATE["first"]
+def test_roles_a_collaborator_may_start_runs_a_reader_may_only_read(
+    hub: Hub, first_run: str
+) -> None:
+    run_id = first_run
+    hub.start_server("alice")
     carol = hub.login("carol")
     visit = hub.visit(carol, "alice")  # the hub asks her to authorize alice's server
     assert visit.status_code == 200, (visit.status_code, visit.url)
@@ -173,13 +189,14 @@ def test_roles_a_collaborator_may_start_runs_a_reader_may_only_read(hub: Hub) ->
     wait_for("carol's run", lambda: run_of(hub, carol, run)["state"] == "completed")
 
 
-def test_alice_panel_in_chromium_through_the_proxy(hub: Hub) -> None:
+def test_alice_panel_in_chromium_through_the_proxy(hub: Hub, first_run: str) -> None:
     executable = chromium_path()
     if executable is None:
         pytest.fail("Chromium is not installed (bash tests/browser/install.sh)")
     from playwright.sync_api import sync_playwright
 
-    run_id = STATE["first"]
+    run_id = first_run
+    hub.start_server("alice")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable,
@@ -220,7 +237,7 @@ def events_of(hub: Hub, session: requests.Session, run_id: str) -> list[dict[str
 
 
 def test_the_culler_stops_alice_mid_run_and_the_run_completes(hub: Hub) -> None:
-    alice = hub.sessions["alice"]
+    alice = hub.start_server("alice")
     steps = 9
     marker = Path(f"/home/alice/.hub-run-done-{hub.tag}")
     tasks = [
@@ -253,5 +270,4 @@ def test_the_culler_stops_alice_mid_run_and_the_run_completes(hub: Hub) -> None:
     for before, after in itertools.pairwise(order):
         assert ends[before] < sends[after] < ends[after], (before, after)
     marker.unlink()
-    STATE["culled_after"] = culled_after
     print(f"alice's server was culled {culled_after:.0f} s into the run")

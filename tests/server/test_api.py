@@ -173,7 +173,7 @@ async def test_invalid_run_requests_list_every_problem(api: Api) -> None:
     fields = {(e["field"], e["message"]) for e in reply["errors"]}
     assert (
         "colour",
-        "unknown key (known: backend, max_concurrent, name, path, workflow)",
+        "unknown key (known: backend, config_dir, max_concurrent, name, path, workflow)",
     ) in fields
     assert any(f == "max_concurrent" for f, _ in fields)
     messages = " | ".join(e["message"] for e in reply["errors"])
@@ -220,6 +220,36 @@ async def test_runs_from_files_stay_inside_the_root_dir(
     code, reply = await api.call("POST", "runs", {"path": "flows/missing.json"})
     assert code == 400
     assert "no such file" in reply["errors"][0]["message"]
+
+
+async def test_a_config_dir_brings_its_project_file_and_moves_no_task(
+    api: Api, jp_root_dir: Path, tmp_path: Path
+) -> None:
+    real, elsewhere = tmp_path / "real", tmp_path / "elsewhere"
+    (real / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    (real / "scripthut.yaml").write_text("env:\n  - set: {WHERE: real}\n")
+    (elsewhere / "scripthut.yaml").write_text("env:\n  - set: {WHERE: link}\n")
+    (elsewhere / "link").symlink_to(real / "sub")  # read where it really is, not via the link
+    doc = [{"id": "t", "command": 'echo "${WHERE:-none} $PWD"', "working_dir": "."}]
+
+    runs = {}
+    for folder in (elsewhere / "link", None):
+        extra = {"config_dir": str(folder)} if folder else {}
+        runs[folder] = (await start(api, doc, **extra))["id"]
+    for folder, run_id in runs.items():
+        await api.wait_run(run_id)
+        out = await api.get(f"runs/{run_id}/tasks/t/logs/output")
+        where = "real" if folder else "none"
+        assert out["text"].split() == [where, str(jp_root_dir)], folder
+
+    (real / "scripthut.yaml").write_text("settings:\n  data_dir: /elsewhere\n")
+    code, reply = await api.call(
+        "POST", "runs", {"workflow": doc, "config_dir": str(elsewhere / "link")}
+    )
+    assert code == 400, reply
+    (error,) = reply["errors"]
+    assert error["file"] == str(real / "scripthut.yaml") and error["line"] == 2
 
 
 async def test_cancel_rerun_and_delete(api: Api) -> None:

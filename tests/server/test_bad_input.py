@@ -176,3 +176,31 @@ async def test_task_query_integers_and_the_event_header(api: Api, jp_fetch: Fetc
     logs = await api.get(f"{base}/logs/output", params={"offset": str(2**62)})
     assert logs["text"] == ""
     await still_works(api)
+
+
+def config_dirs(tmp_path: Any) -> list[tuple[object, str]]:
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    return [
+        ("relative/folder", "must be an absolute path"),
+        ("~", "must be an absolute path"),
+        ("", "must be a non-empty string"),
+        (5, "must be a non-empty string"),
+        (str(tmp_path / "missing"), "no such directory"),
+        (str(tmp_path / "a-file"), "no such directory"),
+        (str(tmp_path / "loop"), "no such directory"),
+        ("/tmp/\0", "must be a non-empty string"),
+    ]
+
+
+async def test_a_config_dir_must_be_an_existing_absolute_folder(
+    api: Api, jp_fetch: Fetch, tmp_path: Any
+) -> None:
+    for value, message in config_dirs(tmp_path):
+        body = {"workflow": [task()], "config_dir": value}
+        code, reply = await send(jp_fetch, "POST", "runs", json.dumps(body).encode())
+        assert code == 400, (value, reply)
+        (error,) = reply["errors"]
+        assert error["field"] == "config_dir" and message in error["message"], (value, reply)
+    assert (await api.get("runs"))["total"] == 0  # nothing recorded
+    await still_works(api)

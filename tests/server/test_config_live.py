@@ -4,7 +4,9 @@ The global file gains a backend: the API lists it and polls it, the server proce
 kernel are the same and the kernel's variables are still there. A broken edit keeps the
 running configuration (errors located in `health` and `GET config`; a run goes on to its
 end); the fix is taken up. A project file in a folder changes the env rules of runs started
-from that folder and of no other; an infrastructure key in it is refused, located.
+from that folder and of no other; an infrastructure key in it is refused, located. Runs a
+kernel starts over HTTP take the configuration of its notebook's folder, not the server
+root's; their tasks' relative working dirs still start at the server's root.
 """
 
 from __future__ import annotations
@@ -75,9 +77,15 @@ def backend_names(server: Server) -> list[str]:
 class Kernel:
     """A kernel the server started, driven over its websocket as the front end does."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, notebook: str | None = None) -> None:
         websocket = pytest.importorskip("websocket")
-        code, kernel = server.request("POST", "api/kernels", {"name": "python3"})
+        self.session = None
+        if notebook is None:
+            code, kernel = server.request("POST", "api/kernels", {"name": "python3"})
+        else:  # as Lab opens a notebook: a session, its kernel in the notebook's folder
+            body = {"path": notebook, "name": Path(notebook).name, "type": "notebook"}
+            code, session = server.request("POST", "api/sessions", body | {"kernel": {}})
+            self.session, kernel = session["id"], session["kernel"]
         assert code == 201, kernel
         self.id, self.server = kernel["id"], server
         self.ws = websocket.create_connection(
@@ -110,7 +118,10 @@ class Kernel:
 
     def close(self) -> None:
         self.ws.close()
-        self.server.request("DELETE", f"api/kernels/{self.id}")
+        if self.session is not None:
+            self.server.request("DELETE", f"api/sessions/{self.session}")
+        else:
+            self.server.request("DELETE", f"api/kernels/{self.id}")
 
 
 def test_a_backend_added_broken_and_fixed_without_a_restart(server: Server) -> None:
@@ -207,3 +218,55 @@ def test_a_project_file_changes_runs_from_its_folder_only(server: Server) -> Non
     (error,) = refused["errors"]
     assert error["file"] == str(repo / "scripthut.yaml") and error["line"] == 3
     assert "belongs in the global file" in error["message"]
+
+
+KERNEL_RUN = """
+import json, os, scripthut as hut
+from scripthut.api import default_client
+from scripthut.errors import InvalidInput
+try:
+    task = {{"id": "t", "command": 'echo "$WHERE ${{ROOT_ONLY:-no}}" > {out}', "working_dir": "."}}
+    run = hut.run([task])
+    print(json.dumps([default_client().mode, os.getcwd(), run.wait(60)]))
+except InvalidInput as exc:
+    print(json.dumps([[i.file, i.line, i.message] for i in exc.issues]))
+"""
+
+
+def test_runs_from_a_kernel_take_its_notebook_folders_project_file(server: Server) -> None:
+    root = server.root
+    (root / "scripthut.yaml").write_text(
+        'env:\n  - set: {WHERE: root-project}\n  - set: {ROOT_ONLY: "yes"}\n'
+    )
+    for name in ("analysis", "plain"):
+        (root / name).mkdir()
+        (root / name / "nb.ipynb").write_text(json.dumps(EMPTY_NOTEBOOK))
+    analysis_file = root / "analysis" / "scripthut.yaml"
+    analysis_file.write_text("env:\n  - set: {WHERE: analysis}\n")
+    seen = {}
+    for name in ("analysis", "plain"):
+        kernel = Kernel(server, f"{name}/nb.ipynb")
+        try:
+            reply = json.loads(kernel.run(KERNEL_RUN.format(out=f"{name}.txt")))
+            assert reply == ["server", str(root / name), "completed"], reply
+            if name == "analysis":  # an infrastructure key: refused, located
+                analysis_file.write_text("env: []\nsettings:\n  data_dir: /elsewhere\n")
+                refused = json.loads(kernel.run(KERNEL_RUN.format(out="never.txt")))
+                ((file, line, message),) = refused
+                assert (file, line) == (str(analysis_file), 3), refused
+                assert "belongs in the global file" in message
+        finally:
+            kernel.close()
+        seen[name] = (root / f"{name}.txt").read_text()  # relative dirs: the server's root
+    # The analysis folder's file wins over the root's, whose rules do not leak into it; a
+    # folder without a file walks up to the root's.
+    assert seen == {"analysis": "analysis no\n", "plain": "root-project yes\n"}
+    assert not (root / "never.txt").exists()
+
+
+EMPTY_NOTEBOOK = {
+    "cells": [],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}

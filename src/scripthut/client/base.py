@@ -7,6 +7,7 @@ and lists) and raise the same `ScriptHutError` types.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -42,7 +43,10 @@ def run_body(
     name: str | None,
     max_concurrent: int | None,
 ) -> dict[str, Any]:
-    """The `POST runs` body: a document inline, or a file by absolute path."""
+    """The `POST runs` body: a document inline, or a file by absolute path.
+
+    A document inline takes the configuration of the folder this process works in (a
+    kernel's is its notebook's folder) as `config_dir`; a file takes its own folder's."""
     body: dict[str, Any]
     if isinstance(workflow, Workflow):
         body = {"workflow": workflow.to_document()}
@@ -52,6 +56,9 @@ def run_body(
         body = {"workflow": dict(workflow)}
     else:
         body = {"workflow": list(workflow)}
+    if "workflow" in body:
+        with contextlib.suppress(OSError):  # a folder since deleted: the server's own
+            body["config_dir"] = os.getcwd()
     extra = {"backend": backend, "name": name, "max_concurrent": max_concurrent}
     body.update({k: v for k, v in extra.items() if v is not None})
     return body

@@ -46,16 +46,19 @@ def record_run(
     workflow_env: Sequence[EnvRule] = (),
     provenance: Mapping[str, Any] | None = None,
     no_cache: bool = False,
+    config_dir: str | None = None,
 ) -> NewRun:
     """Validate against the config and write the run with all its tasks (state pending).
 
     The run's name is `name`, else the document's title, else the file name (`source`).
     `provenance` (a run from a source or a configured workflow's clone: its `source` and
     `git` keys) is kept in the run's document; `git` seeds SCRIPTHUT_GIT_*.
+    `config_dir` (kept in the document) is the folder whose configuration applies, when it
+    is not `base_dir` (a kernel's notebook folder; see `RunRecord.config_dir`).
     """
     if max_concurrent is not None and max_concurrent < 1:
         raise InvalidInput([Issue("run", "must be at least 1", "max_concurrent")], "invalid run")
-    config = config.for_folder(base_dir, strict=True)  # with the project file of its folder
+    config = config.for_folder(config_dir or base_dir, strict=True)  # with its project file
     now = time.time()
     run_id = new_run_id(now)
     run_name = name or workflow.title or _file_stem(source)
@@ -79,6 +82,8 @@ def record_run(
     if workflow.title:
         document["title"] = workflow.title
     document.update(run_provenance(base_dir, no_cache))
+    if config_dir is not None:
+        document["config_dir"] = config_dir
     document.update(provenance or {})
     run = RunRecord(
         id=run_id,

@@ -330,7 +330,7 @@ class Engine(Reloading, Submission, Polling):
         self.stranded.pop(record.id, None)
         if loaded is None:
             loaded = load_run(self.store, record.id, tasks, specs)
-        context = RunContext.for_run(self.config.for_folder(record.base_dir), backend, record)
+        context = RunContext.for_run(self.config.for_folder(record.config_dir), backend, record)
         run = ActiveRun(
             record=record,
             graph=loaded.graph,

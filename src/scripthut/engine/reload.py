@@ -123,7 +123,7 @@ class Reloading(Outages):
     def _rebuild_contexts(self) -> None:
         """Each run's env rules and groups from the new config, for jobs not yet built."""
         for run in self.runs.values():
-            config = self.config.for_folder(run.record.base_dir)
+            config = self.config.for_folder(run.record.config_dir)
             slot = self.slots.get(run.record.backend)
             backend = slot.backend if slot is not None else run.context.backend
             run.context = RunContext.for_run(config, backend, run.record)

@@ -101,7 +101,7 @@ def task_env(
         spec_doc = {k: v for k, v in task.spec.items() if k != "deps"}
         spec = parse_document([spec_doc], source=f"task '{task_id}'").tasks[0]
         backend = registry.get(run.backend)
-        context = RunContext.for_run(config, backend, run)
+        context = RunContext.for_run(config.for_folder(run.config_dir), backend, run)
         env = context.resolve(spec).to_json(mask_secrets=True)
         return {
             "run": run_id,

@@ -4,8 +4,12 @@ Every body goes through `decode_body` first: its size is checked before anything
 parsed (413), then it must be UTF-8 and JSON a store can keep (`parse.decode_json`:
 repeated keys, integers beyond 64 bits, lone surrogates, too deep nesting are 400s
 naming the field). A run request is `{"workflow": <task document>}` or `{"path": <file>}`,
-plus optional `backend`, `name` and `max_concurrent`. A path must resolve (symlinks followed) inside
-the allowed root directory, so the API never reads a file outside it.
+plus optional `backend`, `name`, `max_concurrent` and `config_dir`. A path must resolve (symlinks
+followed) inside the allowed root directory, so the API never reads a file outside it.
+`config_dir` names the folder whose configuration applies (the project file found walking up
+from it; a kernel sends its notebook's folder): an absolute path to an existing directory,
+used as it resolves (symlinks followed), so the project file is looked for where the folder
+really is. It moves no task: the working folder of inline tasks stays the server's root.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from scripthut.workflow.parse import (
 )
 
 BODY = "request body"
-RUN_KEYS = frozenset({"workflow", "path", "backend", "name", "max_concurrent"})
+RUN_KEYS = frozenset({"workflow", "path", "backend", "name", "max_concurrent", "config_dir"})
 WORKFLOW_RUN_KEYS = frozenset({"name", "max_concurrent"})
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # bytes; a 100,000-task workflow is about 10-30 MB
 
@@ -62,6 +66,7 @@ class RunRequest:
     max_concurrent: int | None = None
     source: str | None = None
     base_dir: str | None = None
+    config_dir: str | None = None  # whose configuration applies (None: base_dir's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,7 @@ def read_run_request(body: object, root_dir: Path | None) -> RunRequest:
     issues = _unknown_keys(data, RUN_KEYS)
     options = _options(data, issues)
     backend = _optional_text(data, "backend", issues)
+    config_dir = _config_dir(data.get("config_dir"), issues)
     has_doc, has_path = "workflow" in data, "path" in data
     workflow: Workflow | None = None
     source = base_dir = None
@@ -106,7 +112,9 @@ def read_run_request(body: object, root_dir: Path | None) -> RunRequest:
             source, base_dir = str(file), str(file.parent)
     if issues or workflow is None:
         raise InvalidInput(issues, "invalid run request")
-    return RunRequest(workflow, backend, options.name, options.max_concurrent, source, base_dir)
+    return RunRequest(
+        workflow, backend, options.name, options.max_concurrent, source, base_dir, config_dir
+    )
 
 
 def read_run_options(body: object) -> RunOptions:
@@ -203,6 +211,27 @@ def _workflow_path(value: object, root_dir: Path | None, issues: list[Issue]) ->
         issues.append(Issue(BODY, f"no such file: {value}", "path"))
         return None
     return resolved
+
+
+def _config_dir(value: object, issues: list[Issue]) -> str | None:
+    """The folder whose configuration applies, as it resolves; None when not given."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or "\0" in value or len(value) > MAX_TEXT:
+        message = f"must be a non-empty string of at most {MAX_TEXT}"
+        issues.append(Issue(BODY, message, "config_dir"))
+        return None
+    if not os.path.isabs(value):  # `~` and relative paths: whose home, relative to what?
+        issues.append(Issue(BODY, "must be an absolute path", "config_dir"))
+        return None
+    try:
+        resolved = Path(value).resolve()  # symlinks followed: the folder as it really is
+    except (OSError, RuntimeError):  # a symlink loop
+        resolved = None
+    if resolved is None or not resolved.is_dir():
+        issues.append(Issue(BODY, f"no such directory: {value}", "config_dir"))
+        return None
+    return str(resolved)
 
 
 def _collect(issues: list[Issue], read: Callable[[], Workflow]) -> Workflow | None:

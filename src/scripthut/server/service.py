@@ -515,6 +515,7 @@ class ScriptHutService:
                 max_concurrent=request.max_concurrent,
                 source=request.source,
                 base_dir=request.base_dir,
+                config_dir=request.config_dir,
                 workflow_env=workflow_env,
                 provenance=provenance.document() if provenance else None,
             )

@@ -45,6 +45,13 @@ class RunRecord:
             "provenance": self.provenance(),
         }
 
+    @property
+    def config_dir(self) -> str | None:
+        """The folder whose configuration (global file plus the project file found from it)
+        the run uses: the one its request named, else its base dir."""
+        named = self.document.get("config_dir")
+        return named if isinstance(named, str) else self.base_dir
+
     def provenance(self) -> dict[str, Any] | None:
         """Where a run from a source or a configured workflow's clone came from: the source,
         file and folder, and the repository, branch and commit (URL passwords masked)."""
