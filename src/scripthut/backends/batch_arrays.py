@@ -169,8 +169,17 @@ def fitting_chunks(group: ArrayGroup, largest: int) -> list[ArrayGroup]:
         if size <= OVERRIDES_BUDGET:
             out.append(chunk)
             continue
-        todo[:0] = even_chunks(chunk, min(len(chunk), -(-size // OVERRIDES_BUDGET) + 1))
+        todo[:0] = even_chunks(chunk, _parts(chunk, size))
     return out
+
+
+def _parts(chunk: ArrayGroup, size: int) -> int:
+    """How many arrays `chunk` (whose overrides are `size` long) should become: the fixed
+    part (the bootstrap) counted once, the bundle's bytes shared out per element."""
+    fixed = len(json.dumps({**overrides(chunk.jobs[:1]), "environment": []}))
+    per = max(1.0, (size - fixed) / len(chunk))
+    fits = max(1, int((OVERRIDES_BUDGET - fixed) / per * 0.95))
+    return min(len(chunk), max(2, -(-len(chunk) // fits)))
 
 
 def even_chunks(group: ArrayGroup, parts: int) -> list[ArrayGroup]:
