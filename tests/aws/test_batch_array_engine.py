@@ -25,7 +25,7 @@ from scripthut.store import Store
 from scripthut.workflow.parse import parse_document
 from tests.aws import batch_rig as rig
 from tests.aws.moto_rig import MotoServer
-from tests.aws.test_batch_backend import _requests
+from tests.aws.test_batch_backend import _requests, _throttle
 from tests.aws.test_batch_engine import WAIT_S, config, until, with_engine
 
 pytestmark = pytest.mark.aws
@@ -215,4 +215,26 @@ def test_arrays_false_submits_one_plain_job_per_task(queues: MotoServer, tmp_pat
     assert not any(ba.is_array_name(a["jobName"]) for a in sent)
     store = Store.in_data_dir(cfg.data_dir)
     assert not any(":" in str(a.job_id) for a in store.attempts(run_id))
+    store.close()
+
+
+def test_a_throttled_array_submission_fails_no_task(queues: MotoServer, tmp_path: Path) -> None:
+    """The array's SubmitJob is throttled past botocore's retries: unknown, not failed; the
+    engine looks for it, finds none, submits it again: one array, every task completed."""
+    cfg = config(tmp_path)
+    backend = rig.backend()
+    submits = _throttle(backend._batch(), "SubmitJob", times=4)  # botocore's 1 + 3 retries
+
+    async def body(engine: Engine, store: Store) -> str:
+        run = engine.submit(parse_document(sweep(3)), name="throttled")
+        assert (await engine.wait(run.id, timeout=WAIT_S)).state is RunState.COMPLETED
+        return run.id
+
+    run_id = with_engine(cfg, backend, body)
+    assert submits[0] == 4 and backend.calls["SubmitJob"] == 2
+    store = Store.in_data_dir(cfg.data_dir)
+    [parent] = parents(run_id)
+    assert elements_by_task(store, run_id, parent["jobId"]) == {
+        f"p.{i}": f"{parent['jobId']}:{i}" for i in range(3)
+    }
     store.close()
