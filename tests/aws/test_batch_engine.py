@@ -226,7 +226,7 @@ def test_a_restarted_engine_finds_its_jobs_by_tag_and_submits_none_twice(
     answered by a lost connection (an intent the engine cannot tell was submitted). The next
     engine, on the same data dir, adopts a's job, finds c's by its tag and submits nothing."""
     cfg = config(tmp_path)
-    first = rig.backend()
+    first = rig.backend(arrays=False)  # plain jobs (arrays: test_batch_array_engine.py)
     running: set[str] = set()
     lost: list[str] = []
 
@@ -262,7 +262,7 @@ def test_a_restarted_engine_finds_its_jobs_by_tag_and_submits_none_twice(
     async def after(engine: Engine, store: Store) -> RunState:
         return (await engine.wait(run_id, timeout=WAIT_S)).state
 
-    second = rig.backend()
+    second = rig.backend(arrays=False)
     assert with_engine(cfg, second, after) is RunState.COMPLETED
     assert second.calls.get("SubmitJob", 0) == 0 and second.calls.get("ListJobs", 0) >= 1
     store = Store.in_data_dir(cfg.data_dir)

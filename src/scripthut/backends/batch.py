@@ -5,10 +5,14 @@
   is throttled or does not get through leaves the outcome unknown: `submit` raises once the
   batch is done, and the engine calls `find` before anything is submitted again, so there
   is exactly one Batch job per attempt.
-- `poll`: DescribeJobs for the tracked jobs, 100 ids per call; the queue's other jobs
-  (ListJobs by active state) at most every `external_every` seconds.
+- `submit_arrays`: a group of tasks with the same resources as Batch array jobs
+  (`batch_arrays`): one SubmitJob per chunk, element `i` is the child `<id>:<i>`.
+- `poll`: DescribeJobs for the tracked jobs (array elements by their child ids), 100 ids
+  per call; the queue's other jobs (ListJobs by active state) at most every
+  `external_every` seconds.
 - `find`: ListJobs with a `JOB_NAME` filter per run (`hut_<run>_*`), any state, on every
-  queue this backend knows (the configured one and those tasks asked for).
+  queue this backend knows (the configured one and those tasks asked for); the run's
+  arrays are described and their elements read back from their bundles.
 - `cancel`: CancelJob for jobs not yet started, TerminateJob for STARTING/RUNNING ones.
 - `read_log`: the job's CloudWatch stream (`batch_logs`). A log "path" is
   `cloudwatch:<log group>/<run>/<task>.<attempt>`; stdout and stderr are the one stream.
@@ -26,9 +30,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from scripthut.backends import batch_arrays as ba
 from scripthut.backends import batch_jobs as bj
 from scripthut.backends.aws import AwsTransientError, call, describe, is_transient, pages
 from scripthut.backends.base import (
+    ArrayGroup,
     Backend,
     BackendInfo,
     JobPaths,
@@ -77,6 +83,8 @@ class BatchBackend(Backend):
         log_group: str = "/aws/batch/job",
         missing_grace_s: float = MISSING_GRACE_S,
         external_every_s: float = EXTERNAL_EVERY_S,
+        arrays: bool = True,
+        max_array_size: int | None = None,
     ) -> None:
         super().__init__(name, max_concurrent)
         self._batch = batch
@@ -86,6 +94,8 @@ class BatchBackend(Backend):
         self.retry_attempts = retry_attempts
         self.log_group = log_group
         self.external_every_s = external_every_s
+        self.arrays = arrays
+        self.max_array_size = max_array_size
         self.queues: set[str] = {job_queue}
         self._missing = MissingClock(missing_grace_s)
         self._cancelled: set[str] = set()
@@ -174,6 +184,70 @@ class BatchBackend(Backend):
             return SubmitOutcome(error=f"AWS Batch SubmitJob: {describe(exc)}")
         return SubmitOutcome(job_id=str(reply["jobId"]))
 
+    # -- arrays ---------------------------------------------------------------------------
+
+    def arrays_enabled(self) -> bool:
+        return self.arrays
+
+    async def submit_arrays(self, groups: Sequence[ArrayGroup]) -> list[list[SubmitOutcome]]:
+        """Each group as array jobs (chunks within Batch's size, `max_array_size`, the
+        throttle and the overrides budget; a chunk of one as a plain job), one outcome per
+        element; raise once all are sent if any array's outcome is unknown."""
+        gate = asyncio.Semaphore(SUBMIT_PARALLEL)
+
+        async def one(chunk: ArrayGroup) -> list[SubmitOutcome] | None:
+            async with gate:
+                if len(chunk) == 1:
+                    single = await self._submit_one(chunk.jobs[0])
+                    return None if single is None else [single]
+                return await self._submit_array(chunk)
+
+        chunks = [
+            chunk
+            for group in groups
+            for chunk in ba.fitting_chunks(
+                group, ba.largest_chunk(self.max_array_size, group.throttle)
+            )
+        ]
+        results = await asyncio.gather(*(one(chunk) for chunk in chunks))
+        unknown = sum(len(c) for c, r in zip(chunks, results, strict=True) if r is None)
+        if unknown:
+            raise AwsTransientError(
+                f"AWS Batch: the outcome of {unknown} array elements is unknown"
+            )
+        flat = [outcome for result in results if result is not None for outcome in result]
+        out: list[list[SubmitOutcome]] = []
+        for group in groups:
+            out.append(flat[: len(group)])
+            flat = flat[len(group) :]
+        return out
+
+    async def _submit_array(self, chunk: ArrayGroup) -> list[SubmitOutcome] | None:
+        first = chunk.jobs[0]
+        queue = self.queue_for(first.partition)
+        self.queues.add(queue)
+        try:
+            definition = await asyncio.to_thread(self.definitions.resolve, first.image)
+            args = ba.submit_args(
+                chunk,
+                queue=queue,
+                definition=definition,
+                backend=self.name,
+                retry_attempts=self.retry_attempts,
+            )
+            reply = await self._aws("SubmitJob", self._batch().submit_job, **args)
+        except AwsTransientError as exc:
+            log.info("backend '%s': %s", self.name, exc)
+            return None
+        except ScriptHutError as exc:
+            return [SubmitOutcome(error=str(exc))] * len(chunk)
+        except Exception as exc:
+            if is_transient(exc):
+                return None
+            return [SubmitOutcome(error=f"AWS Batch SubmitJob: {describe(exc)}")] * len(chunk)
+        parent = str(reply["jobId"])
+        return [SubmitOutcome(job_id=ba.element_id(parent, i)) for i in range(len(chunk))]
+
     # -- polling --------------------------------------------------------------------------
 
     async def poll(self, jobs: Sequence[JobRef]) -> PollResult:
@@ -235,6 +309,7 @@ class BatchBackend(Backend):
             bj.status_of(job, external=True)
             for job in listed
             if bj.tag_of(str(job.get("jobName") or "")) is None
+            and not ba.is_array_name(str(job.get("jobName") or ""))
         ]
         self._external_at = time.monotonic()
         return self._external
@@ -247,7 +322,23 @@ class BatchBackend(Backend):
         if not wanted:
             return {}
         listed = await self._list_runs({bj.run_prefix(tag) for tag in wanted})
-        return bj.first_per_tag(listed, wanted)
+        found = bj.created_per_tag(listed, wanted)
+        parents = await self._describe(self._array_parents(listed))
+        for tag, (created, job_id) in ba.elements_per_tag(list(parents.values()), wanted).items():
+            if tag not in found or created < found[tag][0]:
+                found[tag] = (created, job_id)
+        return {tag: job_id for tag, (_, job_id) in found.items()}
+
+    @staticmethod
+    def _array_parents(listed: Sequence[dict[str, Any]]) -> list[str]:
+        """The ids of the array jobs among listed jobs (not their children, which some
+        endpoints list under the same name)."""
+        ids = [
+            str(job["jobId"])
+            for job in listed
+            if ba.is_array_name(str(job.get("jobName") or "")) and ":" not in str(job["jobId"])
+        ]
+        return list(dict.fromkeys(ids))
 
     async def _list_runs(self, prefixes: set[str]) -> list[dict[str, Any]]:
         client = self._batch()
@@ -328,13 +419,18 @@ class BatchBackend(Backend):
         if match is None:
             return None
         listed = await self._list_runs({f"hut_{match['run']}_*"})
-        described = await self._describe([str(job["jobId"]) for job in listed])
+        plain = [str(job["jobId"]) for job in listed if ":" not in str(job["jobId"])]
+        described = await self._describe(list(dict.fromkeys(plain)))
+        prefix = f"{LOG_SCHEME}{self._group_of(path)}/{match['run']}/"
         for job_id, job in described.items():
             tags = job.get("tags") or {}
             task, attempt = tags.get(bj.TASK_KEY), tags.get(bj.ATTEMPT_KEY)
             if task is not None and attempt is not None:
-                key = f"{LOG_SCHEME}{self._group_of(path)}/{match['run']}/{task}.{attempt}"
-                self._log_jobs.setdefault(key, job_id)
+                self._log_jobs.setdefault(f"{prefix}{task}.{attempt}", job_id)
+            for element in ba.elements_of(job):
+                attempt = element.tag.rsplit(".", 1)[-1]
+                child = ba.element_id(job_id, element.index)
+                self._log_jobs.setdefault(f"{prefix}{element.task}.{attempt}", child)
         return self._log_jobs.get(path)
 
     async def read_text(self, path: str, limit: int = 16 << 20) -> str:

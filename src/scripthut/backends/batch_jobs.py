@@ -146,9 +146,7 @@ def submit_args(
     environment: Mapping[str, str],
 ) -> dict[str, Any]:
     """The SubmitJob arguments of one attempt."""
-    bad = [name for name in environment if name.startswith("AWS_BATCH")]
-    if bad:
-        raise ScriptHutError(f"AWS Batch reserves variable names starting AWS_BATCH: {bad[0]}")
+    check_environment(environment)
     overrides: dict[str, Any] = {
         "command": ["bash", "-c", spec.script],
         "resourceRequirements": resources(spec),
@@ -171,13 +169,25 @@ def submit_args(
     }
     if spec.time_limit_s >= MIN_TIMEOUT_S:
         args["timeout"] = {"attemptDurationSeconds": int(spec.time_limit_s)}
+    check_request_size(args)
+    return args
+
+
+def check_environment(environment: Mapping[str, str]) -> None:
+    """ScriptHutError for a variable name Batch reserves."""
+    bad = [name for name in environment if name.startswith("AWS_BATCH")]
+    if bad:
+        raise ScriptHutError(f"AWS Batch reserves variable names starting AWS_BATCH: {bad[0]}")
+
+
+def check_request_size(args: Mapping[str, Any]) -> None:
+    """ScriptHutError for a SubmitJob request over Batch's limit."""
     size = len(repr(args).encode())
     if size > MAX_REQUEST_BYTES:
         raise ScriptHutError(
             f"the job request is {size} bytes, over AWS Batch's {MAX_REQUEST_BYTES}: "
             "shorten the command or move its data to a file the task reads"
         )
-    return args
 
 
 # -- statuses ------------------------------------------------------------------------------
@@ -270,6 +280,13 @@ def status_of(
 
 def first_per_tag(jobs: Sequence[Mapping[str, Any]], wanted: set[str]) -> dict[str, str]:
     """tag -> job id of the first job submitted under each wanted tag's name."""
+    return {tag: job_id for tag, (_, job_id) in created_per_tag(jobs, wanted).items()}
+
+
+def created_per_tag(
+    jobs: Sequence[Mapping[str, Any]], wanted: set[str]
+) -> dict[str, tuple[float, str]]:
+    """tag -> (created, job id) of the first job submitted under each wanted tag's name."""
     found: dict[str, tuple[float, str]] = {}
     for job in jobs:
         tag = tag_of(str(job.get("jobName") or ""))
@@ -278,4 +295,4 @@ def first_per_tag(jobs: Sequence[Mapping[str, Any]], wanted: set[str]) -> dict[s
         created = float(job.get("createdAt") or 0)
         if tag not in found or created < found[tag][0]:
             found[tag] = (created, str(job["jobId"]))
-    return {tag: job_id for tag, (_, job_id) in found.items()}
+    return found

@@ -49,4 +49,6 @@ def batch_backend(entry: BatchBackendConfig) -> BatchBackend:
         max_concurrent=entry.max_concurrent,
         retry_attempts=entry.retry_attempts,
         log_group=entry.log_group,
+        arrays=entry.arrays,
+        max_array_size=entry.max_array_size,
     )

@@ -207,6 +207,9 @@ class BatchBackendConfig(_BackendBase):
     retry_attempts: int = Field(default=1, ge=1, le=10)
     log_group: str = "/aws/batch/job"
     clone_dir: str = ""
+    # Job arrays (arrayProperties): Batch takes 2 to 10,000 children per array.
+    arrays: bool = True
+    max_array_size: int | None = Field(default=None, ge=2, le=10_000)
 
     @model_validator(mode="after")
     def _has_an_image_source(self) -> Self:
