@@ -600,17 +600,19 @@ class ScriptHutService:
         run_id = store.resolve_run_id(run_id)
         store.task(run_id, task_id)
         record = store.attempt(run_id, task_id, attempt)
-        path = record.stderr_path if error else record.stdout_path
-        backend = self._registry().get(record.backend)
-        read = await read_log(backend, path, offset=offset, tail=tail, limit=limit)
-        return {
+        head = {
             "run": run_id,
             "task": task_id,
             "attempt": record.attempt,
             "stream": "error" if error else "output",
             "final": record.state not in reads.OPEN_ATTEMPT_STATES,
-            **read.to_json(),
         }
+        if record.cached:
+            return {**head, **reads.cached_log(record, offset)}
+        path = record.stderr_path if error else record.stdout_path
+        backend = self._registry().get(record.backend)
+        read = await read_log(backend, path, offset=offset, tail=tail, limit=limit)
+        return {**head, **read.to_json()}
 
     # -- what tasks wrote --------------------------------------------------------------------
 
