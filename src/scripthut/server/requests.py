@@ -4,8 +4,9 @@ Every body goes through `decode_body` first: its size is checked before anything
 parsed (413), then it must be UTF-8 and JSON a store can keep (`parse.decode_json`:
 repeated keys, integers beyond 64 bits, lone surrogates, too deep nesting are 400s
 naming the field). A run request is `{"workflow": <task document>}` or `{"path": <file>}`,
-plus optional `backend`, `name` and `max_concurrent`. A path must resolve (symlinks followed) inside
-the allowed root directory, so the API never reads a file outside it.
+plus optional `backend`, `name`, `max_concurrent` and `no_cache`. A path must resolve
+(symlinks followed) inside the allowed root directory, so the API never reads a file
+outside it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from scripthut.workflow.parse import (
 )
 
 BODY = "request body"
-RUN_KEYS = frozenset({"workflow", "path", "backend", "name", "max_concurrent"})
-WORKFLOW_RUN_KEYS = frozenset({"name", "max_concurrent"})
+RUN_KEYS = frozenset({"workflow", "path", "backend", "name", "max_concurrent", "no_cache"})
+WORKFLOW_RUN_KEYS = frozenset({"name", "max_concurrent", "no_cache"})
+DRY_RUN_KEYS = frozenset({"no_cache"})
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # bytes; a 100,000-task workflow is about 10-30 MB
 
 
@@ -62,12 +64,14 @@ class RunRequest:
     max_concurrent: int | None = None
     source: str | None = None
     base_dir: str | None = None
+    no_cache: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     name: str | None = None
     max_concurrent: int | None = None
+    no_cache: bool = False  # run every task: no result-cache look-ups, nothing stored
 
 
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -106,13 +110,22 @@ def read_run_request(body: object, root_dir: Path | None) -> RunRequest:
             source, base_dir = str(file), str(file.parent)
     if issues or workflow is None:
         raise InvalidInput(issues, "invalid run request")
-    return RunRequest(workflow, backend, options.name, options.max_concurrent, source, base_dir)
+    return RunRequest(
+        workflow,
+        backend,
+        options.name,
+        options.max_concurrent,
+        source,
+        base_dir,
+        options.no_cache,
+    )
 
 
-def read_run_options(body: object) -> RunOptions:
-    """Options for starting a configured workflow: `name`, `max_concurrent` (both optional)."""
+def read_run_options(body: object, *, dry: bool = False) -> RunOptions:
+    """Options for starting a configured workflow: `name`, `max_concurrent`, `no_cache` (all
+    optional); for its dry run only `no_cache`, so the run's body can be tried first."""
     data = _object({} if body is None else body)
-    issues = _unknown_keys(data, WORKFLOW_RUN_KEYS)
+    issues = _unknown_keys(data, DRY_RUN_KEYS if dry else WORKFLOW_RUN_KEYS)
     options = _options(data, issues)
     if issues:
         raise InvalidInput(issues, "invalid run request")
@@ -135,16 +148,18 @@ class SourceRequest:
 
 def read_source_request(body: object, *, file: bool = True, run: bool = False) -> SourceRequest:
     """`file` (required when `file`), `branch`, `backend`; with `run`, `name` and
-    `max_concurrent` too. Every problem is listed."""
+    `max_concurrent` too, and (run or dry run) `no_cache`. Every problem is listed."""
     data = _object({} if body is None else body)
-    allowed = (SOURCE_KEYS if file else SYNC_KEYS) | (WORKFLOW_RUN_KEYS if run else frozenset())
+    allowed = (SOURCE_KEYS | DRY_RUN_KEYS if file else SYNC_KEYS) | (
+        WORKFLOW_RUN_KEYS if run else frozenset()
+    )
     issues = _unknown_keys(data, allowed)
     path = _optional_text(data, "file", issues) if file else None
     if file and path is None and "file" not in data:
         issues.append(Issue(BODY, "required: the workflow file, as the source lists it", "file"))
     branch = _optional_text(data, "branch", issues)
     backend = _optional_text(data, "backend", issues)
-    options = _options(data, issues) if run else RunOptions()
+    options = _options(data, issues) if file else RunOptions()
     if issues:
         raise InvalidInput(issues, "invalid source request")
     return SourceRequest(path or "", branch, backend, options)
@@ -173,7 +188,13 @@ def _options(data: Mapping[str, Any], issues: list[Issue]) -> RunOptions:
     ):
         issues.append(Issue(BODY, f"must be an integer from 1 to {INT64[1]}", "max_concurrent"))
         limit = None
-    return RunOptions(name, limit)
+    no_cache = data.get("no_cache")
+    if no_cache is None:
+        no_cache = False
+    elif not isinstance(no_cache, bool):
+        issues.append(Issue(BODY, "must be true or false", "no_cache"))
+        no_cache = False
+    return RunOptions(name, limit, no_cache)
 
 
 def _optional_text(data: Mapping[str, Any], key: str, issues: list[Issue]) -> str | None:

@@ -517,6 +517,7 @@ class ScriptHutService:
                 base_dir=request.base_dir,
                 workflow_env=workflow_env,
                 provenance=provenance.document() if provenance else None,
+                no_cache=request.no_cache,
             )
             release(new.tasks)  # only the run goes back to the loop: the rest is freed here
             release(request.workflow.tasks)
@@ -644,11 +645,16 @@ class ScriptHutService:
         names = [w.name for w in config.workflows if addressable_workflow(w.name)]
         return reads.workflows_json(config, names)
 
-    async def dry_run(self, name: str) -> dict[str, Any]:
+    async def dry_run(self, name: str, body: object = None) -> dict[str, Any]:
         config, _ = self._ready()
         entry = config.workflow(name)
+        options = read_run_options(body, dry=True)
         workflow, provenance = await self._command(config, entry)
-        return {**reads.dry_run_json(entry, workflow), **reads.provenance_json(provenance)}
+        return {
+            **reads.dry_run_json(entry, workflow),
+            **reads.provenance_json(provenance),
+            "no_cache": options.no_cache,
+        }
 
     async def run_workflow(self, name: str, body: object) -> dict[str, Any]:
         config, _ = self._ready()
@@ -663,6 +669,7 @@ class ScriptHutService:
             max_concurrent=options.max_concurrent or entry.max_concurrent,
             source=f"workflow '{entry.name}' in {self._config_file() or 'the config'}",
             base_dir=provenance.root if provenance else str(self._cwd()),
+            no_cache=options.no_cache,
         )
         return await self._start(lambda: request, entry.env, provenance)
 
@@ -710,7 +717,8 @@ class ScriptHutService:
         workflow, provenance, _ = await self._source_syncs().workflow(
             name, choice.file, backend=choice.backend, branch=choice.branch
         )
-        return reads.source_dry_run_json(name, choice.file, workflow, provenance)
+        dry = reads.source_dry_run_json(name, choice.file, workflow, provenance)
+        return {**dry, "no_cache": choice.options.no_cache}
 
     async def run_source(self, name: str, body: object) -> dict[str, Any]:
         """Start a run of a source's workflow file at the branch head (synced first)."""
@@ -728,6 +736,7 @@ class ScriptHutService:
             max_concurrent=options.max_concurrent or entry.max_concurrent,
             source=f"{name}:{choice.file}",
             base_dir=provenance.root,
+            no_cache=options.no_cache,
         )
         return await self._start(lambda: request, (), provenance)
 
