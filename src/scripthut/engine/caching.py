@@ -203,7 +203,7 @@ class Caching(Outages):
         """Store the outputs of completed cacheable tasks (one script); manifests for every
         finished task that declares inputs or outputs. Returns manifests by attempt tag."""
         saves: list[SaveRequest] = []
-        known_keys = self.store.attempt_caches([t.key for t, _, _ in done])
+        known_keys = self.store.attempt_caches([t.key for t, _, _ in done if self._declares(t)])
         wanted: list[tuple[Tracked, ActiveRun, TaskSpec, JobStatus]] = []
         for tracked, state, status in done:
             run = self.runs.get(tracked.run_id)
@@ -243,6 +243,11 @@ class Caching(Outages):
             }
             out.append((tracked, manifest))
         return out
+
+    def _declares(self, tracked: Tracked) -> bool:
+        """The task declares outputs (only those can have a cache key)."""
+        run = self.runs.get(tracked.run_id)
+        return run is not None and bool(run.specs[tracked.task_id].outputs)
 
     def _manifest(
         self,
