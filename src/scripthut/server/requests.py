@@ -117,7 +117,7 @@ def read_run_request(body: object, root_dir: Path | None) -> RunRequest:
         options.max_concurrent,
         source,
         base_dir,
-        options.no_cache,
+        no_cache=options.no_cache,
     )
 
 
