@@ -1,5 +1,6 @@
 """The task drawer's Outputs tab in a real JupyterLab (Chromium): a table as a table, an
-image as an image, a task's HTML only sanitised and sandboxed, and the summary text."""
+image as an image, a task's HTML only sanitised and sandboxed, Markdown (a hostile file, the
+summary text and the run summary) rendered and sanitised: nothing in it runs."""
 
 from __future__ import annotations
 
@@ -20,12 +21,27 @@ PNG_B64 = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5Er"
     "kJggg=="
 )
+HOSTILE_MD = """# Report **bold**
+
+<script>window.parent.pwnedScript = 1; window.pwnedScript = 1</script>
+<img src=x onerror="window.pwnedImg = 1">
+
+[click me](javascript:window.pwnedLink=1) and <a href="javascript:window.pwnedRaw=1">raw</a>
+
+| alpha | loss |
+|---|---|
+| 0.1 | 0.25 |
+"""
+HOSTILE_SUMMARY = "**best** alpha 0.1 <img src=x onerror='window.pwnedSummary=1'>\n"
+PWNED = "() => ['pwnedScript', 'pwnedImg', 'pwnedLink', 'pwnedRaw', 'pwnedSummary']"
+PWNED += ".filter(name => window[name] !== undefined)"
 WRITER = (
     "printf 'alpha,loss\\n0.1,0.25\\n1,0.5\\n' > \"$SCRIPTHUT_OUTPUT_DIR/a.csv\"; "
     f"printf '%s' {PNG_B64} | base64 -d > \"$SCRIPTHUT_OUTPUT_DIR/b.png\"; "
     "printf '<h1>rep</h1><script>window.parent.pwned=1</script>' "
     '> "$SCRIPTHUT_OUTPUT_DIR/c.html"; '
-    "echo 'best alpha 0.1' > \"$SCRIPTHUT_RUN_SUMMARY\""
+    f"printf '%s' {shlex.quote(HOSTILE_MD)} > \"$SCRIPTHUT_OUTPUT_DIR/d.md\"; "
+    f"printf '%s' {shlex.quote(HOSTILE_SUMMARY)} > \"$SCRIPTHUT_RUN_SUMMARY\""
 )
 
 
@@ -50,7 +66,10 @@ def test_drawer_outputs_tab_previews_each_kind(
     drawer = view.locator('.sh-drawer[data-task="fit"]')
     drawer.locator('.sh-tab[data-tab="outputs"]').click()
 
-    assert drawer.locator(".sh-output-summary").inner_text().strip() == "best alpha 0.1"
+    summary_md = drawer.locator(".sh-output-summary")
+    assert summary_md.inner_text().strip() == "best alpha 0.1"
+    assert summary_md.locator("strong").inner_text() == "best"  # rendered, not shown as text
+    assert summary_md.locator("[onerror], script").count() == 0
     cells = drawer.locator(".sh-output-preview table td")
     cells.first.wait_for()
     assert cells.all_inner_texts() == ["0.1", "0.25", "1", "0.5"]
@@ -70,11 +89,30 @@ def test_drawer_outputs_tab_previews_each_kind(
     assert lab.page.evaluate("() => window.pwned === undefined")
     lab.screenshot("outputs-tab")
 
+    drawer.locator('a[data-output="d.md"]').click()
+    markdown = drawer.locator(".sh-output-preview .sh-markdown")
+    markdown.locator("h1").wait_for()
+    assert markdown.locator("h1").inner_text() == "Report bold"
+    assert markdown.locator("h1 strong").inner_text() == "bold"
+    assert markdown.locator("table td").all_inner_texts() == ["0.1", "0.25"]
+    assert markdown.locator("script, iframe, [onerror], [onclick]").count() == 0
+    assert [a.get_attribute("href") for a in markdown.locator("a").all()] == [None, None]
+    assert "<script>" not in markdown.inner_html() and "javascript:" not in markdown.inner_html()
+    markdown.locator("a", has_text="click me").click()
+    markdown.locator("a", has_text="raw").click()
+    assert lab.page.evaluate(PWNED) == []
+    lab.screenshot("outputs-markdown")
+
     view.locator('button[data-action="summary"]').click()
     summary = view.locator(".sh-drawer .sh-run-summary")
     summary.wait_for()
     text = summary.inner_text()
-    assert "## fit" in text and "best alpha 0.1" in text and "- `a.csv`" in text
+    assert "best alpha 0.1" in text and "##" not in text
+    assert summary.locator("h2", has_text="fit").count() == 1
+    assert summary.locator("li code", has_text="a.csv").count() == 1
+    assert summary.locator("strong").first.inner_text() == "best"
+    assert summary.locator("[onerror], script").count() == 0
+    assert lab.page.evaluate(PWNED) == []
 
 
 def write_notebook(path: Path) -> None:

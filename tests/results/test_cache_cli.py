@@ -56,7 +56,14 @@ def test_probe_run_ls_manifest_no_cache_and_clear(tmp_path: Path, env: dict[str,
     assert [e["key"] for e in listed] == [manifest["cache"]["key"]]
 
     run2 = json.loads(hut("run", wf, "--json", env=env).stdout)["run"]
-    assert json.loads(hut("manifest", run2, "make", env=env).stdout)["cache"]["hit"] is True
+    hit = json.loads(hut("manifest", run2, "make", env=env).stdout)["cache"]
+    assert hit["hit"] is True
+    logged = hut("logs", run2, "make", env=env)
+    assert logged.returncode == 0 and f"restored from cache {hit['key']}" in logged.stdout
+    shown = json.loads(hut("show", run2, "--json", env=env).stdout)["tasks"]
+    assert [
+        (t["id"], t["state"], t["job_id"], t["attempt"]) for t in shown if t["id"] == "make"
+    ] == [("make", "completed", None, 1)]
     hut("run", wf, "--no-cache", env=env)
     assert (tmp_path / "log").read_text() == "ran\nran\n"
 

@@ -63,3 +63,23 @@ def test_python_objects_display_inline(client: LocalClient, tmp_path: Path) -> N
     everything = run.outputs()
     assert list(everything) == ["fit"]
     assert "- `t.csv` (12 B)" in everything._repr_markdown_()
+
+
+def test_markdown_outputs_display_as_markdown(client: LocalClient) -> None:
+    note = "# Report\\n\\n| a | b |\\n|---|---|\\n| 1 | 2 |\\n"
+    run = hut.run([hut.Task("fit", f"printf '{note}' > \"$SCRIPTHUT_OUTPUT_DIR/r.md\"")])
+    assert run.wait(60) == "completed"
+    report = run.task("fit").outputs()["r.md"]
+    bundle = report._repr_mimebundle_()
+    assert bundle["text/markdown"].startswith("# Report\n\n| a | b |")
+    assert "text/html" not in bundle  # the front end renders (and sanitises) the Markdown
+
+
+def test_hut_run_no_cache(client: LocalClient, tmp_path: Path) -> None:
+    command = "echo ran >> ran.log; echo 1 > o.txt"
+    doc = [hut.Task("m", command, working_dir=str(tmp_path), outputs=["o.txt"])]
+    for no_cache, hit in ((False, False), (False, True), (True, False)):
+        run = hut.run(doc, no_cache=no_cache)
+        assert run.wait(60) == "completed"
+        assert run.task("m").manifest()["cache"]["hit"] is hit
+    assert (tmp_path / "ran.log").read_text() == "ran\nran\n"

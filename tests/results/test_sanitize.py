@@ -49,3 +49,27 @@ def test_a_listing_reply_with_awkward_names_parses() -> None:
     assert found["/o/b.1.outputs"].files == ()
     capped = parse_listing(b"D\0d\0" + b"F\0x\0001\0001\0" * 3, limit=2)
     assert capped["d"].truncated and len(capped["d"].files) == 2
+
+
+def _ts_list(text: str, name: str) -> set[str]:
+    import re
+
+    found = re.search(rf"export const {name} = (?:new Set\()?\[(.*?)\]", text, re.S)
+    assert found, name
+    return set(re.findall(r'"([^"]*)"', found.group(1)))
+
+
+def test_the_front_end_sanitises_markdown_by_the_same_rules() -> None:
+    """Rendered Markdown is sanitised in the browser (js/widgets/components/sanitize.ts);
+    its lists are the server's, so Markdown and HTML outputs keep the same rules."""
+    from pathlib import Path
+
+    from scripthut import sanitize
+
+    ts = Path(__file__).parents[2] / "js" / "widgets" / "components" / "sanitize.ts"
+    text = ts.read_text()
+    assert _ts_list(text, "ALLOWED_TAGS") == set(sanitize.ALLOWED_TAGS)
+    assert _ts_list(text, "DROP_WITH_CONTENT") == set(sanitize.DROP_WITH_CONTENT)
+    assert _ts_list(text, "ALLOWED_ATTRS") == set(sanitize.ALLOWED_ATTRS)
+    assert _ts_list(text, "LINK_SCHEMES") == set(sanitize._LINK_SCHEMES)
+    assert _ts_list(text, "IMAGE_SCHEMES") == set(sanitize._IMAGE_SCHEMES)

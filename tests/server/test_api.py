@@ -173,7 +173,7 @@ async def test_invalid_run_requests_list_every_problem(api: Api) -> None:
     fields = {(e["field"], e["message"]) for e in reply["errors"]}
     assert (
         "colour",
-        "unknown key (known: backend, config_dir, max_concurrent, name, path, workflow)",
+        "unknown key (known: backend, config_dir, max_concurrent, name, no_cache, path, workflow)",
     ) in fields
     assert any(f == "max_concurrent" for f, _ in fields)
     messages = " | ".join(e["message"] for e in reply["errors"])

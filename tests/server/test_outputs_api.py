@@ -56,3 +56,63 @@ async def test_manifest_of_a_task_with_outputs(api: Api, tmp_path: Any) -> None:
     assert manifest["manifest_version"] == 1 and "o.txt" in manifest["outputs"]
     code, body = await api.call("GET", f"runs/{run['id']}/tasks/n/manifest")
     assert code == 404 and "no manifest" in body["message"]
+
+
+async def test_a_cache_hit_answers_every_view(api: Api, tmp_path: Any) -> None:
+    work = str(tmp_path)
+    task = {
+        "id": "m",
+        "command": "echo ran >> ran.log; echo 1 > o.txt",
+        "working_dir": work,
+        "outputs": ["o.txt"],
+    }
+    first = await start(api, {"tasks": [task]})
+    await api.wait_run(first["id"])
+    run = await start(api, {"tasks": [task]})
+    assert (await api.wait_run(run["id"]))["state"] == "completed"
+    base = f"runs/{run['id']}/tasks/m"
+    key = (await api.get(f"{base}/manifest"))["cache"]["key"]
+    assert (await api.get(f"{base}/manifest"))["cache"]["hit"] is True
+
+    detail = await api.get(base)
+    assert detail["job_id"] is None and detail["attempt"] == 1
+    [attempt] = detail["attempts"]
+    assert (attempt["state"], attempt["cached"], attempt["job_id"]) == ("completed", True, None)
+    assert attempt["cache_key"] == key
+    code, script = await api.call("GET", f"{base}/script")
+    assert code == 200 and f"restored from cache {key}" in script
+    for stream in ("output", "error"):
+        log = await api.get(f"{base}/logs/{stream}")
+        assert f"restored from cache {key}" in log["text"] and log["final"] is True
+        assert log["next_offset"] == log["size"] and log["missing"] is False
+    listing = await api.get(f"{base}/outputs")
+    assert listing["cached"] is True and listing["files"] == []
+    assert (await api.get(f"{base}/env"))["attempt"] == 1
+    assert (tmp_path / "ran.log").read_text() == "ran\n"
+
+
+async def test_no_cache_in_a_run_request(api: Api, tmp_path: Any) -> None:
+    task = {
+        "id": "m",
+        "command": "echo ran >> ran.log; echo 1 > o.txt",
+        "working_dir": str(tmp_path),
+        "outputs": ["o.txt"],
+    }
+    for _ in range(2):
+        run = await start(api, {"tasks": [task]}, no_cache=True)
+        await api.wait_run(run["id"])
+        manifest = await api.get(f"runs/{run['id']}/tasks/m/manifest")
+        assert manifest["cache"]["hit"] is False and manifest["cache"]["stored"] is False
+    assert (tmp_path / "ran.log").read_text() == "ran\nran\n"
+    for value in ("yes", 1, [True]):
+        body = {"workflow": {"tasks": [task]}, "no_cache": value}
+        code, reply = await api.call("POST", "runs", body)
+        assert code == 400, (value, reply)
+        assert [e["field"] for e in reply["errors"]] == ["no_cache"], reply
+        assert "true or false" in reply["errors"][0]["message"]
+    dry = await api.post("workflows/demo/dry-run", {"no_cache": True})
+    assert dry["no_cache"] is True and dry["tasks"] == 2
+    code, reply = await api.call("POST", "workflows/demo/dry-run", {"no_cache": "no"})
+    assert code == 400 and [e["field"] for e in reply["errors"]] == ["no_cache"]
+    code, reply = await api.call("POST", "workflows/demo/run", {"no_cache": 0})
+    assert code == 400 and [e["field"] for e in reply["errors"]] == ["no_cache"]

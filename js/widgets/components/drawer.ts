@@ -2,6 +2,7 @@
 // log, outputs, script, resolved environment with provenance (secrets come masked), and details.
 
 import { ApiError, LogRead, ScriptHutApi } from "./api";
+import { renderMarkdown } from "./markdown";
 import { showOutputs } from "./outputs";
 import { clock, duration, elapsed, errorText, h, statePill, thousands } from "./format";
 import type { Row } from "./store";
@@ -23,7 +24,7 @@ export interface DrawerView {
   open(task: Row): void;
   update(task: Row): void; // the task's row changed (state, times)
   showGroup(label: string, members: Row[], onPick: (id: string) => void): void;
-  showText(label: string, load: () => Promise<string>): void; // e.g. the run summary
+  showMarkdown(label: string, load: () => Promise<string>): void; // e.g. the run summary
   close(): void;
   destroy(): void;
 }
@@ -277,7 +278,7 @@ export function createDrawer(options: DrawerOptions): DrawerView {
             {},
             h("td", {}, String(a.attempt)),
             h("td", {}, statePill(a.state)),
-            h("td", {}, String(a.job_id ?? "")),
+            h("td", {}, a.cached ? "cached" : String(a.job_id ?? "")),
             h("td", {}, a.exit_code === null || a.exit_code === undefined ? "" : String(a.exit_code)),
             h("td", {}, clock(a.started_at)),
             h("td", {}, clock(a.ended_at)),
@@ -344,7 +345,7 @@ export function createDrawer(options: DrawerOptions): DrawerView {
       );
       body.replaceChildren(list, members.length > shown.length ? h("p", {}, `… and ${members.length - shown.length} more`) : "");
     },
-    showText(label: string, load: () => Promise<string>) {
+    showMarkdown(label: string, load: () => Promise<string>) {
       const mine = ++generation;
       task = null;
       el.hidden = false;
@@ -358,7 +359,7 @@ export function createDrawer(options: DrawerOptions): DrawerView {
         .then((text) => {
           if (mine !== generation) return;
           status.textContent = text.trim() ? "" : "no task wrote a summary or outputs yet";
-          body.replaceChildren(h("pre", { class: "sh-output-summary sh-run-summary" }, text));
+          body.replaceChildren(renderMarkdown(text, "sh-output-summary sh-run-summary"));
         })
         .catch((failure) => {
           if (mine === generation) status.textContent = `no summary: ${errorText(failure)}`;

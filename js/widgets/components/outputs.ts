@@ -1,11 +1,13 @@
 // The drawer's "Outputs" tab: what a finished task wrote in $SCRIPTHUT_OUTPUT_DIR, its
-// summary text, and a preview of one file at a time. Nothing a task wrote is ever parsed as
-// markup here: text goes in as text, images through blob URLs in <img> (an SVG there runs
-// no script), HTML (already sanitised by the server) in an iframe sandboxed without scripts,
-// notebooks cell by cell as text and PNG/JPEG images.
+// summary text, and a preview of one file at a time. Nothing a task wrote is inserted as
+// markup unsanitised: text goes in as text, Markdown (files and the summary) rendered and
+// then sanitised by the HTML outputs' rules (markdown.ts), images through blob URLs in <img>
+// (an SVG there runs no script), HTML (already sanitised by the server) in an iframe
+// sandboxed without scripts, notebooks cell by cell as text and PNG/JPEG images.
 
 import type { ScriptHutApi } from "./api";
 import { errorText, h, thousands } from "./format";
+import { renderMarkdown } from "./markdown";
 import type { Row } from "./store";
 
 const MAX_ROWS = 200;
@@ -30,7 +32,10 @@ export async function showOutputs(
   }
   if (!current()) return;
   const files = (listing.files ?? []) as Row[];
-  status.textContent = files.length ? "" : "the task wrote no outputs";
+  const none = listing.cached
+    ? "restored from the result cache: no job ran, so there is no outputs folder"
+    : "the task wrote no outputs";
+  status.textContent = files.length ? "" : none;
   const preview = h("div", { class: "sh-output-preview" });
   const list = h("ul", { class: "sh-outputs" });
   for (const file of files) {
@@ -51,7 +56,7 @@ export async function showOutputs(
     list.append(item);
   }
   const parts: Node[] = [];
-  if (listing.summary) parts.push(h("pre", { class: "sh-output-summary" }, String(listing.summary)));
+  if (listing.summary) parts.push(renderMarkdown(String(listing.summary), "sh-output-summary"));
   if (listing.truncated) parts.push(h("p", {}, "more files than are listed"));
   body.replaceChildren(...parts, list, preview);
   const first = list.querySelector("a");
@@ -91,6 +96,7 @@ async function render(kind: string, path: string, blob: Blob): Promise<Node> {
   if (kind === "json") return pre(pretty(text));
   if (kind === "html") return h("iframe", { class: "sh-output-html", sandbox: "", srcdoc: text, title: path });
   if (kind === "notebook") return notebook(text);
+  if (kind === "markdown") return renderMarkdown(text, "sh-output-text");
   return pre(text);
 }
 

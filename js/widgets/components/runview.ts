@@ -216,7 +216,7 @@ export function createRunView(el: HTMLElement, store: DataStore, options: RunVie
   });
   summaryButton.addEventListener("click", () => {
     graph.select(null);
-    drawer.showText("Run summary", () =>
+    drawer.showMarkdown("Run summary", () =>
       options.api.summary(String(store.meta.id)).then((reply) => String(reply.markdown ?? "")),
     );
   });

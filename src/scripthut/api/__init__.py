@@ -43,6 +43,7 @@ def run(
     source: str | None = None,
     branch: str | None = None,
     notify: bool = False,
+    no_cache: bool = False,
 ) -> Run:
     """Start a run and return it at once (`Run.wait()` blocks until it ends).
 
@@ -53,6 +54,7 @@ def run(
     source is synced first (at `branch`, default the configured one) and the run records
     the commit.
     `notify=True` asks for the run's notifications (scripthut.yaml `notifications:`).
+    `no_cache=True` runs every task: no result-cache look-ups, nothing stored.
     """
     chosen = resolve(client)
     if source is not None:
@@ -65,10 +67,15 @@ def run(
             backend=backend,
             name=name,
             max_concurrent=max_concurrent,
+            no_cache=no_cache,
         )
         return Run.from_record(record, chosen)
     record = chosen.submit(
-        workflow_input(workflow), backend, name=name, max_concurrent=max_concurrent
+        workflow_input(workflow),
+        backend,
+        name=name,
+        max_concurrent=max_concurrent,
+        no_cache=no_cache,
     )
     if notify:
         chosen.notify(str(record["id"]))

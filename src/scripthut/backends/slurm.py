@@ -396,6 +396,7 @@ class SlurmBackend(Backend):
                 'if [ "$__hut_rc" -eq 0 ]; then\n',
                 "declare -A __hut_live=()\n",
                 "while IFS=$'\\x1f' read -r __hut_id __hut_st __hut_rest; do\n",
+                '    [ -n "$__hut_id" ] || continue  # no jobs: one empty line\n',
                 f"    case $__hut_st in {ended}) ;; *) __hut_live[$__hut_id]=1 ;; esac\n",
                 'done <<< "$__hut_out"\n',
                 exit_files_script(

@@ -168,6 +168,14 @@ class Session:
                 raise
             sys.stderr.write(f"task '{task_id}' has not been submitted yet\n")
             return
+        if record.cached:  # no job ran: no log file to read
+            note = record.cache_note()
+            head = {"run": run_id, "task": task_id, "attempt": record.attempt, "cached": True}
+            if as_json:
+                _print_json({**head, "text": note})
+            else:
+                sys.stdout.write(note)
+            return
         backend = self.registry.get(record.backend)
         path = record.stderr_path if error else record.stdout_path
         offset = start = 0

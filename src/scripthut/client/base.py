@@ -42,6 +42,7 @@ def run_body(
     backend: str | None,
     name: str | None,
     max_concurrent: int | None,
+    no_cache: bool = False,
 ) -> dict[str, Any]:
     """The `POST runs` body: a document inline, or a file by absolute path.
 
@@ -61,6 +62,8 @@ def run_body(
             body["config_dir"] = os.getcwd()
     extra = {"backend": backend, "name": name, "max_concurrent": max_concurrent}
     body.update({k: v for k, v in extra.items() if v is not None})
+    if no_cache:
+        body["no_cache"] = True
     return body
 
 
@@ -86,8 +89,10 @@ class Client(ABC):
         *,
         name: str | None = None,
         max_concurrent: int | None = None,
+        no_cache: bool = False,
     ) -> dict[str, Any]:
-        """Start a run of a task document, a `Workflow`, or a workflow file."""
+        """Start a run of a task document, a `Workflow`, or a workflow file; `no_cache`: run
+        every task, without result-cache look-ups."""
 
     @abstractmethod
     def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]: ...
@@ -200,11 +205,14 @@ class Client(ABC):
         name: str | None = None,
         max_concurrent: int | None = None,
         dry_run: bool = False,
+        no_cache: bool = False,
     ) -> dict[str, Any]:
         """Start a run of a source's workflow file (or, with `dry_run`, only show it)."""
         body = _given(
             file=file, branch=branch, backend=backend, name=name, max_concurrent=max_concurrent
         )
+        if no_cache:
+            body["no_cache"] = True
         if dry_run:
             body.pop("name", None)
             body.pop("max_concurrent", None)

@@ -121,8 +121,9 @@ class HTTPClient(Client):
         *,
         name: str | None = None,
         max_concurrent: int | None = None,
+        no_cache: bool = False,
     ) -> dict[str, Any]:
-        body = run_body(workflow, backend, name, max_concurrent)
+        body = run_body(workflow, backend, name, max_concurrent, no_cache)
         reply: dict[str, Any] = self.request("POST", "runs", body=body)
         return reply
 

@@ -107,8 +107,9 @@ class LocalClient(Client):
         *,
         name: str | None = None,
         max_concurrent: int | None = None,
+        no_cache: bool = False,
     ) -> dict[str, Any]:
-        body = run_body(workflow, backend, name, max_concurrent)
+        body = run_body(workflow, backend, name, max_concurrent, no_cache)
         return self.run_async(lambda: self.service.submit(lambda: body))
 
     def sources(self) -> list[dict[str, Any]]:

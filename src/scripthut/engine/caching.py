@@ -23,9 +23,11 @@ from scripthut.backends.cache_store import (
     script_bytes,
 )
 from scripthut.config import Config
+from scripthut.engine.ids import attempt_tag
 from scripthut.engine.outages import Outages
 from scripthut.engine.state import ActiveRun, BackendSlot, Changes, Tracked
 from scripthut.states import RunState, TaskState
+from scripthut.store import AttemptRecord
 from scripthut.workflow.caching import key_prefix
 from scripthut.workflow.model import TaskSpec
 
@@ -53,6 +55,33 @@ def sums_map(lines: str) -> dict[str, str]:
     return out
 
 
+def cached_attempt(
+    run: ActiveRun, task_id: str, attempt: int, key: str, inputs: str, now: float
+) -> AttemptRecord:
+    """The attempt of a task the result cache completed: no job, script or log files."""
+    return AttemptRecord(
+        run_id=run.record.id,
+        task_id=task_id,
+        attempt=attempt,
+        tag=attempt_tag(run.record.id, run.seqs[task_id], attempt),
+        backend=run.record.backend,
+        state=TaskState.COMPLETED.value,
+        script="",
+        env={},
+        stdout_path="",
+        stderr_path="",
+        exit_path="",
+        script_path="",
+        time_limit_s=0,
+        created_at=now,
+        started_at=now,
+        ended_at=now,
+        exit_code=0,
+        reason=f"restored from cache {key}",
+        cache={"key": key, "scope": run.specs[task_id].cache_scope, "inputs": inputs, "hit": True},
+    )
+
+
 class Caching(Outages):
     _cache_keys: dict[tuple[str, str], tuple[str, str]]
 
@@ -76,7 +105,8 @@ class Caching(Outages):
         )
 
     async def _cache_hits(self, slot: BackendSlot, picks: list[Pick]) -> list[Pick]:
-        """The picks left to submit; hits are restored and completed here."""
+        """The picks left to submit; hits are restored and completed here. The keys of the
+        others wait in memory only until `_launch` records their attempts (`_with_cache`)."""
         if not hasattr(self, "_cache_keys"):
             self._cache_keys = {}
         asked = [(run, t) for run, t in picks if self._cacheable(run, run.specs[t])]
@@ -99,21 +129,32 @@ class Caching(Outages):
             return picks
         hits: set[tuple[str, str]] = set()
         changes = Changes()
-        for i, (run, task_id) in enumerate(asked):
-            key = reply.keys.get(str(i))
-            if key is not None:
-                self._cache_keys[(run.record.id, task_id)] = (key, reply.inputs.get(str(i), ""))
-            if str(i) in reply.hits and key is not None:
+        with self.store.transaction():
+            for i, (run, task_id) in enumerate(asked):
+                key = reply.keys.get(str(i))
+                if key is None:
+                    continue
+                inputs = reply.inputs.get(str(i), "")
+                if str(i) not in reply.hits:
+                    self._cache_keys[(run.record.id, task_id)] = (key, inputs)
+                    continue
                 hits.add((run.record.id, task_id))
                 made = reply.saved.get(str(i), "")
-                self._complete_cached(
-                    run, task_id, key, reply.inputs.get(str(i), ""), made, changes
-                )
-        with self.store.transaction():
+                self._complete_cached(run, task_id, key, inputs, made, changes)
             self._commit(changes)
         if hits:
             slot.wake.set()  # their dependents may be ready now
         return [(run, t) for run, t in picks if (run.record.id, t) not in hits]
+
+    def _with_cache(self, record: AttemptRecord) -> AttemptRecord:
+        """An attempt about to be recorded, with the key its lookup found: kept in the store
+        (not in memory) so an engine restarted before the task completes still stores it."""
+        known = getattr(self, "_cache_keys", {}).pop((record.run_id, record.task_id), None)
+        run = self.runs.get(record.run_id)
+        if known is not None and run is not None:
+            scope = run.specs[record.task_id].cache_scope
+            record.cache = {"key": known[0], "scope": scope, "inputs": known[1]}
+        return record
 
     async def _run_store(self, slot: BackendSlot, script: bytes) -> CacheReply | None:
         try:
@@ -129,13 +170,20 @@ class Caching(Outages):
         self, run: ActiveRun, task_id: str, key: str, inputs: str, made: str, changes: Changes
     ) -> None:
         now = time.time()
+        spec = run.specs[task_id]
+        attempt = run.attempts.get(task_id, 0) + 1
+        run.attempts[task_id] = attempt
+        self.store.insert_attempts([cached_attempt(run, task_id, attempt, key, inputs, now)])
         reason = f"cached: outputs restored from the result cache (key {key[:12]})"
         changes.task(
             run.record.id,
             task_id,
             state=TaskState.COMPLETED,
+            attempt=attempt,
+            job_id=None,
             exit_code=0,
             reason=reason,
+            submitted_at=None,
             started_at=now,
             ended_at=now,
         )
@@ -144,20 +192,18 @@ class Caching(Outages):
             run.record.state = RunState.RUNNING
             run.record.started_at = now
             self.store.update_run(run.record.id, state=RunState.RUNNING, started_at=now)
-        spec = run.specs[task_id]
         manifest = self._manifest(run, spec, key, inputs, made, hit=True, stored=True)
         manifest["exit_code"] = 0
         manifest["timing"] = {"submitted_at": None, "started_at": now, "ended_at": now}
-        self.store.save_manifests([(run.record.id, task_id, 0, manifest)])
+        self.store.save_manifests([(run.record.id, task_id, attempt, manifest)])
 
     async def _store_outputs(
         self, slot: BackendSlot, done: list[tuple[Tracked, TaskState, JobStatus]]
     ) -> list[tuple[Tracked, dict[str, Any]]]:
         """Store the outputs of completed cacheable tasks (one script); manifests for every
         finished task that declares inputs or outputs. Returns manifests by attempt tag."""
-        if not hasattr(self, "_cache_keys"):
-            self._cache_keys = {}
         saves: list[SaveRequest] = []
+        known_keys = self.store.attempt_caches([t.key for t, _, _ in done if self._declares(t)])
         wanted: list[tuple[Tracked, ActiveRun, TaskSpec, JobStatus]] = []
         for tracked, state, status in done:
             run = self.runs.get(tracked.run_id)
@@ -167,7 +213,7 @@ class Caching(Outages):
             if not (spec.inputs or spec.outputs):
                 continue
             wanted.append((tracked, run, spec, status))
-            known = self._cache_keys.get((tracked.run_id, tracked.task_id))
+            known = known_keys.get(tracked.key)
             store = known and state == TaskState.COMPLETED and self._cacheable(run, spec)
             if spec.outputs:
                 key, inputs = known if store and known else ("-", "")
@@ -184,7 +230,7 @@ class Caching(Outages):
             reply = got or reply
         out: list[tuple[Tracked, dict[str, Any]]] = []
         for tracked, run, spec, status in wanted:
-            key, inputs = self._cache_keys.pop((tracked.run_id, tracked.task_id), ("", ""))
+            key, inputs = known_keys.get(tracked.key, ("", ""))
             stored = tracked.ref.tag in reply.saved
             made = reply.saved.get(tracked.ref.tag) or reply.hashed.get(tracked.ref.tag, "")
             manifest = self._manifest(run, spec, key, inputs, made, hit=False, stored=stored)
@@ -197,6 +243,11 @@ class Caching(Outages):
             }
             out.append((tracked, manifest))
         return out
+
+    def _declares(self, tracked: Tracked) -> bool:
+        """The task declares outputs (only those can have a cache key)."""
+        run = self.runs.get(tracked.run_id)
+        return run is not None and bool(run.specs[tracked.task_id].outputs)
 
     def _manifest(
         self,

@@ -75,7 +75,7 @@ class Submission(Caching):
                 continue
             run.attempts[task_id] = attempt
             built.append((run, task_id, job))
-            intents.append(attempt_record(job, slot.backend.name, now))
+            intents.append(self._with_cache(attempt_record(job, slot.backend.name, now)))
         with self.store.transaction():
             self.store.insert_attempts(intents)
             self._commit(changes)

@@ -388,7 +388,7 @@ class WorkflowDryRunHandler(ScriptHutHandler):
     @web.authenticated
     @authorized
     async def post(self, name: str) -> None:
-        self.reply(await self.service.dry_run(name))
+        self.reply(await self.service.dry_run(name, self.body()))
 
 
 class SourcesHandler(ScriptHutHandler):

@@ -69,7 +69,18 @@ def task_script(store: Store, run_id: str, task_id: str, attempt: int | None) ->
     """The script an attempt ran, its secret values masked (the file itself keeps them)."""
     task = store.task(run_id, task_id)
     record = store.attempt(run_id, task_id, attempt)
+    if record.cached:
+        return record.cache_note()
     return task_masker(store.get_run(run_id), task, [record]).script(record.script)
+
+
+def cached_log(record: AttemptRecord, offset: int) -> dict[str, Any]:
+    """The log of an attempt the result cache completed: one line saying so (no file)."""
+    text = record.cache_note()
+    size = len(text.encode())
+    start = size if offset >= size else max(0, offset if offset >= 0 else size + offset)
+    body = text.encode()[start:].decode("utf-8", errors="replace")
+    return {"text": body, "offset": start, "next_offset": size, "size": size, "missing": False}
 
 
 def task_masker(

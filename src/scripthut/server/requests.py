@@ -4,12 +4,12 @@ Every body goes through `decode_body` first: its size is checked before anything
 parsed (413), then it must be UTF-8 and JSON a store can keep (`parse.decode_json`:
 repeated keys, integers beyond 64 bits, lone surrogates, too deep nesting are 400s
 naming the field). A run request is `{"workflow": <task document>}` or `{"path": <file>}`,
-plus optional `backend`, `name`, `max_concurrent` and `config_dir`. A path must resolve (symlinks
-followed) inside the allowed root directory, so the API never reads a file outside it.
-`config_dir` names the folder whose configuration applies (the project file found walking up
-from it; a kernel sends its notebook's folder): an absolute path to an existing directory,
-used as it resolves (symlinks followed), so the project file is looked for where the folder
-really is. It moves no task: the working folder of inline tasks stays the server's root.
+plus optional `backend`, `name`, `max_concurrent`, `config_dir` and `no_cache`. A path must
+resolve (symlinks followed) inside the allowed root directory, so the API never reads a file
+outside it. `config_dir` names the folder whose configuration applies (the project file found
+walking up from it; a kernel sends its notebook's folder): an absolute path to an existing
+directory, used as it resolves (symlinks followed), so the project file is looked for where the
+folder really is. It moves no task: the working folder of inline tasks stays the server's root.
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ from scripthut.workflow.parse import (
 )
 
 BODY = "request body"
-RUN_KEYS = frozenset({"workflow", "path", "backend", "name", "max_concurrent", "config_dir"})
-WORKFLOW_RUN_KEYS = frozenset({"name", "max_concurrent"})
+RUN_KEYS = frozenset(
+    {"workflow", "path", "backend", "name", "max_concurrent", "config_dir", "no_cache"}
+)
+WORKFLOW_RUN_KEYS = frozenset({"name", "max_concurrent", "no_cache"})
+DRY_RUN_KEYS = frozenset({"no_cache"})
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # bytes; a 100,000-task workflow is about 10-30 MB
 
 
@@ -67,12 +70,14 @@ class RunRequest:
     source: str | None = None
     base_dir: str | None = None
     config_dir: str | None = None  # whose configuration applies (None: base_dir's)
+    no_cache: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     name: str | None = None
     max_concurrent: int | None = None
+    no_cache: bool = False  # run every task: no result-cache look-ups, nothing stored
 
 
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -113,14 +118,22 @@ def read_run_request(body: object, root_dir: Path | None) -> RunRequest:
     if issues or workflow is None:
         raise InvalidInput(issues, "invalid run request")
     return RunRequest(
-        workflow, backend, options.name, options.max_concurrent, source, base_dir, config_dir
+        workflow,
+        backend,
+        options.name,
+        options.max_concurrent,
+        source,
+        base_dir,
+        config_dir,
+        no_cache=options.no_cache,
     )
 
 
-def read_run_options(body: object) -> RunOptions:
-    """Options for starting a configured workflow: `name`, `max_concurrent` (both optional)."""
+def read_run_options(body: object, *, dry: bool = False) -> RunOptions:
+    """Options for starting a configured workflow: `name`, `max_concurrent`, `no_cache` (all
+    optional); for its dry run only `no_cache`, so the run's body can be tried first."""
     data = _object({} if body is None else body)
-    issues = _unknown_keys(data, WORKFLOW_RUN_KEYS)
+    issues = _unknown_keys(data, DRY_RUN_KEYS if dry else WORKFLOW_RUN_KEYS)
     options = _options(data, issues)
     if issues:
         raise InvalidInput(issues, "invalid run request")
@@ -143,16 +156,18 @@ class SourceRequest:
 
 def read_source_request(body: object, *, file: bool = True, run: bool = False) -> SourceRequest:
     """`file` (required when `file`), `branch`, `backend`; with `run`, `name` and
-    `max_concurrent` too. Every problem is listed."""
+    `max_concurrent` too, and (run or dry run) `no_cache`. Every problem is listed."""
     data = _object({} if body is None else body)
-    allowed = (SOURCE_KEYS if file else SYNC_KEYS) | (WORKFLOW_RUN_KEYS if run else frozenset())
+    allowed = (SOURCE_KEYS | DRY_RUN_KEYS if file else SYNC_KEYS) | (
+        WORKFLOW_RUN_KEYS if run else frozenset()
+    )
     issues = _unknown_keys(data, allowed)
     path = _optional_text(data, "file", issues) if file else None
     if file and path is None and "file" not in data:
         issues.append(Issue(BODY, "required: the workflow file, as the source lists it", "file"))
     branch = _optional_text(data, "branch", issues)
     backend = _optional_text(data, "backend", issues)
-    options = _options(data, issues) if run else RunOptions()
+    options = _options(data, issues) if file else RunOptions()
     if issues:
         raise InvalidInput(issues, "invalid source request")
     return SourceRequest(path or "", branch, backend, options)
@@ -181,7 +196,13 @@ def _options(data: Mapping[str, Any], issues: list[Issue]) -> RunOptions:
     ):
         issues.append(Issue(BODY, f"must be an integer from 1 to {INT64[1]}", "max_concurrent"))
         limit = None
-    return RunOptions(name, limit)
+    no_cache = data.get("no_cache")
+    if no_cache is None:
+        no_cache = False
+    elif not isinstance(no_cache, bool):
+        issues.append(Issue(BODY, "must be true or false", "no_cache"))
+        no_cache = False
+    return RunOptions(name, limit, no_cache)
 
 
 def _optional_text(data: Mapping[str, Any], key: str, issues: list[Issue]) -> str | None:

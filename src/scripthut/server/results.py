@@ -8,7 +8,13 @@ from typing import Any
 
 from scripthut.backends.registry import BackendRegistry
 from scripthut.errors import NotFound
-from scripthut.outputs import CONTENT_LIMIT, check_relative, kind_of, media_type
+from scripthut.outputs import (
+    CONTENT_LIMIT,
+    OutputListing,
+    check_relative,
+    kind_of,
+    media_type,
+)
 from scripthut.sanitize import sanitize_html
 from scripthut.server.errors import PayloadTooLarge
 from scripthut.store import Store
@@ -24,8 +30,11 @@ def outputs_json(store: Store, run_id: str, task_id: str, attempt: int | None) -
     """The listing of a task's attempt (the latest by default)."""
     store.task(run_id, task_id)
     record = store.attempt(run_id, task_id, attempt)
+    head = {"run": run_id, "task": task_id, "attempt": record.attempt}
+    if record.cached:  # no job ran: no output folder; its declared outputs were restored
+        return {**head, **OutputListing("", ()).to_json(), "cached": True}
     listing = store.outputs(run_id, task_id, record.attempt)
-    return {"run": run_id, "task": task_id, "attempt": record.attempt, **listing.to_json()}
+    return {**head, **listing.to_json()}
 
 
 async def read_output(

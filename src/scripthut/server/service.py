@@ -518,6 +518,7 @@ class ScriptHutService:
                 config_dir=request.config_dir,
                 workflow_env=workflow_env,
                 provenance=provenance.document() if provenance else None,
+                no_cache=request.no_cache,
             )
             release(new.tasks)  # only the run goes back to the loop: the rest is freed here
             release(request.workflow.tasks)
@@ -601,17 +602,19 @@ class ScriptHutService:
         run_id = store.resolve_run_id(run_id)
         store.task(run_id, task_id)
         record = store.attempt(run_id, task_id, attempt)
-        path = record.stderr_path if error else record.stdout_path
-        backend = self._registry().get(record.backend)
-        read = await read_log(backend, path, offset=offset, tail=tail, limit=limit)
-        return {
+        head = {
             "run": run_id,
             "task": task_id,
             "attempt": record.attempt,
             "stream": "error" if error else "output",
             "final": record.state not in reads.OPEN_ATTEMPT_STATES,
-            **read.to_json(),
         }
+        if record.cached:
+            return {**head, **reads.cached_log(record, offset)}
+        path = record.stderr_path if error else record.stdout_path
+        backend = self._registry().get(record.backend)
+        read = await read_log(backend, path, offset=offset, tail=tail, limit=limit)
+        return {**head, **read.to_json()}
 
     # -- what tasks wrote --------------------------------------------------------------------
 
@@ -643,11 +646,16 @@ class ScriptHutService:
         names = [w.name for w in config.workflows if addressable_workflow(w.name)]
         return reads.workflows_json(config, names)
 
-    async def dry_run(self, name: str) -> dict[str, Any]:
+    async def dry_run(self, name: str, body: object = None) -> dict[str, Any]:
         config, _ = self._ready()
         entry = config.workflow(name)
+        options = read_run_options(body, dry=True)
         workflow, provenance = await self._command(config, entry)
-        return {**reads.dry_run_json(entry, workflow), **reads.provenance_json(provenance)}
+        return {
+            **reads.dry_run_json(entry, workflow),
+            **reads.provenance_json(provenance),
+            "no_cache": options.no_cache,
+        }
 
     async def run_workflow(self, name: str, body: object) -> dict[str, Any]:
         config, _ = self._ready()
@@ -662,6 +670,7 @@ class ScriptHutService:
             max_concurrent=options.max_concurrent or entry.max_concurrent,
             source=f"workflow '{entry.name}' in {self._config_file() or 'the config'}",
             base_dir=provenance.root if provenance else str(self._cwd()),
+            no_cache=options.no_cache,
         )
         return await self._start(lambda: request, entry.env, provenance)
 
@@ -709,7 +718,8 @@ class ScriptHutService:
         workflow, provenance, _ = await self._source_syncs().workflow(
             name, choice.file, backend=choice.backend, branch=choice.branch
         )
-        return reads.source_dry_run_json(name, choice.file, workflow, provenance)
+        dry = reads.source_dry_run_json(name, choice.file, workflow, provenance)
+        return {**dry, "no_cache": choice.options.no_cache}
 
     async def run_source(self, name: str, body: object) -> dict[str, Any]:
         """Start a run of a source's workflow file at the branch head (synced first)."""
@@ -727,6 +737,7 @@ class ScriptHutService:
             max_concurrent=options.max_concurrent or entry.max_concurrent,
             source=f"{name}:{choice.file}",
             base_dir=provenance.root,
+            no_cache=options.no_cache,
         )
         return await self._start(lambda: request, (), provenance)
 

@@ -125,6 +125,19 @@ class AttemptRecord:
     reason: str | None = None
     raw_state: str | None = None
     efficiency: dict[str, float] | None = None
+    # result cache: {"key", "scope", "inputs"} of a cacheable attempt; "hit": True when the
+    # cache completed it (no job, no script, no logs)
+    cache: dict[str, Any] | None = None
+
+    @property
+    def cached(self) -> bool:
+        """Completed by the result cache: nothing ran, no job, no logs."""
+        return bool(self.cache and self.cache.get("hit"))
+
+    def cache_note(self) -> str:
+        """What a cached attempt's script and log views say instead of a file's text."""
+        key = (self.cache or {}).get("key") or "?"
+        return f"restored from cache {key}: no job ran, so there is no script or log\n"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -145,6 +158,8 @@ class AttemptRecord:
             "exit_code": self.exit_code,
             "reason": self.reason,
             "raw_state": self.raw_state,
+            "cached": self.cached,
+            "cache_key": (self.cache or {}).get("key"),
         }
 
 

@@ -35,6 +35,21 @@ class ResultsStore:
             )
         return OutputListing.from_json(json.loads(row[0]))
 
+    def attempt_caches(
+        self, keys: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str, int], tuple[str, str]]:
+        """The result-cache key and input hashes recorded with each of these attempts."""
+        out: dict[tuple[str, str, int], tuple[str, str]] = {}
+        for key in keys:
+            row = self._conn.execute(
+                "SELECT cache FROM attempts WHERE run_id = ? AND task_id = ? AND attempt = ?",
+                key,
+            ).fetchone()
+            cache = json.loads(row[0]) if row and row[0] else None
+            if isinstance(cache, dict) and cache.get("key"):
+                out[key] = (str(cache["key"]), str(cache.get("inputs") or ""))
+        return out
+
     def save_manifests(self, rows: Sequence[tuple[str, str, int, dict[str, Any]]]) -> None:
         self._conn.executemany(
             "INSERT OR REPLACE INTO manifests (run_id, task_id, attempt, manifest)"

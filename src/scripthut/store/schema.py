@@ -140,6 +140,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, task_id, attempt)
     ) WITHOUT ROWID;
     """,
+    # 4: an attempt's result-cache facts (key, scope, input hashes; `hit` for an attempt the
+    # cache completed), so an engine restarted before completion still stores its outputs
+    """
+    ALTER TABLE attempts ADD COLUMN cache TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -88,13 +88,14 @@ _ATTEMPT_COLUMNS = (
     "reason",
     "raw_state",
     "efficiency",
+    "cache",
 )
 _ATTEMPT_SELECT = (
     "SELECT "
     + ", ".join(f"a.{c}" for c in _ATTEMPT_COLUMNS)
     + ", s.script, s.env FROM attempts a LEFT JOIN attempt_scripts s ON s.tag = a.tag"
 )
-_JSON_COLUMNS = frozenset({"document", "spec", "deps", "efficiency"})
+_JSON_COLUMNS = frozenset({"document", "spec", "deps", "efficiency", "cache"})
 AttemptKey = tuple[str, str, int]
 _RUN_UPDATABLE = frozenset(_RUN_COLUMNS) - {"id", "created_at"}
 _TASK_UPDATABLE = frozenset(_TASK_COLUMNS) - {"run_id", "task_id", "seq"}
@@ -333,7 +334,7 @@ class Store(ResultsStore):
         """Many `((run_id, task_id, attempt), fields)` updates."""
         groups: dict[tuple[str, ...], list[list[Any]]] = {}
         for key, fields in changes:
-            values = [_encode(k, v) if k == "efficiency" else v for k, v in fields.items()]
+            values = [_encode(k, v) if k in _JSON_COLUMNS else v for k, v in fields.items()]
             groups.setdefault(tuple(fields), []).append([*values, *key])
         with self.transaction():
             for names, rows in groups.items():
@@ -564,6 +565,7 @@ class Store(ResultsStore):
         data = dict(zip(_ATTEMPT_COLUMNS, row[: len(_ATTEMPT_COLUMNS)], strict=True))
         script, env = row[len(_ATTEMPT_COLUMNS) :]
         data["efficiency"] = json.loads(data["efficiency"]) if data["efficiency"] else None
+        data["cache"] = json.loads(data["cache"]) if data["cache"] else None
         return AttemptRecord(**data, script=script or "", env=json.loads(env) if env else {})
 
 
