@@ -277,7 +277,9 @@ def test_throttling_during_a_run_fails_no_task(queues: MotoServer, tmp_path: Pat
     unknown, backs off and asks again; every task completes, each with one job."""
     cfg = config(tmp_path)
     backend = rig.backend()
-    submits = _throttle(backend._batch(), "SubmitJob", times=3)  # one whole call fails
+    # botocore's retries (max_attempts=3) make 4 attempts per call: 4 throttled answers make
+    # one whole SubmitJob fail (its outcome unknown), and one whole DescribeJobs.
+    submits = _throttle(backend._batch(), "SubmitJob", times=4)
     polls = _throttle(backend._batch(), "DescribeJobs", times=4)
     seen_down: list[str] = []
 
@@ -299,7 +301,7 @@ def test_throttling_during_a_run_fails_no_task(queues: MotoServer, tmp_path: Pat
         return run.id
 
     run_id = with_engine(cfg, backend, body)
-    assert (submits[0], polls[0]) == (3, 4)
+    assert (submits[0], polls[0]) == (4, 4)
     assert any("ThrottlingException" in e for e in seen_down)
     store = Store.in_data_dir(cfg.data_dir)
     assert {t.state for t in store.tasks(run_id)} == {TaskState.COMPLETED}

@@ -7,6 +7,8 @@
   is exactly one Batch job per attempt.
 - `submit_arrays`: a group of tasks with the same resources as Batch array jobs
   (`batch_arrays`): one SubmitJob per chunk, element `i` is the child `<id>:<i>`.
+- Every job's container overrides fit ECS's limit (`batch_arrays.plain_overrides`): a
+  script too long for `bash -c` goes compressed, one too long even so fails at submission.
 - `poll`: DescribeJobs for the tracked jobs (array elements by their child ids), 100 ids
   per call; the queue's other jobs (ListJobs by active state) at most every
   `external_every` seconds.
@@ -170,7 +172,7 @@ class BatchBackend(Backend):
                 definition=definition,
                 backend=self.name,
                 retry_attempts=self.retry_attempts,
-                environment=bj.container_environment(spec.script, spec.env),
+                overrides=ba.plain_overrides(spec),
             )
             reply = await self._aws("SubmitJob", self._batch().submit_job, **args)
         except AwsTransientError as exc:

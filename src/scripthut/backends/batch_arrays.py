@@ -11,11 +11,13 @@ so the elements travel as data, never as code:
 - The bundle is, per element, NUL-separated fields `tag, task, k, script, k x NAME=value`,
   gzip-compressed and base64-encoded (the image needs `base64` and `gzip`, as coreutils and
   busybox have). A sweep's scripts differ in a few words, so they compress well.
-- Batch starts each child as an ECS task whose container overrides may hold at most 8192
-  characters (`Container Overrides length must be at most 8192`, a child FAILED at start):
-  an array's overrides are kept within `OVERRIDES_BUDGET`, leaving room for the variables
-  Batch adds, and a group is split until each chunk fits (a chunk of one goes as a plain
-  job). SubmitJob's own limit (30 KiB per request) is far above it.
+- Batch starts each job (plain or a child) as an ECS task whose container overrides may
+  hold at most 8192 characters (`Container Overrides length must be at most 8192`, FAILED
+  at start): every job's overrides are kept within `OVERRIDES_BUDGET`, leaving room for the
+  variables Batch adds. A group is split until each chunk fits (a chunk of one goes as a
+  plain job). A plain job whose `bash -c <script>` does not fit goes as a bundle of one
+  element, run by the same bootstrap (`plain_overrides`); one that does not fit even so
+  fails at submission with the reason. SubmitJob's own limit (30 KiB) is far above it.
 - The array's name is its tag (`arrays.array_tag`, `.` as `_`), also the job tag
   `scripthut:tag`; after a restart `find` lists the run's arrays by name and reads the
   element tags back from the bundle in the parent's description.
@@ -42,12 +44,14 @@ BUNDLE_VAR = "SCRIPTHUT_ARRAY"
 SIZE_KEY = "scripthut:array-size"
 MIN_SIZE = 2  # Batch's own limits on arrayProperties.size
 MAX_SIZE = 10_000
-OVERRIDES_BUDGET = 6 * 1024  # of the 8192 characters ECS allows a child's overrides
+OVERRIDES_LIMIT = 8192  # characters ECS allows a task's container overrides
+OVERRIDES_BUDGET = 6 * 1024  # of those, what ScriptHut uses (Batch adds its own variables)
 _ARRAY_NAME = re.compile(r"^hut_([0-9]{8}-[0-9]{6}-[0-9a-f]+)_arr_([0-9a-f]{16})$")
 _FIELDS = 4  # tag, task, number of variables, script
 
-BOOTSTRAP = r"""__hut_i=${AWS_BATCH_JOB_ARRAY_INDEX:-}
-case $__hut_i in ''|*[!0-9]*) echo 'scripthut: not a child of an array job' >&2; exit 2 ;; esac
+# Element `$AWS_BATCH_JOB_ARRAY_INDEX` of the bundle; element 0 in a plain job (a bundle of one).
+BOOTSTRAP = r"""__hut_i=${AWS_BATCH_JOB_ARRAY_INDEX:-0}
+case $__hut_i in ''|*[!0-9]*) echo 'scripthut: bad AWS_BATCH_JOB_ARRAY_INDEX' >&2; exit 2 ;; esac
 for __hut_c in base64 gzip; do
     command -v "$__hut_c" >/dev/null 2>&1 || {
         echo "scripthut: array elements need $__hut_c in the image (or arrays: false)" >&2
@@ -139,7 +143,10 @@ def read_bundle(value: str) -> list[Element]:
 
 
 def elements_of(job: Mapping[str, Any]) -> list[Element]:
-    """The elements of a described array parent, from its bundle variable."""
+    """The elements of a described array parent, from its bundle variable (none for a plain
+    job, even one whose script travels as a bundle of one)."""
+    if not is_array_name(str(job.get("jobName") or "")):
+        return []
     for item in (job.get("container") or {}).get("environment") or []:
         if item.get("name") == BUNDLE_VAR:
             return read_bundle(str(item.get("value") or ""))
@@ -155,8 +162,34 @@ def overrides(specs: Sequence[JobSpec]) -> dict[str, Any]:
     }
 
 
+def overrides_length(value: Mapping[str, Any]) -> int:
+    """The length of container overrides as ECS counts them (their compact JSON)."""
+    return len(json.dumps(value, separators=(",", ":")))
+
+
 def overrides_size(specs: Sequence[JobSpec]) -> int:
-    return len(json.dumps(overrides(specs), separators=(",", ":")))
+    return overrides_length(overrides(specs))
+
+
+def plain_overrides(spec: JobSpec) -> dict[str, Any]:
+    """A plain job's container overrides: readable (`bash -c <script>`, its variables) when
+    they fit `OVERRIDES_BUDGET`, else the bootstrap and a bundle of this one element;
+    ScriptHutError saying what to do when even that does not fit."""
+    readable = bj.overrides(spec, bj.container_environment(spec.script, spec.env))
+    if overrides_length(readable) <= OVERRIDES_BUDGET:
+        return readable
+    packed = overrides([spec])
+    size = overrides_length(packed)
+    if size > OVERRIDES_BUDGET:
+        raise ScriptHutError(
+            f"task '{spec.task_id}': its script ({len(spec.script.encode())} bytes) and "
+            f"variables take {size} characters of container overrides even compressed, over "
+            f"the {OVERRIDES_BUDGET} ScriptHut keeps them within (ECS allows "
+            f"{OVERRIDES_LIMIT} per AWS Batch job, with the variables Batch adds): put the "
+            "long part in a file of the run's source or of the image, and have the command "
+            "read it"
+        )
+    return packed
 
 
 def fitting_chunks(group: ArrayGroup, largest: int) -> list[ArrayGroup]:

@@ -7,7 +7,8 @@ Pure functions (no boto3): names, tags, SubmitJob arguments, state mapping.
   travels as the job tag `scripthut:tag`, with the run, task and attempt.
 - `partition` is the job queue; `cpus`/`memory` are VCPU/MEMORY (MiB) resource
   requirements, `gres: gpu:N` is GPU; `time_limit` is `attemptDurationSeconds` (omitted
-  below Batch's 60 s minimum). The script runs as `bash -c <script>`.
+  below Batch's 60 s minimum). The script runs as `bash -c <script>` (or, when that is
+  over ECS's override limit, as a bundle of one element: `batch_arrays.plain_overrides`).
 - The task's environment goes through `containerOverrides.environment`; the script keeps
   only a comment listing the names (`env_out_of_script`).
 """
@@ -136,6 +137,16 @@ def container_environment(script: str, env: Mapping[str, str]) -> dict[str, str]
     return out
 
 
+def overrides(spec: JobSpec, environment: Mapping[str, str]) -> dict[str, Any]:
+    """The readable container overrides of one attempt: `bash -c <script>`, its variables."""
+    check_environment(environment)
+    return {
+        "command": ["bash", "-c", spec.script],
+        "resourceRequirements": resources(spec),
+        "environment": [{"name": k, "value": v} for k, v in environment.items()],
+    }
+
+
 def submit_args(
     spec: JobSpec,
     *,
@@ -143,20 +154,14 @@ def submit_args(
     definition: str,
     backend: str,
     retry_attempts: int,
-    environment: Mapping[str, str],
+    overrides: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The SubmitJob arguments of one attempt."""
-    check_environment(environment)
-    overrides: dict[str, Any] = {
-        "command": ["bash", "-c", spec.script],
-        "resourceRequirements": resources(spec),
-        "environment": [{"name": k, "value": v} for k, v in environment.items()],
-    }
+    """The SubmitJob arguments of one attempt, with the container overrides given."""
     args: dict[str, Any] = {
         "jobName": job_name(spec.tag),
         "jobQueue": queue,
         "jobDefinition": definition,
-        "containerOverrides": overrides,
+        "containerOverrides": dict(overrides),
         "retryStrategy": {"attempts": retry_attempts},
         "tags": {
             TAG_KEY: spec.tag,
