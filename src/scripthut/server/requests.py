@@ -10,6 +10,8 @@ followed) inside the allowed root directory, so the API never reads a file outsi
 from it; a kernel sends its notebook's folder): an absolute path to an existing directory,
 used as it resolves (symlinks followed), so the project file is looked for where the folder
 really is. It moves no task: the working folder of inline tasks stays the server's root.
+Requests about sources and configured workflows take the same `config_dir` (a body key of
+a POST, a query argument of a GET), checked the same way.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from scripthut.workflow.parse import (
 BODY = "request body"
 RUN_KEYS = frozenset({"workflow", "path", "backend", "name", "max_concurrent", "config_dir"})
 WORKFLOW_RUN_KEYS = frozenset({"name", "max_concurrent"})
+CONFIG_DIR = "config_dir"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # bytes; a 100,000-task workflow is about 10-30 MB
 
 
@@ -73,6 +76,7 @@ class RunRequest:
 class RunOptions:
     name: str | None = None
     max_concurrent: int | None = None
+    config_dir: str | None = None  # whose configuration applies (None: the server's)
 
 
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -96,7 +100,7 @@ def read_run_request(body: object, root_dir: Path | None) -> RunRequest:
     issues = _unknown_keys(data, RUN_KEYS)
     options = _options(data, issues)
     backend = _optional_text(data, "backend", issues)
-    config_dir = _config_dir(data.get("config_dir"), issues)
+    config_dir = _config_dir(data.get(CONFIG_DIR), issues)
     has_doc, has_path = "workflow" in data, "path" in data
     workflow: Workflow | None = None
     source = base_dir = None
@@ -117,18 +121,30 @@ def read_run_request(body: object, root_dir: Path | None) -> RunRequest:
     )
 
 
-def read_run_options(body: object) -> RunOptions:
-    """Options for starting a configured workflow: `name`, `max_concurrent` (both optional)."""
+def read_run_options(body: object, *, run: bool = True) -> RunOptions:
+    """Options for a configured workflow: `config_dir`; with `run`, `name` and
+    `max_concurrent` too (all optional)."""
     data = _object({} if body is None else body)
-    issues = _unknown_keys(data, WORKFLOW_RUN_KEYS)
+    allowed = (WORKFLOW_RUN_KEYS if run else frozenset()) | {CONFIG_DIR}
+    issues = _unknown_keys(data, allowed)
     options = _options(data, issues)
+    config_dir = _config_dir(data.get(CONFIG_DIR), issues)
     if issues:
         raise InvalidInput(issues, "invalid run request")
-    return options
+    return RunOptions(options.name, options.max_concurrent, config_dir)
 
 
-SOURCE_KEYS = frozenset({"file", "branch", "backend"})
-SYNC_KEYS = frozenset({"branch", "backend"})
+def read_config_dir(value: str | None) -> str | None:
+    """A GET's `config_dir` query argument, checked as in a body; InvalidInput naming it."""
+    issues: list[Issue] = []
+    config_dir = _config_dir(value, issues, "query")
+    if issues:
+        raise InvalidInput(issues, "invalid query")
+    return config_dir
+
+
+SOURCE_KEYS = frozenset({"file", "branch", "backend", CONFIG_DIR})
+SYNC_KEYS = frozenset({"branch", "backend", CONFIG_DIR})
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +155,12 @@ class SourceRequest:
     branch: str | None = None
     backend: str | None = None
     options: RunOptions = RunOptions()
+    config_dir: str | None = None  # whose configuration names the source (None: the server's)
 
 
 def read_source_request(body: object, *, file: bool = True, run: bool = False) -> SourceRequest:
-    """`file` (required when `file`), `branch`, `backend`; with `run`, `name` and
-    `max_concurrent` too. Every problem is listed."""
+    """`file` (required when `file`), `branch`, `backend`, `config_dir`; with `run`, `name`
+    and `max_concurrent` too. Every problem is listed."""
     data = _object({} if body is None else body)
     allowed = (SOURCE_KEYS if file else SYNC_KEYS) | (WORKFLOW_RUN_KEYS if run else frozenset())
     issues = _unknown_keys(data, allowed)
@@ -153,9 +170,10 @@ def read_source_request(body: object, *, file: bool = True, run: bool = False) -
     branch = _optional_text(data, "branch", issues)
     backend = _optional_text(data, "backend", issues)
     options = _options(data, issues) if run else RunOptions()
+    config_dir = _config_dir(data.get(CONFIG_DIR), issues)
     if issues:
         raise InvalidInput(issues, "invalid source request")
-    return SourceRequest(path or "", branch, backend, options)
+    return SourceRequest(path or "", branch, backend, options, config_dir)
 
 
 def _object(body: object) -> Mapping[str, Any]:
@@ -213,23 +231,23 @@ def _workflow_path(value: object, root_dir: Path | None, issues: list[Issue]) ->
     return resolved
 
 
-def _config_dir(value: object, issues: list[Issue]) -> str | None:
+def _config_dir(value: object, issues: list[Issue], where: str = BODY) -> str | None:
     """The folder whose configuration applies, as it resolves; None when not given."""
     if value is None:
         return None
     if not isinstance(value, str) or not value or "\0" in value or len(value) > MAX_TEXT:
         message = f"must be a non-empty string of at most {MAX_TEXT}"
-        issues.append(Issue(BODY, message, "config_dir"))
+        issues.append(Issue(where, message, CONFIG_DIR))
         return None
     if not os.path.isabs(value):  # `~` and relative paths: whose home, relative to what?
-        issues.append(Issue(BODY, "must be an absolute path", "config_dir"))
+        issues.append(Issue(where, "must be an absolute path", CONFIG_DIR))
         return None
     try:
         resolved = Path(value).resolve()  # symlinks followed: the folder as it really is
     except (OSError, RuntimeError):  # a symlink loop
         resolved = None
     if resolved is None or not resolved.is_dir():
-        issues.append(Issue(BODY, f"no such directory: {value}", "config_dir"))
+        issues.append(Issue(where, f"no such directory: {value}", CONFIG_DIR))
         return None
     return str(resolved)
 
