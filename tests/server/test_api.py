@@ -343,6 +343,28 @@ async def test_configured_workflows_dry_run_and_run(api: Api) -> None:
     assert code == 400
 
 
+async def test_a_folders_configured_workflow_over_http(api: Api, tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "tasks.json").write_text('[{"id": "t", "command": "echo \\"$WHERE\\""}]')
+    (folder / "scripthut.yaml").write_text(
+        "env:\n  - set: {WHERE: project}\n"
+        "workflows:\n  - name: gen\n    backend: local\n    command: cat tasks.json\n"
+    )
+    mine = {"config_dir": str(folder)}
+    listed = (await api.get("workflows", params=mine))["workflows"]
+    assert "gen" in [w["name"] for w in listed]
+    assert "gen" not in [w["name"] for w in (await api.get("workflows"))["workflows"]]
+    code, _ = await api.call("POST", "workflows/gen/dry-run")  # the server's own: unknown
+    assert code == 404
+    dry = await api.post("workflows/gen/dry-run", mine)  # the command ran in the folder
+    assert dry["tasks"] == 1
+    run = await api.post("workflows/gen/run", mine, expect=201)
+    assert (await api.wait_run(run["id"]))["state"] == "completed"
+    out = await api.get(f"runs/{run['id']}/tasks/t/logs/output")
+    assert out["text"] == "project\n"  # the run took the folder's env rule
+
+
 async def test_event_stream_replays_then_follows_live(
     api: Api, scripthut_app: ScriptHutApp, jp_fetch: Any
 ) -> None:
