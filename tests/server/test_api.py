@@ -483,3 +483,30 @@ async def test_run_creation_rejects_invalid_input_atomically(api: Api, sh_data_d
             assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (0,), table
     run = await start(api, many[:3])  # and a good one still goes through
     assert (await api.wait_run(run["id"]))["counts"] == {"completed": 3}
+
+
+async def test_a_folders_sources_follow_its_project_file(api: Api, tmp_path: Path) -> None:
+    folder, files = tmp_path / "project", tmp_path / "flows"
+    folder.mkdir()
+    (files / ".hut" / "workflows").mkdir(parents=True)
+    (files / ".hut" / "workflows" / "f.json").write_text('[{"id": "t", "command": "true"}]')
+    project = folder / "scripthut.yaml"
+
+    def define(name: str) -> None:
+        entry = {"name": name, "type": "path", "path": str(files), "backend": "local"}
+        project.write_text(yaml.safe_dump({"sources": [entry]}))
+
+    mine = {"config_dir": str(folder)}
+    define("first")
+    synced = await api.post("sources/first/sync", mine)
+    assert [s["files"][0]["path"] for s in synced["sources"]] == [".hut/workflows/f.json"]
+    listed = (await api.get("sources", params=mine))["sources"]
+    assert [(s["name"], len(s["syncs"])) for s in listed] == [("first", 1)]
+    define("second")  # an edit is taken up by the next request, and after a reload
+    for _ in range(2):
+        listed = (await api.get("sources", params=mine))["sources"]
+        assert [(s["name"], s["syncs"]) for s in listed] == [("second", [])]
+        code, _ = await api.call("POST", "sources/first/sync", mine)
+        assert code == 404
+        await api.post("config/reload")
+    assert (await api.get("sources"))["sources"] == []  # the server's own: none
