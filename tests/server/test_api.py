@@ -343,6 +343,28 @@ async def test_configured_workflows_dry_run_and_run(api: Api) -> None:
     assert code == 400
 
 
+async def test_a_folders_configured_workflow_over_http(api: Api, tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "tasks.json").write_text('[{"id": "t", "command": "echo \\"$WHERE\\""}]')
+    (folder / "scripthut.yaml").write_text(
+        "env:\n  - set: {WHERE: project}\n"
+        "workflows:\n  - name: gen\n    backend: local\n    command: cat tasks.json\n"
+    )
+    mine = {"config_dir": str(folder)}
+    listed = (await api.get("workflows", params=mine))["workflows"]
+    assert "gen" in [w["name"] for w in listed]
+    assert "gen" not in [w["name"] for w in (await api.get("workflows"))["workflows"]]
+    code, _ = await api.call("POST", "workflows/gen/dry-run")  # the server's own: unknown
+    assert code == 404
+    dry = await api.post("workflows/gen/dry-run", mine)  # the command ran in the folder
+    assert dry["tasks"] == 1
+    run = await api.post("workflows/gen/run", mine, expect=201)
+    assert (await api.wait_run(run["id"]))["state"] == "completed"
+    out = await api.get(f"runs/{run['id']}/tasks/t/logs/output")
+    assert out["text"] == "project\n"  # the run took the folder's env rule
+
+
 async def test_event_stream_replays_then_follows_live(
     api: Api, scripthut_app: ScriptHutApp, jp_fetch: Any
 ) -> None:
@@ -461,3 +483,30 @@ async def test_run_creation_rejects_invalid_input_atomically(api: Api, sh_data_d
             assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (0,), table
     run = await start(api, many[:3])  # and a good one still goes through
     assert (await api.wait_run(run["id"]))["counts"] == {"completed": 3}
+
+
+async def test_a_folders_sources_follow_its_project_file(api: Api, tmp_path: Path) -> None:
+    folder, files = tmp_path / "project", tmp_path / "flows"
+    folder.mkdir()
+    (files / ".hut" / "workflows").mkdir(parents=True)
+    (files / ".hut" / "workflows" / "f.json").write_text('[{"id": "t", "command": "true"}]')
+    project = folder / "scripthut.yaml"
+
+    def define(name: str) -> None:
+        entry = {"name": name, "type": "path", "path": str(files), "backend": "local"}
+        project.write_text(yaml.safe_dump({"sources": [entry]}))
+
+    mine = {"config_dir": str(folder)}
+    define("first")
+    synced = await api.post("sources/first/sync", mine)
+    assert [s["files"][0]["path"] for s in synced["sources"]] == [".hut/workflows/f.json"]
+    listed = (await api.get("sources", params=mine))["sources"]
+    assert [(s["name"], len(s["syncs"])) for s in listed] == [("first", 1)]
+    define("second")  # an edit is taken up by the next request, and after a reload
+    for _ in range(2):
+        listed = (await api.get("sources", params=mine))["sources"]
+        assert [(s["name"], s["syncs"]) for s in listed] == [("second", [])]
+        code, _ = await api.call("POST", "sources/first/sync", mine)
+        assert code == 404
+        await api.post("config/reload")
+    assert (await api.get("sources"))["sources"] == []  # the server's own: none

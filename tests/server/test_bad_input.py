@@ -204,3 +204,36 @@ async def test_a_config_dir_must_be_an_existing_absolute_folder(
         assert error["field"] == "config_dir" and message in error["message"], (value, reply)
     assert (await api.get("runs"))["total"] == 0  # nothing recorded
     await still_works(api)
+
+
+SOURCE_POSTS = [
+    ("sources/sync", {}),
+    ("sources/any/sync", {}),
+    ("sources/any/dry-run", {"file": "f.json"}),
+    ("sources/any/run", {"file": "f.json"}),
+    ("workflows/any/dry-run", {}),
+    ("workflows/any/run", {}),
+]
+
+
+async def test_sources_and_workflows_check_config_dir_as_runs_do(
+    api: Api, jp_fetch: Fetch, tmp_path: Any
+) -> None:
+    for value, message in config_dirs(tmp_path):
+        for path, body in SOURCE_POSTS:
+            raw = json.dumps({**body, "config_dir": value}).encode()
+            code, reply = await send(jp_fetch, "POST", path, raw)
+            assert code == 400, (path, value, reply)
+            (error,) = reply["errors"]
+            assert error["where"] == "request body", (path, reply)
+            assert error["field"] == "config_dir" and message in error["message"], (path, reply)
+        if not isinstance(value, str) or "\0" in value:
+            continue  # a query argument is text, and tornado refuses a NUL in a URL
+        for path in ("sources", "workflows"):
+            code, reply = await send(jp_fetch, "GET", path, params={"config_dir": value})
+            assert code == 400, (path, value, reply)
+            (error,) = reply["errors"]
+            assert error["where"] == "query", (path, reply)
+            assert error["field"] == "config_dir" and message in error["message"], (path, reply)
+    assert (await api.get("runs"))["total"] == 0  # nothing recorded
+    assert (await api.get("sources", params={"config_dir": str(tmp_path)}))["sources"] == []

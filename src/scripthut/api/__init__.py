@@ -83,7 +83,8 @@ def run(
 
 
 def sources(client: Client | None = None) -> Table:
-    """The configured sources: the last sync (commit, time, error) and its workflow files."""
+    """The sources of this folder's configuration (a notebook's: the global file plus its
+    folder's project file): the last sync (commit, time, error) and its workflow files."""
     return table(source_rows(resolve(client).sources()), SOURCE_COLUMNS)
 
 

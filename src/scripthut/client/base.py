@@ -7,7 +7,6 @@ and lists) and raise the same `ScriptHutError` types.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -37,6 +36,15 @@ class EventStream(Protocol):
     def close(self) -> None: ...
 
 
+def working_folder() -> str | None:
+    """The folder this process works in (a kernel's: its notebook's), sent as `config_dir`
+    so the server takes that folder's configuration; None when it is gone (the server's)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
 def run_body(
     workflow: WorkflowInput,
     backend: str | None,
@@ -57,9 +65,8 @@ def run_body(
         body = {"workflow": dict(workflow)}
     else:
         body = {"workflow": list(workflow)}
-    if "workflow" in body:
-        with contextlib.suppress(OSError):  # a folder since deleted: the server's own
-            body["config_dir"] = os.getcwd()
+    if "workflow" in body and (folder := working_folder()) is not None:
+        body["config_dir"] = folder
     extra = {"backend": backend, "name": name, "max_concurrent": max_concurrent}
     body.update({k: v for k, v in extra.items() if v is not None})
     if no_cache:
@@ -181,7 +188,7 @@ class Client(ABC):
 
     @abstractmethod
     def sources(self) -> list[dict[str, Any]]:
-        """The configured sources, each with its latest syncs."""
+        """The sources of this folder's configuration, each with its latest syncs."""
 
     @abstractmethod
     def source_action(self, action: str, name: str | None, body: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +198,7 @@ class Client(ABC):
         self, name: str | None = None, *, branch: str | None = None, backend: str | None = None
     ) -> list[dict[str, Any]]:
         """Sync one source or all; each state says its error, if any."""
-        body = _given(branch=branch, backend=backend)
+        body = _given(branch=branch, backend=backend, config_dir=working_folder())
         states: list[dict[str, Any]] = self.source_action("sync", name, body)["sources"]
         return states
 
@@ -207,9 +214,15 @@ class Client(ABC):
         dry_run: bool = False,
         no_cache: bool = False,
     ) -> dict[str, Any]:
-        """Start a run of a source's workflow file (or, with `dry_run`, only show it)."""
+        """Start a run of a source's workflow file (or, with `dry_run`, only show it). The
+        source is one of this folder's configuration (see `working_folder`)."""
         body = _given(
-            file=file, branch=branch, backend=backend, name=name, max_concurrent=max_concurrent
+            file=file,
+            branch=branch,
+            backend=backend,
+            name=name,
+            max_concurrent=max_concurrent,
+            config_dir=working_folder(),
         )
         if no_cache:
             body["no_cache"] = True

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from scripthut.client.base import Client, EventStream, WorkflowInput, run_body
+from scripthut.client.base import Client, EventStream, WorkflowInput, run_body, working_folder
 from scripthut.client.discovery import ServerInfo
 from scripthut.server.errors import error_from_reply
 
@@ -128,7 +128,8 @@ class HTTPClient(Client):
         return reply
 
     def sources(self) -> list[dict[str, Any]]:
-        sources: list[dict[str, Any]] = self.request("GET", "sources")["sources"]
+        query = {"config_dir": working_folder()}
+        sources: list[dict[str, Any]] = self.request("GET", "sources", query=query)["sources"]
         return sources
 
     def source_action(self, action: str, name: str | None, body: dict[str, Any]) -> dict[str, Any]:

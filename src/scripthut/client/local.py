@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar, cast
 
-from scripthut.client.base import Client, EventStream, WorkflowInput, run_body
+from scripthut.client.base import Client, EventStream, WorkflowInput, run_body, working_folder
 from scripthut.errors import InvalidInput
 from scripthut.server.service import Mode, ScriptHutService, ServiceOptions
 
@@ -113,7 +113,8 @@ class LocalClient(Client):
         return self.run_async(lambda: self.service.submit(lambda: body))
 
     def sources(self) -> list[dict[str, Any]]:
-        sources: list[dict[str, Any]] = self.call(self.service.sources)["sources"]
+        folder = working_folder()
+        sources: list[dict[str, Any]] = self.call(lambda: self.service.sources(folder))["sources"]
         return sources
 
     def source_action(self, action: str, name: str | None, body: dict[str, Any]) -> dict[str, Any]:

@@ -365,7 +365,7 @@ class WorkflowsHandler(ScriptHutHandler):
     @web.authenticated
     @authorized
     def get(self) -> None:
-        self.reply(self.service.workflows())
+        self.reply(self.service.workflows(self.get_query_argument("config_dir", None)))
 
 
 class WorkflowRunHandler(ScriptHutHandler):
@@ -399,7 +399,7 @@ class SourcesHandler(ScriptHutHandler):
     @web.authenticated
     @authorized
     def get(self) -> None:
-        self.reply(self.service.sources())
+        self.reply(self.service.sources(self.get_query_argument("config_dir", None)))
 
 
 class SourceSyncHandler(ScriptHutHandler):

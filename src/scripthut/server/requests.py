@@ -10,6 +10,8 @@ outside it. `config_dir` names the folder whose configuration applies (the proje
 walking up from it; a kernel sends its notebook's folder): an absolute path to an existing
 directory, used as it resolves (symlinks followed), so the project file is looked for where the
 folder really is. It moves no task: the working folder of inline tasks stays the server's root.
+Requests about sources and configured workflows take the same `config_dir` (a body key of
+a POST, a query argument of a GET), checked the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ RUN_KEYS = frozenset(
 )
 WORKFLOW_RUN_KEYS = frozenset({"name", "max_concurrent", "no_cache"})
 DRY_RUN_KEYS = frozenset({"no_cache"})
+CONFIG_DIR = "config_dir"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # bytes; a 100,000-task workflow is about 10-30 MB
 
 
@@ -78,6 +81,7 @@ class RunOptions:
     name: str | None = None
     max_concurrent: int | None = None
     no_cache: bool = False  # run every task: no result-cache look-ups, nothing stored
+    config_dir: str | None = None  # whose configuration applies (None: the server's)
 
 
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -101,7 +105,7 @@ def read_run_request(body: object, root_dir: Path | None) -> RunRequest:
     issues = _unknown_keys(data, RUN_KEYS)
     options = _options(data, issues)
     backend = _optional_text(data, "backend", issues)
-    config_dir = _config_dir(data.get("config_dir"), issues)
+    config_dir = _config_dir(data.get(CONFIG_DIR), issues)
     has_doc, has_path = "workflow" in data, "path" in data
     workflow: Workflow | None = None
     source = base_dir = None
@@ -130,18 +134,29 @@ def read_run_request(body: object, root_dir: Path | None) -> RunRequest:
 
 
 def read_run_options(body: object, *, dry: bool = False) -> RunOptions:
-    """Options for starting a configured workflow: `name`, `max_concurrent`, `no_cache` (all
-    optional); for its dry run only `no_cache`, so the run's body can be tried first."""
+    """Options for a configured workflow: `config_dir` and `no_cache`; for a run (not `dry`),
+    `name` and `max_concurrent` too (all optional), so a run's body can be tried first."""
     data = _object({} if body is None else body)
-    issues = _unknown_keys(data, DRY_RUN_KEYS if dry else WORKFLOW_RUN_KEYS)
+    allowed = (DRY_RUN_KEYS if dry else WORKFLOW_RUN_KEYS) | {CONFIG_DIR}
+    issues = _unknown_keys(data, allowed)
     options = _options(data, issues)
+    config_dir = _config_dir(data.get(CONFIG_DIR), issues)
     if issues:
         raise InvalidInput(issues, "invalid run request")
-    return options
+    return replace(options, config_dir=config_dir)
 
 
-SOURCE_KEYS = frozenset({"file", "branch", "backend"})
-SYNC_KEYS = frozenset({"branch", "backend"})
+def read_config_dir(value: str | None) -> str | None:
+    """A GET's `config_dir` query argument, checked as in a body; InvalidInput naming it."""
+    issues: list[Issue] = []
+    config_dir = _config_dir(value, issues, "query")
+    if issues:
+        raise InvalidInput(issues, "invalid query")
+    return config_dir
+
+
+SOURCE_KEYS = frozenset({"file", "branch", "backend", CONFIG_DIR})
+SYNC_KEYS = frozenset({"branch", "backend", CONFIG_DIR})
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,11 +167,12 @@ class SourceRequest:
     branch: str | None = None
     backend: str | None = None
     options: RunOptions = RunOptions()
+    config_dir: str | None = None  # whose configuration names the source (None: the server's)
 
 
 def read_source_request(body: object, *, file: bool = True, run: bool = False) -> SourceRequest:
-    """`file` (required when `file`), `branch`, `backend`; with `run`, `name` and
-    `max_concurrent` too, and (run or dry run) `no_cache`. Every problem is listed."""
+    """`file` (required when `file`), `branch`, `backend`, `config_dir`; with `run`, `name`
+    and `max_concurrent` too, and (run or dry run) `no_cache`. Every problem is listed."""
     data = _object({} if body is None else body)
     allowed = (SOURCE_KEYS | DRY_RUN_KEYS if file else SYNC_KEYS) | (
         WORKFLOW_RUN_KEYS if run else frozenset()
@@ -168,9 +184,10 @@ def read_source_request(body: object, *, file: bool = True, run: bool = False) -
     branch = _optional_text(data, "branch", issues)
     backend = _optional_text(data, "backend", issues)
     options = _options(data, issues) if file else RunOptions()
+    config_dir = _config_dir(data.get(CONFIG_DIR), issues)
     if issues:
         raise InvalidInput(issues, "invalid source request")
-    return SourceRequest(path or "", branch, backend, options)
+    return SourceRequest(path or "", branch, backend, options, config_dir)
 
 
 def _object(body: object) -> Mapping[str, Any]:
@@ -234,23 +251,23 @@ def _workflow_path(value: object, root_dir: Path | None, issues: list[Issue]) ->
     return resolved
 
 
-def _config_dir(value: object, issues: list[Issue]) -> str | None:
+def _config_dir(value: object, issues: list[Issue], where: str = BODY) -> str | None:
     """The folder whose configuration applies, as it resolves; None when not given."""
     if value is None:
         return None
     if not isinstance(value, str) or not value or "\0" in value or len(value) > MAX_TEXT:
         message = f"must be a non-empty string of at most {MAX_TEXT}"
-        issues.append(Issue(BODY, message, "config_dir"))
+        issues.append(Issue(where, message, CONFIG_DIR))
         return None
     if not os.path.isabs(value):  # `~` and relative paths: whose home, relative to what?
-        issues.append(Issue(BODY, "must be an absolute path", "config_dir"))
+        issues.append(Issue(where, "must be an absolute path", CONFIG_DIR))
         return None
     try:
         resolved = Path(value).resolve()  # symlinks followed: the folder as it really is
     except (OSError, RuntimeError):  # a symlink loop
         resolved = None
     if resolved is None or not resolved.is_dir():
-        issues.append(Issue(BODY, f"no such directory: {value}", "config_dir"))
+        issues.append(Issue(where, f"no such directory: {value}", CONFIG_DIR))
         return None
     return str(resolved)
 

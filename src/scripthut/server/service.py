@@ -45,12 +45,13 @@ from scripthut.server.logs import DEFAULT_LIMIT, read_log
 from scripthut.server.requests import (
     DEFAULT_MAX_BODY,
     RunRequest,
+    read_config_dir,
     read_run_options,
     read_run_request,
     read_source_request,
 )
 from scripthut.server.stream import DEFAULT_BUFFER, Broadcaster, Listener
-from scripthut.sources import Provenance, Sources, transports_of
+from scripthut.sources import Provenance, Sources, SyncCache, transports_of
 from scripthut.store import RunRecord, Store, StoreWorker, release
 from scripthut.workflow.model import Workflow
 
@@ -127,7 +128,8 @@ class ScriptHutService:
         self._pricing: tuple[float, PricingConfig | None, Pricing] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
-        self._sources: Sources | None = None
+        self._sources: dict[int, Sources] = {}  # per folder configuration (by identity)
+        self._sync_cache: SyncCache | None = None  # shared by them all
         self.source = config_source(options)
         self.reloads = ConfigReloads(self.source)
         self._release: asyncio.Task[None] | None = None
@@ -325,6 +327,7 @@ class ScriptHutService:
                 with contextlib.suppress(Exception):
                     await old.close()
             self.config = config
+            self._sources.clear()  # read from the new configurations on next use
             self.reloads.succeeded(plan, notices)
             self._publish_config()
             return self.reloads.status()
@@ -641,16 +644,18 @@ class ScriptHutService:
 
     # -- configured workflows -------------------------------------------------------------
 
-    def workflows(self) -> dict[str, Any]:
-        config, _ = self._ready()
+    def workflows(self, config_dir: str | None = None) -> dict[str, Any]:
+        """The configured workflows of the server's configuration, or of `config_dir`'s
+        (the global file plus the project file found from it)."""
+        config = self._config_for(read_config_dir(config_dir))
         names = [w.name for w in config.workflows if addressable_workflow(w.name)]
         return reads.workflows_json(config, names)
 
     async def dry_run(self, name: str, body: object = None) -> dict[str, Any]:
-        config, _ = self._ready()
-        entry = config.workflow(name)
         options = read_run_options(body, dry=True)
-        workflow, provenance = await self._command(config, entry)
+        config = self._config_for(options.config_dir)
+        entry = config.workflow(name)
+        workflow, provenance = await self._command(config, entry, options.config_dir)
         return {
             **reads.dry_run_json(entry, workflow),
             **reads.provenance_json(provenance),
@@ -658,42 +663,61 @@ class ScriptHutService:
         }
 
     async def run_workflow(self, name: str, body: object) -> dict[str, Any]:
-        config, _ = self._ready()
-        entry = config.workflow(name)
         options = read_run_options(body)
-        workflow, provenance = await self._command(config, entry)
+        config = self._config_for(options.config_dir)
+        entry = config.workflow(name)
+        workflow, provenance = await self._command(config, entry, options.config_dir)
         workflow.env_groups = {**entry.env_groups, **workflow.env_groups}
+        where = options.config_dir or self._config_file() or "the config"
         request = RunRequest(
             workflow,
             backend=entry.backend,
             name=options.name or entry.name,
             max_concurrent=options.max_concurrent or entry.max_concurrent,
-            source=f"workflow '{entry.name}' in {self._config_file() or 'the config'}",
-            base_dir=provenance.root if provenance else str(self._cwd()),
+            source=f"workflow '{entry.name}' in {where}",
+            base_dir=provenance.root if provenance else str(self._cwd(options.config_dir)),
+            config_dir=options.config_dir,
             no_cache=options.no_cache,
         )
         return await self._start(lambda: request, entry.env, provenance)
 
     async def _command(
-        self, config: Config, entry: WorkflowConfig
+        self, config: Config, entry: WorkflowConfig, config_dir: str | None
     ) -> tuple[Workflow, Provenance | None]:
-        """The tasks a workflow's command prints, within the server's command slots."""
+        """The tasks a workflow's command prints, within the server's command slots; a
+        command run here starts in `config_dir` when given (as in a notebook's own engine)."""
         with self.commands.slot():
             return await workflow_tasks(
-                config, entry, self._cwd(), self.options.command_timeout, self._source_syncs()
+                config,
+                entry,
+                self._cwd(config_dir),
+                self.options.command_timeout,
+                self._source_syncs(config_dir),
             )
+
+    def _config_for(self, config_dir: str | None) -> Config:
+        """The server's configuration, or `config_dir`'s; a broken project file there is a
+        400 with its located errors."""
+        config, _ = self._ready()
+        return config if config_dir is None else config.for_folder(config_dir, strict=True)
 
     # -- sources --------------------------------------------------------------------------
 
-    def _source_syncs(self) -> Sources:
-        config, _ = self._ready()
-        if self._sources is None:
-            self._sources = Sources(config, transports_of(lambda b: self._registry().get(b)))
-        return self._sources
+    def _source_syncs(self, config_dir: str | None = None) -> Sources:
+        """The sources of one folder configuration; one `Sources` each, sharing one cache."""
+        config = self._config_for(config_dir)
+        found = self._sources.get(id(config))
+        if found is None or found.config is not config:
+            cache = self._sync_cache
+            if cache is None or cache.folder != config.sources_cache_dir:
+                cache = self._sync_cache = SyncCache(config.sources_cache_dir)
+            found = Sources(config, transports_of(lambda b: self._registry().get(b)), cache=cache)
+            self._sources[id(config)] = found
+        return found
 
-    def sources(self) -> dict[str, Any]:
+    def sources(self, config_dir: str | None = None) -> dict[str, Any]:
         """Every source and its latest syncs; `addressable`: its name fits in an API path."""
-        listing = self._source_syncs().listing()
+        listing = self._source_syncs(read_config_dir(config_dir)).listing()
         for source in listing["sources"]:
             source["addressable"] = addressable_source(source["name"])
         return listing
@@ -703,7 +727,7 @@ class ScriptHutService:
         good clone. Syncs of the same source under way are joined."""
         choice = read_source_request(body, file=False)
         backend, branch = choice.backend, choice.branch
-        syncs = self._source_syncs()
+        syncs = self._source_syncs(choice.config_dir)
         names = [name] if name is not None else [s.name for s in syncs.config.sources]
         for each in names:
             syncs.entry(each)  # unknown names: 404 before anything runs
@@ -715,7 +739,7 @@ class ScriptHutService:
     async def source_dry_run(self, name: str, body: object) -> dict[str, Any]:
         """The tasks and DAG of a source's workflow file, nothing started."""
         choice = read_source_request(body)
-        workflow, provenance, _ = await self._source_syncs().workflow(
+        workflow, provenance, _ = await self._source_syncs(choice.config_dir).workflow(
             name, choice.file, backend=choice.backend, branch=choice.branch
         )
         dry = reads.source_dry_run_json(name, choice.file, workflow, provenance)
@@ -725,7 +749,7 @@ class ScriptHutService:
         """Start a run of a source's workflow file at the branch head (synced first)."""
         choice = read_source_request(body, run=True)
         options = choice.options
-        syncs = self._source_syncs()
+        syncs = self._source_syncs(choice.config_dir)
         workflow, provenance, state = await syncs.workflow(
             name, choice.file, backend=choice.backend, branch=choice.branch
         )
@@ -737,11 +761,14 @@ class ScriptHutService:
             max_concurrent=options.max_concurrent or entry.max_concurrent,
             source=f"{name}:{choice.file}",
             base_dir=provenance.root,
+            config_dir=choice.config_dir,
             no_cache=options.no_cache,
         )
         return await self._start(lambda: request, (), provenance)
 
-    def _cwd(self) -> Path:
+    def _cwd(self, config_dir: str | None = None) -> Path:
+        if config_dir is not None:
+            return Path(config_dir)
         return self.options.root_dir or Path.cwd()
 
     # -- events ---------------------------------------------------------------------------

@@ -1,20 +1,21 @@
 """What a sync learned: the commit, the clone's folder, and each workflow file validated.
 
 Pure data plus the per-file validation; `SyncState` is saved as JSON (one private file per
-source in the sources cache folder) so the last good clone outlives the process.
+source definition in the sources cache folder, see `cache.state_key`) so the last good clone
+outlives the process.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from scripthut.errors import InvalidInput, Issue
 from scripthut.private import make_private_dirs
-from scripthut.sources.script import key_id
 from scripthut.workflow.model import Workflow
 from scripthut.workflow.parse import decode_json, parse_document
 
@@ -108,17 +109,17 @@ class SyncState:
 
 
 class StateFiles:
-    """`<cache>/<digest of the source name>.json`: every backend/branch state of a source."""
+    """`<cache>/<state key>.json`: every backend/branch state of a source."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def path(self, source: str) -> Path:
-        return self.folder / f"{key_id(source)}.json"
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
 
-    def load(self, source: str) -> dict[str, SyncState]:
+    def load(self, key: str) -> dict[str, SyncState]:
         try:
-            data = json.loads(self.path(source).read_text(encoding="utf-8"))
+            data = json.loads(self.path(key).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
         if not isinstance(data, dict):
@@ -131,10 +132,10 @@ class StateFiles:
                 continue
         return out
 
-    def save(self, source: str, states: dict[str, SyncState]) -> None:
+    def save(self, key: str, states: dict[str, SyncState]) -> None:
         make_private_dirs(self.folder)
-        target = self.path(source)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        target = self.path(key)
+        tmp = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump({k: v.to_disk() for k, v in states.items()}, out)

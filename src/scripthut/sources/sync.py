@@ -1,8 +1,11 @@
 """Sources: sync them on their backend, keep what the last good sync found, read their files.
 
-`Sources` belongs to one event loop. A sync of a source (per backend and branch) that is
-already under way is joined, not repeated: two requests at once cost one round trip. A
-failed sync keeps the last good clone (its commit, folder and files) beside the error.
+`Sources` belongs to one event loop and reads one configuration's sources; the `SyncCache`
+it is given may be shared by the `Sources` of other folders' configurations. A sync of a
+source (per definition, backend and branch) that is already under way is joined, not
+repeated: two requests at once cost one round trip; syncs of one repository are
+serialised (`SyncCache.repository`). A failed sync keeps the last good clone (its commit,
+folder and files) beside the error.
 Configured workflows with a `git` block run their command in a clone the same way
 (`workflow_command`).
 """
@@ -29,7 +32,8 @@ from scripthut.config.checks import not_found
 from scripthut.errors import BackendUnavailable, InvalidInput, Issue, NotFound
 from scripthut.secrets import mask_urls
 from scripthut.sources import containers, script
-from scripthut.sources.state import StateFiles, SyncState, WorkflowFile, check_file, parse
+from scripthut.sources.cache import SyncCache, state_key
+from scripthut.sources.state import SyncState, WorkflowFile, check_file, parse
 from scripthut.transport import LocalTransport, Transport, TransportError
 from scripthut.workflow.clone import TaskClone
 from scripthut.workflow.model import Workflow
@@ -90,14 +94,16 @@ class Provenance:
 
 class Sources:
     def __init__(
-        self, config: Config, transport_for: TransportFor, timeout: float = SYNC_TIMEOUT
+        self,
+        config: Config,
+        transport_for: TransportFor,
+        timeout: float = SYNC_TIMEOUT,
+        cache: SyncCache | None = None,
     ) -> None:
         self.config = config
         self.transport_for = transport_for
         self.timeout = timeout
-        self.files = StateFiles(config.sources_cache_dir)
-        self._states: dict[str, dict[str, SyncState]] = {}
-        self._inflight: dict[tuple[str, str, str | None], asyncio.Task[SyncState]] = {}
+        self.cache = cache or SyncCache(config.sources_cache_dir)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -112,9 +118,7 @@ class Sources:
         return self.config.backend(backend or entry.backend).name
 
     def states(self, name: str) -> dict[str, SyncState]:
-        if name not in self._states:
-            self._states[name] = self.files.load(name)
-        return self._states[name]
+        return self.cache.states(state_key(self.entry(name)))
 
     def state(self, name: str, backend: str, branch: str | None) -> SyncState | None:
         return self.states(name).get(_key(backend, branch))
@@ -151,12 +155,13 @@ class Sources:
             branch = _check_branch(branch or entry.branch)
         else:
             branch = None
-        key = (name, where, branch)
-        task = self._inflight.get(key)
+        key = (state_key(entry), where, branch)
+        inflight = self.cache.inflight
+        task = inflight.get(key)
         if task is None:
             task = asyncio.create_task(self._sync(entry, where, branch), name=f"sync-{name}")
-            self._inflight[key] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+            inflight[key] = task
+            task.add_done_callback(lambda _t: inflight.pop(key, None))
         return await asyncio.shield(task)
 
     async def _sync(self, entry: SourceConfig, backend: str, branch: str | None) -> SyncState:
@@ -175,8 +180,7 @@ class Sources:
             )
         except SyncFailed as exc:
             state = previous.failed(str(exc), started)
-        self.states(entry.name)[_key(backend, branch)] = state
-        await asyncio.to_thread(self.files.save, entry.name, dict(self.states(entry.name)))
+        await self.cache.record(state_key(entry), _key(backend, branch), state)
         return state
 
     async def _run_sync(self, entry: SourceConfig, backend: str, branch: str | None) -> SyncState:
@@ -188,9 +192,11 @@ class Sources:
                 folder = containers.local_clone_dir(self.config, entry.name)
                 spec = replace(spec, clone_dir=folder, postclone=None)
             text = script.git_script(marker, spec, tail)
+            async with self.cache.repository(backend, spec.clone_dir, spec.url):
+                found = await self._script(backend, text, marker, f"source '{entry.name}'")
         else:
             text = script.path_script(marker, entry.path, tail)
-        found = await self._script(backend, text, marker, f"source '{entry.name}'")
+            found = await self._script(backend, text, marker, f"source '{entry.name}'")
         sha, root = _root(found, f"source '{entry.name}'")
         files = tuple(_files(found))
         return SyncState(entry.name, backend, branch, sha=sha, root=root, files=files)
@@ -260,7 +266,8 @@ class Sources:
             containers.check(where, git, target)
             spec = replace(spec, clone_dir=containers.local_clone_dir(self.config, key))
         text = script.git_script(marker, spec, script.command(entry.command))
-        found = await self._script(entry.backend, text, marker, where, timeout)
+        async with self.cache.repository(entry.backend, spec.clone_dir, spec.url):
+            found = await self._script(entry.backend, text, marker, where, timeout)
         sha, root = _root(found, where)
         output = command_output(found, where)
         provenance = Provenance("command", entry.name, root, None, git.repo, git.branch, sha)
