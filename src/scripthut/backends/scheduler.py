@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import Sequence
+from typing import Required, TypedDict
 
 from scripthut.backends.base import (
     ArrayGroup,
@@ -85,6 +86,20 @@ def regroup(
     return out
 
 
+class SchedulerOptions(TypedDict, total=False):
+    """What every scheduler backend is built with, besides its dialect's own options."""
+
+    transport: Required[Transport]
+    max_concurrent: Required[int]
+    log_dir: Required[str]
+    login_shell: bool
+    missing_grace_s: float
+    submit_chunk: int
+    submit_parallel: int
+    arrays: bool
+    max_array_size: int | None
+
+
 class SchedulerBackend(Backend):
     """A batch scheduler reached through a transport; subclasses speak its dialect."""
 
@@ -99,10 +114,10 @@ class SchedulerBackend(Backend):
         transport: Transport,
         max_concurrent: int,
         log_dir: str,
-        login_shell: bool,
-        missing_grace_s: float,
-        submit_chunk: int,
-        submit_parallel: int,
+        login_shell: bool = False,
+        missing_grace_s: float = MISSING_GRACE_S,
+        submit_chunk: int = SUBMIT_CHUNK,
+        submit_parallel: int = SUBMIT_PARALLEL,
         arrays: bool = False,
         max_array_size: int | None = None,
     ) -> None:

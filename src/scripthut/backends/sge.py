@@ -28,6 +28,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, timezone
+from typing import Unpack
 
 from scripthut.backends import sge_arrays as ga
 from scripthut.backends import sge_parse as gp
@@ -57,16 +58,13 @@ from scripthut.backends.remote import (
 )
 from scripthut.backends.scheduler import (
     CANCEL_CHUNK,
-    MISSING_GRACE_S,
-    SUBMIT_CHUNK,
-    SUBMIT_PARALLEL,
     SchedulerBackend,
+    SchedulerOptions,
     first_failure,
     split_shebang,
 )
 from scripthut.errors import ScriptHutError
 from scripthut.states import JobState
-from scripthut.transport import Transport
 from scripthut.workflow.model import DEFAULT_PARTITION
 from scripthut.workflow.script import shell_path, shell_quote
 
@@ -97,35 +95,19 @@ class SGEBackend(SchedulerBackend):
         self,
         name: str,
         *,
-        transport: Transport,
-        max_concurrent: int,
-        log_dir: str,
         account: str | None = None,
         queue: str | None = None,
         partition_map: Mapping[str, str] | None = None,
         parallel_env: str | None = None,
         memory_resource: str | None = "h_vmem",
-        login_shell: bool = False,
-        missing_grace_s: float = MISSING_GRACE_S,
         zombie_grace_s: float = ZOMBIE_GRACE_S,
-        submit_chunk: int = SUBMIT_CHUNK,
-        submit_parallel: int = SUBMIT_PARALLEL,
         acct_days: int = ACCT_DAYS,
-        arrays: bool = True,
-        max_array_size: int | None = None,
+        **options: Unpack[SchedulerOptions],
     ) -> None:
-        super().__init__(
-            name,
-            transport=transport,
-            max_concurrent=max_concurrent,
-            log_dir=log_dir,
-            login_shell=login_shell,
-            missing_grace_s=missing_grace_s,
-            submit_chunk=submit_chunk,
-            submit_parallel=submit_parallel,
-            arrays=arrays,
-            max_array_size=max_array_size,
-        )
+        """`options`: the transport, limits and timings every scheduler takes (arrays on by
+        default here)."""
+        options.setdefault("arrays", True)
+        super().__init__(name, **options)
         self.account = account
         self.queue = queue
         self.partition_map = dict(partition_map or {})

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Mapping, Sequence
+from typing import Unpack
 
 from scripthut.backends import slurm_arrays as sa
 from scripthut.backends import slurm_parse as sp
@@ -51,17 +52,16 @@ from scripthut.backends.remote import (
     script_end,
     script_start,
 )
+from scripthut.backends.scheduler import SUBMIT_PARALLEL as SUBMIT_PARALLEL  # bench/ uses it
 from scripthut.backends.scheduler import (
-    MISSING_GRACE_S,
-    SUBMIT_CHUNK,
-    SUBMIT_PARALLEL,
     SchedulerBackend,
+    SchedulerOptions,
     first_failure,
     split_shebang,
 )
 from scripthut.errors import ScriptHutError
 from scripthut.states import JobState
-from scripthut.transport import LocalTransport, Transport
+from scripthut.transport import LocalTransport
 from scripthut.workflow.script import LOGIN_SHEBANG, SHEBANG
 
 FIND_DAYS = 14
@@ -89,37 +89,21 @@ class SlurmBackend(SchedulerBackend):
         self,
         name: str,
         *,
-        transport: Transport,
-        max_concurrent: int,
-        log_dir: str,
         account: str | None = None,
         partition_map: Mapping[str, str] | None = None,
         default_partition: str | None = None,
-        login_shell: bool = False,
-        missing_grace_s: float = MISSING_GRACE_S,
-        submit_chunk: int = SUBMIT_CHUNK,
-        submit_parallel: int = SUBMIT_PARALLEL,
         find_days: int = FIND_DAYS,
-        arrays: bool = True,
-        max_array_size: int | None = None,
+        **options: Unpack[SchedulerOptions],
     ) -> None:
-        super().__init__(
-            name,
-            transport=transport,
-            max_concurrent=max_concurrent,
-            log_dir=log_dir,
-            login_shell=login_shell,
-            missing_grace_s=missing_grace_s,
-            submit_chunk=submit_chunk,
-            submit_parallel=submit_parallel,
-            arrays=arrays,
-            max_array_size=max_array_size,
-        )
+        """`options`: the transport, limits and timings every scheduler takes (arrays on by
+        default here)."""
+        options.setdefault("arrays", True)
+        super().__init__(name, **options)
         self.account = account
         self.partition_map = dict(partition_map or {})
         self.default_partition = default_partition
         self.find_days = find_days
-        self.configured_max_concurrent = max_concurrent
+        self.configured_max_concurrent = self.max_concurrent
         self.limits: sa.SiteLimits | None = None
 
     async def learn(self) -> None:
