@@ -24,6 +24,7 @@ import logging
 import re
 import shlex
 from collections.abc import Mapping, Sequence
+from typing import Unpack
 
 from scripthut.backends import pbs_parse as pp
 from scripthut.backends import pbs_script as ps
@@ -48,15 +49,13 @@ from scripthut.backends.remote import (
     script_start,
 )
 from scripthut.backends.scheduler import (
-    MISSING_GRACE_S,
-    SUBMIT_CHUNK,
-    SUBMIT_PARALLEL,
     SchedulerBackend,
+    SchedulerOptions,
     split_shebang,
 )
 from scripthut.errors import ScriptHutError
 from scripthut.states import JobState
-from scripthut.transport import LocalTransport, Transport
+from scripthut.transport import LocalTransport
 from scripthut.workflow.script import LOGIN_SHEBANG, SHEBANG
 
 log = logging.getLogger(__name__)
@@ -96,32 +95,18 @@ class PBSBackend(SchedulerBackend):
         self,
         name: str,
         *,
-        transport: Transport,
-        max_concurrent: int,
-        log_dir: str,
         flavor: str = "auto",
         queue: str | None = None,
         account: str | None = None,
         bin_dir: str | None = None,
-        login_shell: bool = False,
-        missing_grace_s: float = MISSING_GRACE_S,
         ended_grace_s: float = ENDED_GRACE_S,
-        submit_chunk: int = SUBMIT_CHUNK,
-        submit_parallel: int = SUBMIT_PARALLEL,
         qstat_json: bool | None = None,
+        **options: Unpack[SchedulerOptions],
     ) -> None:
+        """`options`: the transport, limits and timings every scheduler takes."""
         if flavor not in (*ps.FLAVORS, "auto"):
             raise ValueError(f"unknown PBS flavor {flavor!r} (torque, pbspro or auto)")
-        super().__init__(
-            name,
-            transport=transport,
-            max_concurrent=max_concurrent,
-            log_dir=log_dir,
-            login_shell=login_shell,
-            missing_grace_s=missing_grace_s,
-            submit_chunk=submit_chunk,
-            submit_parallel=submit_parallel,
-        )
+        super().__init__(name, **options)
         self.flavor = flavor
         self.queue = queue
         self.account = account
