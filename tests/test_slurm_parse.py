@@ -727,7 +727,7 @@ def test_submission_stops_when_nobody_reads_the_replies(
     monkeypatch.setenv("COUNTER", str(tmp_path / "counter"))
     on_path({"sbatch": SBATCH})  # type: ignore[operator]
     slurm = backend(tmp_path)
-    items = [slurm._submission(spec(tmp_path, slurm, i)) for i in range(5)]
+    items = [slurm.submission(spec(tmp_path, slurm, i)) for i in range(5)]
     script = script_input(slurm.submit_script(items, "@@hut-test"))
     proc = subprocess.Popen(
         ["bash", "-s"],

@@ -11,6 +11,9 @@ script path (unique per attempt).
 Before a job is launched its tag is written to `log_dir/.tags/<tag>` (the job's paths);
 after the launch its pid is appended. `find` reads that index, so a crash at any instant
 can be reconciled without starting a job twice.
+
+A job's record and the watching and stopping of its process are in `local_jobs`; files
+and /proc in `local_proc`.
 """
 
 from __future__ import annotations
@@ -19,16 +22,13 @@ import asyncio
 import contextlib
 import functools
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from scripthut import task_env
@@ -39,53 +39,21 @@ from scripthut.backends.base import (
     JobPaths,
     JobRef,
     JobSpec,
-    JobStatus,
     LogChunk,
     PollResult,
     SubmitOutcome,
 )
+from scripthut.backends.local_jobs import KILL_GRACE_S, LOST, LocalJob, Reaper
 from scripthut.errors import ScriptHutError
 from scripthut.outputs import OutputListing, list_local
 from scripthut.private import PRIVATE_FILE, make_private_dirs
 from scripthut.states import JobState
 
-KILL_GRACE_S = 10.0
 MISSING_GRACE_S = 30.0
 SPAWN_THREADS = 8
 SUBMIT_CHUNK = 16
 TAGS_DIR = ".tags"
-_GROUP_CHECK_S = 0.05
-_LOST = "process ended without recording an exit code (killed?)"
 _NEVER_STARTED = "never started: it was still queued when its engine process ended"
-
-
-# --- the backend ---------------------------------------------------------------------------
-
-
-@dataclass(slots=True, eq=False)
-class _Job:
-    """One job this process knows of: its own (spec set) or adopted from an earlier one."""
-
-    job_id: str
-    paths: JobPaths
-    time_limit_s: int
-    spec: JobSpec | None = None
-    cpus: int = 1
-    state: JobState = JobState.PENDING
-    raw_state: str = "QUEUED"
-    reason: str | None = None
-    exit_code: int | None = None
-    pid: int | None = None
-    popen: subprocess.Popen[bytes] | None = None
-    submitted_at: float | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-    cancelled: bool = False
-    timed_out: bool = False
-    missing_since: float | None = None
-    timer: asyncio.TimerHandle | None = None
-    watch_fd: int | None = None
-    reported: bool = False
 
 
 class LocalBackend(Backend):
@@ -114,16 +82,15 @@ class LocalBackend(Backend):
         super().__init__(name, max_concurrent)
         self.log_dir = Path(log_dir).expanduser().absolute()
         self.cpus = max(1, cpus if cpus is not None else (os.cpu_count() or 1))
-        self.kill_grace_s = kill_grace_s
+        self._reaper = Reaper(kill_grace_s)
         self.missing_grace_s = missing_grace_s
         self._argv = ["bash", "-l"] if login_shell else ["bash"]
         self._home = str(Path.home())
         self._node = socket.gethostname()
-        self._jobs: dict[str, _Job] = {}
-        self._queue: deque[_Job] = deque()
-        self._running: set[_Job] = set()
+        self._jobs: dict[str, LocalJob] = {}
+        self._queue: deque[LocalJob] = deque()
+        self._running: set[LocalJob] = set()
         self._used_cpus = 0
-        self._killers: dict[int, asyncio.Task[None]] = {}
         self._made_dirs: set[Path] = set()
         self._env: dict[bytes, bytes] = {}
         self._closed = False
@@ -202,7 +169,7 @@ class LocalBackend(Backend):
     def _accept(self, spec: JobSpec, error: str | None) -> SubmitOutcome:
         if error is not None:
             return SubmitOutcome(error=f"{spec.tag}: {error}")
-        job = _Job(spec.tag, spec.paths, spec.time_limit_s, spec, max(1, spec.cpus))
+        job = LocalJob(spec.tag, spec.paths, spec.time_limit_s, spec, max(1, spec.cpus))
         job.submitted_at = time.time()
         if job.cpus > self.cpus:
             job.reason = f"needs {job.cpus} cpus, more than the {self.cpus} here: runs alone"
@@ -223,7 +190,7 @@ class LocalBackend(Backend):
             make_private_dirs(path)
             self._made_dirs.add(path)
 
-    def _fits(self, job: _Job) -> bool:
+    def _fits(self, job: LocalJob) -> bool:
         if len(self._running) >= self.max_concurrent:
             return False
         return not self._running or self._used_cpus + job.cpus <= self.cpus
@@ -233,7 +200,7 @@ class LocalBackend(Backend):
         while self._queue and not self._closed and self._fits(self._queue[0]):
             self._launch(self._queue.popleft())
 
-    def _launch(self, job: _Job) -> None:
+    def _launch(self, job: LocalJob) -> None:
         """Hold the job's slot and start it on a spawning thread (STARTING until then).
 
         A spawn blocks its caller until the child has exec'd; threads let several
@@ -246,7 +213,7 @@ class LocalBackend(Backend):
         future = loop.run_in_executor(self._spawner, self._spawn, job.spec)
         future.add_done_callback(functools.partial(self._started, job))
 
-    def _started(self, job: _Job, future: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    def _started(self, job: LocalJob, future: asyncio.Future[subprocess.Popen[bytes]]) -> None:
         error = "cancelled" if future.cancelled() else future.exception()
         if error is not None:
             self._end(job, None, f"could not start: {error}")
@@ -259,9 +226,9 @@ class LocalBackend(Backend):
             return
         loop = asyncio.get_running_loop()
         job.timer = loop.call_later(job.time_limit_s, self._time_up, job)
-        self._watch(job)
+        self._reaper.watch(job, self._on_gone)
         if job.cancelled:
-            self._terminate(job)
+            self._reaper.terminate(job)
         self.changed.set()
 
     def _spawn(self, spec: JobSpec) -> subprocess.Popen[bytes]:
@@ -289,53 +256,21 @@ class LocalBackend(Backend):
         finally:
             os.close(out)
 
-    def _hold(self, job: _Job) -> None:
+    def _hold(self, job: LocalJob) -> None:
         self._running.add(job)
         self._used_cpus += min(job.cpus, self.cpus)
 
-    def _release(self, job: _Job) -> None:
+    def _release(self, job: LocalJob) -> None:
         if job.timer is not None:
             job.timer.cancel()
             job.timer = None
-        self._unwatch(job)
+        self._reaper.unwatch(job)
         if job in self._running:
             self._running.discard(job)
             self._used_cpus -= min(job.cpus, self.cpus)
 
-    # -- watching processes end
-
-    def _watch(self, job: _Job) -> None:
-        """Call `_on_gone` when the job's process ends: a pidfd, else a waiting thread."""
-        assert job.pid is not None
-        loop = asyncio.get_running_loop()
-        try:
-            fd = os.pidfd_open(job.pid)
-        except (AttributeError, OSError):
-            if job.popen is not None:
-                self._wait_in_thread(loop, job, job.popen)
-            return
-        job.watch_fd = fd
-        loop.add_reader(fd, self._on_gone, job)
-
-    def _wait_in_thread(
-        self, loop: asyncio.AbstractEventLoop, job: _Job, popen: subprocess.Popen[bytes]
-    ) -> None:
-        def wait() -> None:
-            popen.wait()
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._on_gone, job)
-
-        threading.Thread(target=wait, name=f"scripthut-wait-{popen.pid}", daemon=True).start()
-
-    def _unwatch(self, job: _Job) -> None:
-        if job.watch_fd is not None:
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().remove_reader(job.watch_fd)
-            os.close(job.watch_fd)
-            job.watch_fd = None
-
-    def _on_gone(self, job: _Job) -> None:
-        self._unwatch(job)
+    def _on_gone(self, job: LocalJob) -> None:
+        self._reaper.unwatch(job)
         if self._closed or job.state.is_final:
             return
         if job.popen is not None:
@@ -346,7 +281,7 @@ class LocalBackend(Backend):
         self._pump()
         self.changed.set()
 
-    def _child_ended(self, job: _Job, returncode: int) -> None:
+    def _child_ended(self, job: LocalJob, returncode: int) -> None:
         """Record a child's end: its exit-code file if written, else its return code."""
         code = local_proc.read_exit_code(job.paths.exit_code)
         if code is not None:
@@ -358,24 +293,15 @@ class LocalBackend(Backend):
             self._end(job, returncode, None)
         job.popen = None
 
-    def _end(self, job: _Job, code: int | None, reason: str | None, raw: str = "FAILED") -> None:
-        """Make the job final: exit code and reason, or cancellation and time limit first."""
+    def _end(
+        self, job: LocalJob, code: int | None, reason: str | None, raw: str = "FAILED"
+    ) -> None:
+        """Make the job final (`LocalJob.finish`) and free its slot."""
         self._release(job)
-        job.ended_at = time.time()
-        job.exit_code = code
-        if job.cancelled:
-            job.state, job.raw_state, job.reason = JobState.CANCELLED, "CANCELLED", "cancelled"
-        elif job.timed_out:
-            job.state, job.raw_state = JobState.FAILED, "TIMEOUT"
-            job.reason = f"time limit exceeded ({job.time_limit_s} s)"
-        elif code == 0:
-            job.state, job.raw_state, job.reason = JobState.COMPLETED, "COMPLETED", None
-        else:
-            job.state, job.raw_state = JobState.FAILED, raw
-            job.reason = reason or (local_proc.describe_exit(code) if code is not None else _LOST)
+        job.finish(code, reason, raw)
         self.changed.set()
 
-    def _take_exit_file(self, job: _Job) -> bool:
+    def _take_exit_file(self, job: LocalJob) -> bool:
         code = local_proc.read_exit_code(job.paths.exit_code)
         if code is None:
             return False
@@ -384,31 +310,11 @@ class LocalBackend(Backend):
 
     # -- stopping processes
 
-    def _time_up(self, job: _Job) -> None:
+    def _time_up(self, job: LocalJob) -> None:
         job.timer = None
         if job.state is JobState.RUNNING and not job.timed_out:
             job.timed_out = True
-            self._terminate(job)
-
-    def _terminate(self, job: _Job) -> None:
-        """SIGTERM to the job's process group now, SIGKILL after the grace if it lingers."""
-        assert job.pid is not None
-        pgid = job.pid
-        local_proc.signal_group(pgid, signal.SIGTERM)
-        if pgid not in self._killers:
-            task = asyncio.get_running_loop().create_task(self._kill_after_grace(pgid))
-            self._killers[pgid] = task
-
-    async def _kill_after_grace(self, pgid: int) -> None:
-        deadline = time.monotonic() + self.kill_grace_s
-        try:
-            while time.monotonic() < deadline:
-                await asyncio.sleep(_GROUP_CHECK_S)
-                if not local_proc.group_exists(pgid):
-                    return
-            local_proc.signal_group(pgid, signal.SIGKILL)
-        finally:
-            self._killers.pop(pgid, None)
+            self._reaper.terminate(job)
 
     async def cancel(self, job_ids: Sequence[str]) -> None:
         """Queued jobs are dropped; running ones get SIGTERM, then SIGKILL after the grace.
@@ -422,7 +328,7 @@ class LocalBackend(Backend):
             self._cancel_one(job)
         self._pump()
 
-    def _job_for_cancel(self, job_id: str) -> _Job | None:
+    def _job_for_cancel(self, job_id: str) -> LocalJob | None:
         job = self._jobs.get(job_id)
         if job is not None or not local_proc.is_safe_name(job_id):
             return job
@@ -432,7 +338,7 @@ class LocalBackend(Backend):
                 return self._adopt(JobRef(job_id=job_id, tag=job_id, paths=entry.paths))
         return None
 
-    def _cancel_one(self, job: _Job) -> None:
+    def _cancel_one(self, job: LocalJob) -> None:
         if job.state.is_final:
             return
         job.cancelled = True
@@ -440,7 +346,7 @@ class LocalBackend(Backend):
             self._queue.remove(job)
             self._end(job, None, None)
         elif job.pid is not None:
-            self._terminate(job)
+            self._reaper.terminate(job)
         elif job.spec is None:
             self._end(job, None, None)
 
@@ -463,20 +369,20 @@ class LocalBackend(Backend):
         records = [self._jobs.get(ref.job_id) or self._adopt(ref) for ref in jobs]
         self._refresh_adopted([job for job in records if job.spec is None])
         self._pump()
-        result = PollResult(jobs={job.job_id: self._status(job) for job in records})
+        result = PollResult(jobs={job.job_id: job.status(self._node) for job in records})
         self._forget_reported({job.job_id for job in records})
         for job in records:
             job.reported = job.state.is_final
         return result
 
-    def _adopt(self, ref: JobRef) -> _Job:
-        job = _Job(ref.job_id, ref.paths, ref.time_limit_s, state=JobState.UNKNOWN)
+    def _adopt(self, ref: JobRef) -> LocalJob:
+        job = LocalJob(ref.job_id, ref.paths, ref.time_limit_s, state=JobState.UNKNOWN)
         job.raw_state = "UNKNOWN"
         job.submitted_at = ref.submitted_at or None
         self._jobs[ref.job_id] = job
         return job
 
-    def _refresh_adopted(self, jobs: list[_Job]) -> None:
+    def _refresh_adopted(self, jobs: list[LocalJob]) -> None:
         """Update adopted jobs from /proc and their exit-code files (one /proc scan at most)."""
         unresolved = [job for job in jobs if not job.state.is_final and not self._settled(job)]
         if unresolved:
@@ -490,25 +396,25 @@ class LocalBackend(Backend):
         for job in jobs:
             self._check_time_limit(job)
 
-    def _settled(self, job: _Job) -> bool:
+    def _settled(self, job: LocalJob) -> bool:
         """Whether a known pid still runs the job, or its exit-code file ends it."""
         if job.pid is not None and local_proc.runs_script(job.pid, job.paths.script):
             return True
         if job.pid is not None:
-            self._unwatch(job)
+            self._reaper.unwatch(job)
             job.pid = None
         return self._take_exit_file(job)
 
-    def _adopt_running(self, job: _Job, proc: local_proc.Proc) -> None:
+    def _adopt_running(self, job: LocalJob, proc: local_proc.Proc) -> None:
         job.pid, job.missing_since = proc.pid, None
         job.started_at = proc.started_at or job.submitted_at or time.time()
         job.state, job.raw_state, job.reason = JobState.RUNNING, "RUNNING", None
         if job not in self._running:
             self._hold(job)
         if job.watch_fd is None:
-            self._watch(job)
+            self._reaper.watch(job, self._on_gone)
 
-    def _missing(self, job: _Job, can_tell: bool) -> None:
+    def _missing(self, job: LocalJob, can_tell: bool) -> None:
         job.state, job.raw_state = JobState.UNKNOWN, "UNKNOWN"
         if not can_tell:
             job.reason = "cannot list processes (/proc unreadable)"
@@ -534,7 +440,7 @@ class LocalBackend(Backend):
         except OSError:
             return None
 
-    def _requeue(self, job: _Job, entry: local_proc.TagEntry) -> None:
+    def _requeue(self, job: LocalJob, entry: local_proc.TagEntry) -> None:
         """A job accepted by an earlier engine but never started: it joins this queue.
 
         It never ran (no launch in its entry, no process, no exit code), so starting it
@@ -551,34 +457,15 @@ class LocalBackend(Backend):
 
     def _lost_reason(self, tag: str) -> str:
         entry = self._entry(tag)
-        return _NEVER_STARTED if entry is not None and not entry.launched else _LOST
+        return _NEVER_STARTED if entry is not None and not entry.launched else LOST
 
-    def _check_time_limit(self, job: _Job) -> None:
+    def _check_time_limit(self, job: LocalJob) -> None:
         start = job.started_at
         if job.state is not JobState.RUNNING or job.timed_out or start is None:
             return
         if time.time() - start > job.time_limit_s:
             job.timed_out = True
-            self._terminate(job)
-
-    def _status(self, job: _Job) -> JobStatus:
-        reason = job.reason
-        if job.state is JobState.PENDING and reason is None:
-            starting = job.raw_state == "STARTING"
-            reason = "starting" if starting else "waiting for free cpus or a free slot"
-        return JobStatus(
-            job_id=job.job_id,
-            state=job.state,
-            raw_state=job.raw_state,
-            exit_code=job.exit_code,
-            reason=reason,
-            name=job.spec.name if job.spec else None,
-            node=self._node,
-            submitted_at=job.submitted_at,
-            started_at=job.started_at,
-            ended_at=job.ended_at,
-            cpus=job.cpus if job.spec else None,
-        )
+            self._reaper.terminate(job)
 
     def _forget_reported(self, polled: set[str]) -> None:
         """Drop jobs whose final state was reported and that are no longer polled."""
@@ -708,9 +595,5 @@ class LocalBackend(Backend):
             if job.timer is not None:
                 job.timer.cancel()
                 job.timer = None
-            self._unwatch(job)
-        killers = list(self._killers.items())
-        for pgid, task in killers:
-            local_proc.signal_group(pgid, signal.SIGKILL)
-            task.cancel()
-        await asyncio.gather(*(task for _, task in killers), return_exceptions=True)
+            self._reaper.unwatch(job)
+        await self._reaper.kill_now()

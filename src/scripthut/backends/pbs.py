@@ -26,6 +26,7 @@ import logging
 import re
 import shlex
 from collections.abc import Mapping, Sequence
+from typing import Unpack
 
 from scripthut.backends import pbs_arrays as pa
 from scripthut.backends import pbs_parse as pp
@@ -33,49 +34,36 @@ from scripthut.backends import pbs_script as ps
 from scripthut.backends.arrays import read_members
 from scripthut.backends.base import (
     BackendInfo,
-    JobPaths,
     JobRef,
     JobSpec,
     JobStatus,
-    LogChunk,
     PollResult,
-    SubmitOutcome,
 )
 from scripthut.backends.remote import (
     MissingClock,
-    RemoteHost,
     Section,
-    Submission,
-    SubmitReply,
     capture,
-    check_name,
     exit_codes,
     exit_files_script,
-    in_chunks,
     index_script,
     indexed,
     is_safe_name,
     new_marker,
     script_end,
     script_start,
-    submit_replies,
-    submit_script,
+)
+from scripthut.backends.scheduler import (
+    SchedulerOptions,
+    split_shebang,
 )
 from scripthut.errors import ScriptHutError
-from scripthut.outputs import OutputListing
 from scripthut.states import JobState
-from scripthut.transport import LocalTransport, Transport, TransportError
+from scripthut.transport import LocalTransport
 from scripthut.workflow.script import LOGIN_SHEBANG, SHEBANG
 
 log = logging.getLogger(__name__)
 
-SUBMIT_CHUNK = 200
-SUBMIT_PARALLEL = 4
-CANCEL_CHUNK = 500
-MISSING_GRACE_S = 180.0
 ENDED_GRACE_S = 30.0
-POLL_TIMEOUT = 120.0
-TAGS_DIR = ".tags"
 JSON_SINCE = 14  # PBS Pro major version from which `qstat -F json` is used
 # qsub errors that mean "the server did not answer": nothing may be concluded.
 TRANSIENT_ERRORS = (
@@ -102,79 +90,50 @@ class PBSBackend(pa.PBSArrays):
     """One PBS server (Torque or PBS Pro / OpenPBS), reached through a transport."""
 
     kind = "pbs"
+    submit_name = "qsub"
+    transient_errors = TRANSIENT_ERRORS
+    script_arg = True  # qsub gets the script as a file (the scheduler's own output: /dev/null)
 
     def __init__(
         self,
         name: str,
         *,
-        transport: Transport,
-        max_concurrent: int,
-        log_dir: str,
         flavor: str = "auto",
         queue: str | None = None,
         account: str | None = None,
         bin_dir: str | None = None,
-        login_shell: bool = False,
-        missing_grace_s: float = MISSING_GRACE_S,
         ended_grace_s: float = ENDED_GRACE_S,
-        submit_chunk: int = SUBMIT_CHUNK,
-        submit_parallel: int = SUBMIT_PARALLEL,
         qstat_json: bool | None = None,
-        arrays: bool = True,
-        max_array_size: int | None = None,
+        **options: Unpack[SchedulerOptions],
     ) -> None:
-        if max_concurrent < 1:
-            raise ValueError("max_concurrent must be at least 1")
+        """`options`: the transport, limits and timings every scheduler takes."""
         if flavor not in (*ps.FLAVORS, "auto"):
             raise ValueError(f"unknown PBS flavor {flavor!r} (torque, pbspro or auto)")
-        super().__init__(name, max_concurrent)
-        self.host = RemoteHost(transport)
-        self.log_dir = log_dir.rstrip("/") or "/"
+        options.setdefault("arrays", True)
+        super().__init__(name, **options)
         self.flavor = flavor
         self.queue = queue
         self.account = account
         self.bin_dir = bin_dir
-        self.login_shell = login_shell
-        self.submit_chunk = max(1, submit_chunk)
-        self.submit_parallel = max(1, submit_parallel)
         self.use_json = bool(qstat_json)
         # Nothing to learn when the dialect is given and, for PBS Pro, whether -F json works.
         self._detected = flavor == "torque" or (flavor == "pbspro" and qstat_json is not None)
-        self._missing = MissingClock(missing_grace_s)
         self._ended = MissingClock(ended_grace_s)
         self._deleted: set[str] = set()  # keys of jobs this backend gave to qdel
-        self.arrays = arrays
-        self.max_array_size = max_array_size
         self.limits: pa.SiteLimits | None = None
-        self.expand_arrays = arrays  # `qstat -t`, until the server says it has no -t
+        self.expand_arrays = self.arrays  # `qstat -t`, until the server says it has no -t
         self._array_deletes: dict[str, str] = {}  # array key -> an element given to qdel
-
-    @property
-    def transport(self) -> Transport:
-        return self.host.transport
-
-    @property
-    def missing_grace_s(self) -> float:
-        return self._missing.grace_s
-
-    @missing_grace_s.setter
-    def missing_grace_s(self, seconds: float) -> None:
-        self._missing.grace_s = seconds
 
     @property
     def dialect(self) -> str:
         """`torque` or `pbspro` (Torque-like until the server says otherwise)."""
         return "torque" if self.flavor == "auto" else self.flavor
 
-    async def start(self) -> None:
-        try:
-            await self.host.identify()
-            await self.detect()
-        except TransportError as exc:
-            log.debug("backend '%s': %s (will retry on first use)", self.name, exc)
+    async def learn(self) -> None:
+        await self.detect()
 
-    async def close(self) -> None:
-        await self.host.close()
+    async def ready(self) -> None:
+        await self.detect()
 
     def _path(self, name: str) -> str:
         return f"{self.bin_dir}/{name}" if self.bin_dir else name
@@ -209,17 +168,6 @@ class PBSBackend(pa.PBSArrays):
 
     # -- paths and scripts ----------------------------------------------------------------
 
-    def job_paths(self, run_id: str, task_id: str, attempt: int) -> JobPaths:
-        check_name("run id", run_id)
-        check_name("task id", task_id)
-        base = f"{self.host.absolute(self.log_dir)}/{run_id}/{task_id}.{attempt}"
-        return JobPaths(
-            stdout=f"{base}.out",
-            stderr=f"{base}.err",
-            exit_code=f"{base}.exit",
-            script=f"{base}.sh",
-        )
-
     def queue_for(self, partition: str | None) -> str | None:
         """The configured `queue` overrides the task's partition."""
         return self.queue or partition
@@ -228,9 +176,7 @@ class PBSBackend(pa.PBSArrays):
         """`body` with #PBS lines after its shebang, then its output sent to its logs."""
         if not is_safe_name(spec.tag):
             raise ScriptHutError(f"tag {spec.tag!r} is not safe as a job name ([A-Za-z0-9._-])")
-        shebang, _, rest = body.partition("\n")
-        if not shebang.startswith("#!"):
-            shebang, rest = SHEBANG, body
+        shebang, rest = split_shebang(body)
         if self.login_shell and shebang == SHEBANG:
             shebang = LOGIN_SHEBANG
         try:
@@ -251,70 +197,15 @@ class PBSBackend(pa.PBSArrays):
             res=res,
         )
 
-    def _index_dir(self) -> str:
-        return f"{self.log_dir}/{TAGS_DIR}"
-
     # -- submitting -----------------------------------------------------------------------
 
-    async def submit(self, jobs: Sequence[JobSpec]) -> list[SubmitOutcome]:
-        """Every job through qsub, at most `submit_chunk` jobs per round trip."""
-        return await in_chunks(
-            jobs, self._submit_chunk, largest=self.submit_chunk, parallel=self.submit_parallel
-        )
+    def submit_command(self) -> Sequence[str]:
+        return (self._path("qsub"), "-o", "/dev/null", "-e", "/dev/null")
 
-    async def _submit_chunk(self, jobs: Sequence[JobSpec]) -> list[SubmitOutcome]:
-        outcomes: list[SubmitOutcome | None] = [None] * len(jobs)
-        items: list[Submission] = []
-        positions: list[int] = []
-        for position, spec in enumerate(jobs):
-            if not is_safe_name(spec.tag):
-                outcomes[position] = SubmitOutcome(error=f"unsafe tag {spec.tag!r}")
-                continue
-            items.append(_submission(spec))
-            positions.append(position)
-        if items:
-            marker = new_marker()
-            text = self.submit_script(items, marker)
-            sections = await self.host.script(text, marker, timeout=60.0 + 0.5 * len(items))
-            replies = submit_replies(sections, len(items))
-            for position, reply in zip(positions, replies, strict=True):
-                outcomes[position] = _outcome(reply)
-            unsure = sum(outcome is None for outcome in outcomes)
-            if unsure:
-                raise TransportError(
-                    f"{self.transport.description}: the outcome of {unsure} of {len(jobs)} "
-                    f"submissions is unknown ({_why_unsure(replies)})"
-                )
-        return [outcome for outcome in outcomes if outcome is not None]
-
-    def outcome(self, reply: SubmitReply | None) -> SubmitOutcome | None:
-        return _outcome(reply)
-
-    def submit_script(self, items: Sequence[Submission], marker: str) -> str:
-        """qsub with the script as a file (the scheduler's own output files: /dev/null)."""
-        return submit_script(
-            items,
-            command=(self._path("qsub"), "-o", "/dev/null", "-e", "/dev/null"),
-            index_dir=self._index_dir(),
-            marker=marker,
-            transient=TRANSIENT_ERRORS,
-            script_arg=True,
-        )
+    def submitted_job_id(self, text: str) -> str | None:
+        return pp.submitted_job_id(text)
 
     # -- polling --------------------------------------------------------------------------
-
-    async def poll(self, jobs: Sequence[JobRef]) -> PollResult:
-        """Every tracked job's state, and the user's other jobs, in one round trip."""
-        try:
-            _home, user = await self.host.identify()
-            await self.detect()
-            marker = new_marker()
-            sections = await self.host.script(
-                self.poll_script(jobs, user, marker), marker, timeout=POLL_TIMEOUT
-            )
-        except TransportError as exc:
-            return PollResult(ok=False, error=str(exc))
-        return self.read_poll(jobs, user, sections)
 
     def qstat_command(self, user: str, *, history: bool = False) -> str:
         """`qstat -f` (`-x` too: finished jobs) kept to the user's records, times in UTC."""
@@ -430,15 +321,12 @@ class PBSBackend(pa.PBSArrays):
         if not history_ok:
             reason = "not listed by qstat, and qstat -x did not answer: unknown for now"
             return JobStatus(ref.job_id, JobState.UNKNOWN, "UNKNOWN", reason=reason)
-        over, waited = self._missing.over(ref.job_id)
-        if not over:
-            reason = f"not listed by qstat and no exit code yet (for {waited:.0f} s)"
-            return JobStatus(ref.job_id, JobState.UNKNOWN, "UNKNOWN", reason=reason)
-        reason = (
+        return self.unaccounted(
+            ref,
+            "not listed by qstat and no exit code yet",
             f"the job left the PBS server's list and its exit-code file "
-            f"({ref.paths.exit_code}) says nothing (waited {waited:.0f} s)"
+            f"({ref.paths.exit_code}) says nothing",
         )
-        return JobStatus(ref.job_id, JobState.FAILED, "LOST", reason=reason)
 
     def _element_status(self, ref: JobRef, array: pp.PBSJob, exit_file: int | None) -> JobStatus:
         """An element the server lists no record of (see `pbs_arrays.element_status`)."""
@@ -481,23 +369,6 @@ class PBSBackend(pa.PBSArrays):
         )
 
     # -- finding jobs again ---------------------------------------------------------------
-
-    async def find(self, tags: Sequence[str]) -> dict[str, str] | None:
-        """Jobs for these tags: the tag index, then job names in qstat -f (PBS Pro: -x).
-
-        None when qstat fails: a job accepted by qsub must never be taken for missing.
-        TransportError when the cluster cannot be reached.
-        """
-        wanted = [tag for tag in dict.fromkeys(tags) if is_safe_name(tag)]
-        if not wanted:
-            return {}
-        _home, user = await self.host.identify()
-        await self.detect()
-        marker = new_marker()
-        sections = await self.host.script(
-            self.find_script(wanted, user, marker), marker, timeout=POLL_TIMEOUT
-        )
-        return self.read_find(wanted, user, sections)
 
     def find_script(self, tags: Sequence[str], user: str, marker: str) -> str:
         history = self.flavor == "pbspro"
@@ -542,35 +413,11 @@ class PBSBackend(pa.PBSArrays):
     async def cancel(self, job_ids: Sequence[str]) -> None:
         """One `qdel` per 500 ids; jobs that already ended are not an error."""
         ids = [job_id for job_id in dict.fromkeys(job_ids) if pp.is_job_id(job_id)]
-        qdel = self._path("qdel")
         self._deleted.update(pp.job_key(job_id) for job_id in ids)
         if not self.expand_arrays:  # the server lists no elements: qdel deletes whole arrays
             for job_id in ids:
                 self._array_deletes.setdefault(pa.split_id(job_id)[0], job_id)
-        for start in range(0, len(ids), CANCEL_CHUNK):
-            result = await self.transport.run([qdel, *ids[start : start + CANCEL_CHUNK]])
-            errors = [
-                line
-                for line in result.stderr.splitlines()
-                if line.strip() and not any(text in line for text in _BENIGN_CANCEL)
-            ]
-            if not result.ok and errors:
-                raise ScriptHutError(f"qdel failed: {pp.one_line(chr(10).join(errors))}")
-
-    async def read_log(self, path: str, offset: int = 0, limit: int = 1 << 20) -> LogChunk:
-        return await self.host.read_log(path, offset, limit)
-
-    async def read_text(self, path: str, limit: int = 16 << 20) -> str:
-        return await self.host.read_text(path, limit)
-
-    async def list_outputs(self, pairs: Sequence[tuple[str, str]]) -> dict[str, OutputListing]:
-        return await self.host.list_outputs(pairs)
-
-    async def run_store_script(self, script: bytes) -> bytes:
-        return await self.host.run_store_script(script)
-
-    def host_path(self, path: str) -> str:
-        return self.host.absolute(path) if path else path
+        await self.cancel_in_chunks(self._path("qdel"), ids, _BENIGN_CANCEL)
 
     def inherited_env(self) -> tuple[dict[str, str] | None, str]:
         """qsub does not pass the submitter's environment on (no -V): PBS starts each job in
@@ -582,23 +429,16 @@ class PBSBackend(pa.PBSArrays):
         )
         return None, f"the login environment PBS gives jobs on {where} (not known here)"
 
-    async def info(self) -> BackendInfo:
+    def info_script(self, user: str, marker: str) -> str:
         """CPUs from `pbsnodes -a`, queues and their counts from `qstat -Q`."""
-        try:
-            await self.host.identify()
-            marker = new_marker()
-            text = "".join(
-                [
-                    script_start(marker),
-                    capture("nodes", f"{self.command('pbsnodes')} -a"),
-                    capture("queues", f"{self.command('qstat')} -Q"),
-                    script_end(),
-                ]
-            )
-            sections = await self.host.script(text, marker)
-        except TransportError as exc:
-            return BackendInfo(self.name, self.kind, reachable=False, message=str(exc))
-        return self.read_info(sections)
+        return "".join(
+            [
+                script_start(marker),
+                capture("nodes", f"{self.command('pbsnodes')} -a"),
+                capture("queues", f"{self.command('qstat')} -Q"),
+                script_end(),
+            ]
+        )
 
     def read_info(self, sections: Sequence[Section]) -> BackendInfo:
         by_name: Mapping[str, Section] = {s.name: s for s in sections}
@@ -621,28 +461,3 @@ class PBSBackend(pa.PBSArrays):
             queue_depth=queued,
             partitions=tuple(parts),
         )
-
-
-_submission = pa.plain_submission
-
-
-def _outcome(reply: SubmitReply | None) -> SubmitOutcome | None:
-    """The outcome of one reply; None when it is unknown."""
-    if reply is None or reply.kind == "skipped":
-        return None
-    if reply.kind == "error":
-        return SubmitOutcome(error=pp.one_line(reply.text) or "not submitted")
-    job_id = pp.submitted_job_id(reply.text)
-    if reply.kind == "known" or reply.rc == 0:
-        return SubmitOutcome(job_id=job_id) if job_id is not None else None
-    if any(text in reply.text for text in TRANSIENT_ERRORS):
-        return None
-    text = pp.one_line(reply.text) or f"exit {reply.rc}"
-    return SubmitOutcome(error=text if text.startswith("qsub:") else f"qsub: {text}")
-
-
-def _why_unsure(replies: Sequence[SubmitReply | None]) -> str:
-    for reply in replies:
-        if reply is not None and reply.kind == "rc" and reply.rc != 0:
-            return f"qsub: {pp.one_line(reply.text, 300)}"
-    return "the submission script stopped early"

@@ -16,7 +16,7 @@ element ids, the array's record standing for its elements, and submitting.
   does not know `-t` (the wrappers); `array_records` / `element_status`: where the server
   shows one record for a whole array, its elements take its state unless their exit-code
   files say they finished.
-- `PBSArrays`: the backend's `arrays_enabled`, `site_limits` and `submit_arrays`.
+- `PBSArrays`: the backend's `site_limits`, `submit_arrays` and element ids.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from dataclasses import dataclass, replace
 
 from scripthut.backends import pbs_parse as pp
 from scripthut.backends import pbs_script as ps
-from scripthut.backends import slurm_arrays as sa
 from scripthut.backends.arrays import (
     ARRAYS_DIR,
     array_tag,
@@ -38,28 +37,22 @@ from scripthut.backends.arrays import (
 )
 from scripthut.backends.base import (
     ArrayGroup,
-    Backend,
     JobPaths,
     JobSpec,
     JobStatus,
     SubmitOutcome,
 )
 from scripthut.backends.remote import (
-    RemoteHost,
     Section,
     Submission,
-    SubmitReply,
     capture,
-    in_chunks,
     new_marker,
-    parent_dir,
     script_end,
     script_start,
-    submit_replies,
 )
+from scripthut.backends.scheduler import SchedulerBackend
 from scripthut.errors import ScriptHutError
 from scripthut.states import JobState
-from scripthut.transport import TransportError
 from scripthut.workflow.script import SHEBANG
 
 INDEX_EXPR = "${PBS_ARRAYID:-${PBS_ARRAY_INDEX:-${SLURM_ARRAY_TASK_ID:-}}}"
@@ -294,16 +287,10 @@ def element_status(
 # --- submitting ------------------------------------------------------------------------------
 
 
-class PBSArrays(Backend):
+class PBSArrays(SchedulerBackend):
     """Job arrays for `PBSBackend` (which provides the rest of these names)."""
 
-    host: RemoteHost
     flavor: str
-    arrays: bool
-    max_array_size: int | None
-    submit_chunk: int
-    submit_parallel: int
-    log_dir: str
     limits: SiteLimits | None
 
     @property
@@ -316,17 +303,8 @@ class PBSArrays(Backend):
     def job_header(self, spec: JobSpec) -> list[str]:
         raise NotImplementedError
 
-    def submit_script(self, items: Sequence[Submission], marker: str) -> str:
-        raise NotImplementedError
-
     async def detect(self) -> None:
         raise NotImplementedError
-
-    def outcome(self, reply: SubmitReply | None) -> SubmitOutcome | None:
-        raise NotImplementedError
-
-    def arrays_enabled(self) -> bool:
-        return self.arrays
 
     async def site_limits(self) -> SiteLimits:
         """The server's largest array: asked once, then kept (no limit, asked again
@@ -348,44 +326,21 @@ class PBSArrays(Backend):
         limits = await self.site_limits()
         largest = limits.largest_array(self.max_array_size)
         chunks = [chunk for group in groups for chunk in chunks_for(self.dialect, group, largest)]
-        trips = sa.packed(chunks, self.submit_chunk * 5)
-        results = await in_chunks(
-            trips, self._submit_arrays_trip, largest=1, parallel=self.submit_parallel
-        )
-        flat = [outcome for outcomes in results for outcome in outcomes]
-        out: list[list[SubmitOutcome]] = []
-        for group in groups:
-            out.append(flat[: len(group.jobs)])
-            flat = flat[len(group.jobs) :]
-        return out
+        return await self.submit_array_chunks(chunks, groups)
 
-    async def _submit_arrays_trip(
-        self, trips: Sequence[list[ArrayGroup]]
-    ) -> list[list[SubmitOutcome]]:
-        (chunks,) = trips
-        items = [self.array_submission(chunk) for chunk in chunks]
-        marker = new_marker()
-        timeout = 60.0 + 0.05 * sum(len(chunk) for chunk in chunks)
-        sections = await self.host.script(self.submit_script(items, marker), marker, timeout)
-        replies = submit_replies(sections, len(items))
-        outcomes: list[SubmitOutcome] = []
-        for chunk, reply in zip(chunks, replies, strict=True):
-            outcome = self.outcome(reply)
-            if outcome is None:
-                raise TransportError(
-                    f"{self.host.transport.description}: the outcome of an array of "
-                    f"{len(chunk)} is unknown (the submission script stopped early or qsub "
-                    "said nothing readable)"
-                )
-            outcomes.extend(_element_outcomes(outcome, len(chunk)))
-        return [outcomes]
+    def element_ids(self, job_id: str, size: int) -> list[str]:
+        """A chunk of one went as a plain job: its id is the job's own."""
+        return [job_id] if size == 1 else super().element_ids(job_id, size)
+
+    def element_id(self, job_id: str, index: int) -> str:
+        return element_id(job_id, index)
 
     def array_submission(self, group: ArrayGroup) -> Submission:
         """The wrapper `<log_dir>/.arrays/<array tag>.sh` (its log beside it), every
         element's script written before the one qsub; a group of one, a plain job."""
         jobs = group.jobs
         if len(jobs) == 1:
-            return plain_submission(jobs[0])
+            return self.submission(jobs[0])
         tag = array_tag(jobs)
         folder = self.host.absolute(f"{self.log_dir}/{ARRAYS_DIR}")
         paths = JobPaths(f"{folder}/{tag}.log", f"{folder}/{tag}.log", "", f"{folder}/{tag}.sh")
@@ -394,7 +349,7 @@ class PBSArrays(Backend):
             line = array_line(self.dialect, len(jobs), group.throttle)
         except ValueError as exc:
             raise ScriptHutError(f"task '{jobs[0].task_id}': {exc}") from None
-        items = [plain_submission(spec) for spec in jobs]
+        items = [self.submission(spec) for spec in jobs]
         dirs = {d for item in items for d in item.dirs} | {folder}
         return Submission(
             tag,
@@ -404,24 +359,3 @@ class PBSArrays(Backend):
             (paths.stdout, ""),
             elements=tuple((spec.paths.script, spec.script) for spec in jobs),
         )
-
-
-def plain_submission(spec: JobSpec) -> Submission:
-    """One job for `remote.submit_script`: its script kept beside its logs."""
-    paths = spec.paths
-    dirs = {parent_dir(p) for p in (paths.stdout, paths.stderr, paths.exit_code, paths.script)}
-    return Submission(
-        spec.tag,
-        spec.script,
-        paths.script,
-        tuple(sorted(d for d in dirs if d is not None)),
-        (paths.stdout, paths.stderr),
-    )
-
-
-def _element_outcomes(outcome: SubmitOutcome, size: int) -> list[SubmitOutcome]:
-    if outcome.job_id is None:
-        return [SubmitOutcome(error=outcome.error)] * size
-    if size == 1:
-        return [outcome]
-    return [SubmitOutcome(job_id=element_id(outcome.job_id, index)) for index in range(size)]

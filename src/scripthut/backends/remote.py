@@ -1,4 +1,4 @@
-"""What every scheduler reached through a transport shares (Slurm now, PBS next).
+"""What every scheduler reached through a transport shares (`scheduler.py` builds on it).
 
 - `RemoteHost`: who we are on the scheduler's host and where home is (asked once, cached),
   paths as that host sees them, logs read with offsets, and generated scripts whose output

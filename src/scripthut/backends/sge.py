@@ -24,11 +24,11 @@ CANCELLED once `zombie_grace_s` has passed, so that lagging accounting is waited
 
 from __future__ import annotations
 
-import logging
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, timezone
+from typing import Unpack
 
 from scripthut.backends import sge_arrays as ga
 from scripthut.backends import sge_parse as gp
@@ -37,51 +37,39 @@ from scripthut.backends import slurm_arrays as sa
 from scripthut.backends.arrays import ARRAYS_DIR, array_tag, split_group
 from scripthut.backends.base import (
     ArrayGroup,
-    Backend,
     BackendInfo,
     JobPaths,
     JobRef,
     JobSpec,
     JobStatus,
-    LogChunk,
     PollResult,
     SubmitOutcome,
 )
 from scripthut.backends.remote import (
     MissingClock,
-    RemoteHost,
     Section,
     Submission,
-    SubmitReply,
-    check_name,
     exit_codes,
-    in_chunks,
     indexed,
     is_safe_name,
     new_marker,
-    parent_dir,
     script_end,
     script_start,
-    submit_replies,
-    submit_script,
+)
+from scripthut.backends.scheduler import (
+    CANCEL_CHUNK,
+    SchedulerBackend,
+    SchedulerOptions,
+    first_failure,
+    split_shebang,
 )
 from scripthut.errors import ScriptHutError
-from scripthut.outputs import OutputListing
 from scripthut.states import JobState
-from scripthut.transport import Transport, TransportError
 from scripthut.workflow.model import DEFAULT_PARTITION
-from scripthut.workflow.script import SHEBANG, shell_path, shell_quote
+from scripthut.workflow.script import shell_path, shell_quote
 
-log = logging.getLogger(__name__)
-
-SUBMIT_CHUNK = 200
-SUBMIT_PARALLEL = 4
-CANCEL_CHUNK = 500
-MISSING_GRACE_S = 180.0
 ZOMBIE_GRACE_S = 60.0
 ACCT_DAYS = 14
-POLL_TIMEOUT = 120.0
-TAGS_DIR = ".tags"
 TAG_CONTEXT = "scripthut_tag"
 # qsub/qstat errors that mean "the qmaster did not answer": nothing may be concluded.
 TRANSIENT_ERRORS = (
@@ -96,63 +84,38 @@ TRANSIENT_ERRORS = (
 _BENIGN_CANCEL = ("does not exist", "has already been deleted", "is already in deletion")
 
 
-class SGEBackend(Backend):
+class SGEBackend(SchedulerBackend):
     """One Grid Engine cluster, reached through a transport."""
 
     kind = "sge"
+    submit_name = "qsub"
+    transient_errors = TRANSIENT_ERRORS
 
     def __init__(
         self,
         name: str,
         *,
-        transport: Transport,
-        max_concurrent: int,
-        log_dir: str,
         account: str | None = None,
         queue: str | None = None,
         partition_map: Mapping[str, str] | None = None,
         parallel_env: str | None = None,
         memory_resource: str | None = "h_vmem",
-        login_shell: bool = False,
-        missing_grace_s: float = MISSING_GRACE_S,
         zombie_grace_s: float = ZOMBIE_GRACE_S,
-        submit_chunk: int = SUBMIT_CHUNK,
-        submit_parallel: int = SUBMIT_PARALLEL,
         acct_days: int = ACCT_DAYS,
-        arrays: bool = True,
-        max_array_size: int | None = None,
+        **options: Unpack[SchedulerOptions],
     ) -> None:
-        if max_concurrent < 1:
-            raise ValueError("max_concurrent must be at least 1")
-        super().__init__(name, max_concurrent)
-        self.host = RemoteHost(transport)
-        self.log_dir = log_dir.rstrip("/") or "/"
+        """`options`: the transport, limits and timings every scheduler takes (arrays on by
+        default here)."""
+        options.setdefault("arrays", True)
+        super().__init__(name, **options)
         self.account = account
         self.queue = queue
         self.partition_map = dict(partition_map or {})
         self.parallel_env = parallel_env
         self.memory_resource = memory_resource
-        self.login_shell = login_shell
-        self.submit_chunk = max(1, submit_chunk)
-        self.submit_parallel = max(1, submit_parallel)
         self.acct_days = acct_days
-        self.arrays = arrays
-        self.max_array_size = max_array_size
         self.limits: ga.SiteLimits | None = None
-        self._missing = MissingClock(missing_grace_s)
         self._zombies = MissingClock(zombie_grace_s)
-
-    @property
-    def transport(self) -> Transport:
-        return self.host.transport
-
-    @property
-    def missing_grace_s(self) -> float:
-        return self._missing.grace_s
-
-    @missing_grace_s.setter
-    def missing_grace_s(self, seconds: float) -> None:
-        self._missing.grace_s = seconds
 
     @property
     def zombie_grace_s(self) -> float:
@@ -163,23 +126,7 @@ class SGEBackend(Backend):
     def zombie_grace_s(self, seconds: float) -> None:
         self._zombies.grace_s = seconds
 
-    async def start(self) -> None:
-        try:
-            await self.host.identify()
-        except TransportError as exc:
-            log.debug("backend '%s': %s (will retry on first use)", self.name, exc)
-
-    async def close(self) -> None:
-        await self.host.close()
-
     # -- paths and scripts ----------------------------------------------------------------
-
-    def job_paths(self, run_id: str, task_id: str, attempt: int) -> JobPaths:
-        """`<log_dir>/<run_id>/<task_id>.<attempt>.{out,err,exit,sh}`, `~` resolved when known."""
-        check_name("run id", run_id)
-        check_name("task id", task_id)
-        base = f"{self.host.absolute(self.log_dir)}/{run_id}/{task_id}.{attempt}"
-        return JobPaths(f"{base}.out", f"{base}.err", f"{base}.exit", f"{base}.sh")
 
     def queue_for(self, partition: str | None) -> str | None:
         """`queue` if set, else the task's partition through `partition_map`, else as is.
@@ -203,9 +150,7 @@ class SGEBackend(Backend):
         """
         if not is_safe_name(spec.tag):
             raise ScriptHutError(f"tag {spec.tag!r} is not safe for a job context")
-        shebang, _, rest = body.partition("\n")
-        if not shebang.startswith("#!"):
-            shebang, rest = SHEBANG, body
+        shebang, rest = split_shebang(body)
         words = shebang[2:].split()
         if self.login_shell and words[1:] == []:
             words.append("-l")
@@ -271,81 +216,15 @@ class SGEBackend(Backend):
             prologue.append(f"exec {fd}>>{shell_path(path)}")
             return "/dev/null"
 
-    def _index_dir(self) -> str:
-        return f"{self.log_dir}/{TAGS_DIR}"
-
     # -- submitting -----------------------------------------------------------------------
 
-    async def submit(self, jobs: Sequence[JobSpec]) -> list[SubmitOutcome]:
-        """Every job through `qsub -terse`, at most `submit_chunk` jobs per round trip."""
-        return await in_chunks(
-            jobs, self._submit_chunk, largest=self.submit_chunk, parallel=self.submit_parallel
-        )
+    def submit_command(self) -> Sequence[str]:
+        return ("qsub", "-terse")
 
-    async def _submit_chunk(self, jobs: Sequence[JobSpec]) -> list[SubmitOutcome]:
-        outcomes: list[SubmitOutcome | None] = [None] * len(jobs)
-        items: list[Submission] = []
-        positions: list[int] = []
-        for position, spec in enumerate(jobs):
-            if not is_safe_name(spec.tag):
-                outcomes[position] = SubmitOutcome(error=f"unsafe tag {spec.tag!r}")
-                continue
-            items.append(self.submission(spec))
-            positions.append(position)
-        if items:
-            marker = new_marker()
-            text = self.submit_script(items, marker)
-            sections = await self.host.script(text, marker, timeout=60.0 + 0.5 * len(items))
-            replies = submit_replies(sections, len(items))
-            for position, reply in zip(positions, replies, strict=True):
-                outcomes[position] = self._outcome(reply)
-            unsure = sum(outcome is None for outcome in outcomes)
-            if unsure:
-                raise TransportError(
-                    f"{self.transport.description}: the outcome of {unsure} of {len(jobs)} "
-                    f"submissions is unknown ({_why_unsure(replies)})"
-                )
-        return [outcome for outcome in outcomes if outcome is not None]
-
-    def submit_script(self, items: Sequence[Submission], marker: str) -> str:
-        return submit_script(
-            items,
-            command=("qsub", "-terse"),
-            index_dir=self._index_dir(),
-            marker=marker,
-            transient=TRANSIENT_ERRORS,
-        )
-
-    @staticmethod
-    def submission(spec: JobSpec) -> Submission:
-        """One job for `submit_script`; kept separate so an array submission can reuse it."""
-        paths = spec.paths
-        dirs = {parent_dir(p) for p in (paths.stdout, paths.stderr, paths.exit_code, paths.script)}
-        return Submission(
-            spec.tag,
-            spec.script,
-            paths.script,
-            tuple(sorted(d for d in dirs if d is not None)),
-            (paths.stdout, paths.stderr),
-        )
-
-    @staticmethod
-    def _outcome(reply: SubmitReply | None) -> SubmitOutcome | None:
-        if reply is None or reply.kind == "skipped":
-            return None
-        if reply.kind == "error":
-            return SubmitOutcome(error=gp.one_line(reply.text) or "not submitted")
-        job_id = gp.submitted_job_id(reply.text)
-        if reply.kind == "known" or reply.rc == 0:
-            return SubmitOutcome(job_id=job_id) if job_id is not None else None
-        if any(text in reply.text for text in TRANSIENT_ERRORS):
-            return None
-        return SubmitOutcome(error=f"qsub: {gp.one_line(reply.text) or f'exit {reply.rc}'}")
+    def submitted_job_id(self, text: str) -> str | None:
+        return gp.submitted_job_id(text)
 
     # -- arrays -----------------------------------------------------------------------------
-
-    def arrays_enabled(self) -> bool:
-        return self.arrays
 
     async def site_limits(self) -> ga.SiteLimits:
         """`max_aj_tasks` and `max_aj_instances`: asked once, then kept (Grid Engine's
@@ -370,44 +249,12 @@ class SGEBackend(Backend):
             for group in groups
             for chunk in split_group(group, largest)
         ]
-        trips = sa.packed(chunks, self.submit_chunk * 5)
-        results = await in_chunks(
-            trips, self._submit_arrays_trip, largest=1, parallel=self.submit_parallel
-        )
-        flat = [outcome for outcomes in results for outcome in outcomes]
-        out: list[list[SubmitOutcome]] = []
-        for group in groups:
-            out.append(flat[: len(group.jobs)])
-            flat = flat[len(group.jobs) :]
-        return out
+        return await self.submit_array_chunks(chunks, groups)
 
-    async def _submit_arrays_trip(
-        self, trips: Sequence[list[ArrayGroup]]
-    ) -> list[list[SubmitOutcome]]:
-        (chunks,) = trips
-        items = [self._array_submission(chunk) for chunk in chunks]
-        marker = new_marker()
-        timeout = 60.0 + 0.05 * sum(len(chunk) for chunk in chunks)
-        sections = await self.host.script(self.submit_script(items, marker), marker, timeout)
-        replies = submit_replies(sections, len(items))
-        outcomes: list[SubmitOutcome] = []
-        for chunk, reply in zip(chunks, replies, strict=True):
-            outcome = self._outcome(reply)
-            if outcome is None:
-                raise TransportError(
-                    f"{self.transport.description}: the outcome of an array of {len(chunk)} "
-                    f"is unknown ({_why_unsure(replies)})"
-                )
-            job_id = outcome.job_id
-            outcomes.extend(
-                SubmitOutcome(job_id=ga.element_id(job_id, index))
-                if job_id is not None
-                else SubmitOutcome(error=outcome.error)
-                for index in range(len(chunk))
-            )
-        return [outcomes]
+    def element_id(self, job_id: str, index: int) -> str:
+        return ga.element_id(job_id, index)
 
-    def _array_submission(self, group: ArrayGroup) -> Submission:
+    def array_submission(self, group: ArrayGroup) -> Submission:
         """The wrapper `<log_dir>/.arrays/<array tag>.sh` (its log beside it), with every
         element's script written before the one qsub."""
         jobs = group.jobs
@@ -436,22 +283,12 @@ class SGEBackend(Backend):
 
     # -- polling --------------------------------------------------------------------------
 
-    async def poll(self, jobs: Sequence[JobRef]) -> PollResult:
-        """Every tracked job's state, and the user's other jobs, in one round trip."""
-        try:
-            _home, user = await self.host.identify()
-            marker = new_marker()
-            sections = await self.host.script(
-                self.poll_script(jobs, user, marker), marker, timeout=POLL_TIMEOUT
-            )
-        except TransportError as exc:
-            return PollResult(ok=False, error=str(exc))
-        return self._read_poll(jobs, sections)
-
     def poll_script(self, jobs: Sequence[JobRef], user: str, marker: str) -> str:
         return scripts.poll_script(jobs, user, marker, self.acct_days)
 
-    def _read_poll(self, jobs: Sequence[JobRef], sections: Sequence[Section]) -> PollResult:
+    def read_poll(
+        self, jobs: Sequence[JobRef], user: str, sections: Sequence[Section]
+    ) -> PollResult:
         qstat = next((s for s in sections if s.name == "qstat"), None)
         if qstat is None or qstat.rc() != 0:
             detail = gp.one_line(qstat.body) if qstat is not None else "no output"
@@ -515,39 +352,24 @@ class SGEBackend(Backend):
         )
 
     def _unaccounted(self, ref: JobRef) -> JobStatus:
-        over, waited = self._missing.over(ref.job_id)
-        if not over:
-            reason = f"not in qstat or qacct and no exit code yet (for {waited:.0f} s)"
-            return JobStatus(ref.job_id, JobState.UNKNOWN, "UNKNOWN", reason=reason)
-        reason = (
+        return self.unaccounted(
+            ref,
+            "not in qstat or qacct and no exit code yet",
             f"the job left Grid Engine's queue and neither qacct nor its exit-code file "
-            f"({ref.paths.exit_code}) says how it ended (waited {waited:.0f} s)"
+            f"({ref.paths.exit_code}) says how it ended",
         )
-        return JobStatus(ref.job_id, JobState.FAILED, "LOST", reason=reason)
 
     # -- finding jobs again ---------------------------------------------------------------
-
-    async def find(self, tags: Sequence[str]) -> dict[str, str] | None:
-        """Jobs for these tags: the tag index, then the contexts of the user's queued jobs.
-
-        None when qstat fails: a job accepted by qsub must never be taken for missing.
-        """
-        wanted = [tag for tag in dict.fromkeys(tags) if is_safe_name(tag)]
-        if not wanted:
-            return {}
-        _home, user = await self.host.identify()
-        marker = new_marker()
-        sections = await self.host.script(
-            self.find_script(wanted, user, marker), marker, timeout=POLL_TIMEOUT
-        )
-        return self._read_find(wanted, sections)
 
     def find_script(self, tags: Sequence[str], user: str, marker: str) -> str:
         return scripts.find_script(tags, user, marker, self._index_dir(), self.log_dir)
 
-    def _read_find(self, tags: Sequence[str], sections: Sequence[Section]) -> dict[str, str] | None:
+    def read_find(
+        self, tags: Sequence[str], user: str, sections: Sequence[Section]
+    ) -> dict[str, str] | None:
         """Plain jobs by their own tag; array elements by (array tag, index) from the
-        wrappers' tags lines, the array's job id from its index file or its job context."""
+        wrappers' tags lines, the array's job id from its index file or its job context.
+        None when qstat fails."""
         members = sa.read_members(sections)
         wanted = set(tags) | {array for places in members.values() for array, _ in places}
         ids: dict[str, str] = {}
@@ -600,37 +422,15 @@ class SGEBackend(Backend):
         if not result.ok and errors:
             raise ScriptHutError(f"qdel failed: {gp.one_line(chr(10).join(errors))}")
 
-    async def read_log(self, path: str, offset: int = 0, limit: int = 1 << 20) -> LogChunk:
-        return await self.host.read_log(path, offset, limit)
-
-    async def read_text(self, path: str, limit: int = 16 << 20) -> str:
-        return await self.host.read_text(path, limit)
-
-    async def list_outputs(self, pairs: Sequence[tuple[str, str]]) -> dict[str, OutputListing]:
-        return await self.host.list_outputs(pairs)
-
-    async def run_store_script(self, script: bytes) -> bytes:
-        return await self.host.run_store_script(script)
-
-    def host_path(self, path: str) -> str:
-        return self.host.absolute(path) if path else path
-
-    async def info(self) -> BackendInfo:
+    def info_script(self, user: str, marker: str) -> str:
         """Cluster queues (slots available/total), CPUs of the hosts, pending/running counts."""
-        try:
-            _home, user = await self.host.identify()
-            marker = new_marker()
-            sections = await self.host.script(scripts.info_script(user, marker), marker)
-        except TransportError as exc:
-            return BackendInfo(self.name, self.kind, reachable=False, message=str(exc))
-        return self._read_info(sections)
+        return scripts.info_script(user, marker)
 
-    def _read_info(self, sections: Sequence[Section]) -> BackendInfo:
+    def read_info(self, sections: Sequence[Section]) -> BackendInfo:
+        why = first_failure(sections)
+        if why is not None:
+            return self.unreachable(why)
         by_name = {s.name: s for s in sections}
-        failed = [s for s in by_name.values() if s.name != "end" and s.rc() != 0]
-        if failed:
-            why = f"{failed[0].name}: {gp.one_line(failed[0].body) or 'failed'}"
-            return BackendInfo(self.name, self.kind, reachable=False, message=why)
         queues = gp.parse_queue_summary(by_name["queues"].body) if "queues" in by_name else []
         cpus = gp.parse_qhost_cpus(by_name["hosts"].body) if "hosts" in by_name else None
         counts = [
@@ -654,13 +454,6 @@ class SGEBackend(Backend):
             queue_depth=counts[0][0] if len(counts[0]) == 2 else None,
             partitions=tuple(queues),
         )
-
-
-def _why_unsure(replies: Sequence[SubmitReply | None]) -> str:
-    for reply in replies:
-        if reply is not None and reply.kind == "rc" and reply.rc != 0:
-            return f"qsub: {gp.one_line(reply.text, 300)}"
-    return "the submission script stopped early"
 
 
 def _pending_elements(
