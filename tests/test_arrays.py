@@ -168,6 +168,41 @@ def test_the_submission_writes_every_element_privately_then_submits_once(tmp_pat
     assert (tmp_path / "idx" / "hut.r1.arr.x").read_text() == "77\n"
 
 
+def test_element_scripts_share_their_common_text_and_are_written_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    common = "".join(f"# a line every element has, long enough to share {n}\n" for n in range(30))
+    odd = [
+        "",
+        "no newline at the end",
+        f"{HOSTILE}\n",
+        "'\n'\"\n$(touch PWNED)\r\n\\\n",
+        "\x1c\x0b\x0c\u2028 lines that splitlines cuts\n",
+        f"{common}'\"${{__hut_p[0]}}\"'\n{common}",
+    ]
+    texts = [f"#!/bin/bash\n{common}echo {i} {odd[i % len(odd)]}\n{common}" for i in range(30)]
+    texts += odd
+    jobs = [replace(spec(i, base=tmp_path), script=text) for i, text in enumerate(texts)]
+    item = Submission(
+        "hut.r1.arr.y",
+        "#!/bin/bash\n" + wrapper_body(jobs, index_expr="$I"),
+        str(tmp_path / "arrays" / "w.sh"),
+        (str(tmp_path / HOSTILE), str(tmp_path / "arrays")),
+        elements=tuple((j.paths.script, j.script) for j in jobs),
+    )
+    marker = "@@hut-test"
+    text = submit_script(
+        [item], command=("cat",), index_dir=str(tmp_path / "idx"), marker=marker, transient=()
+    )
+    line = "long enough to share 7"
+    assert sum(t.count(line) for t in texts) >= 60
+    assert text.count(line) <= 10, "the shared lines are sent once, not once per element"
+    subprocess.run(["bash", "-c", text], cwd=tmp_path, capture_output=True, check=True)
+    for job in jobs:
+        assert Path(job.paths.script).read_bytes() == job.script.encode()
+    assert not (tmp_path / "PWNED").exists()
+
+
 def test_site_limits_are_read_from_the_config_and_associations() -> None:
     marker = "@@m"
     config = "Configuration data as of x\nMaxArraySize            = 501\nMaxJobCount = 9000\n"
