@@ -273,7 +273,9 @@ class Submission:
 
     An array job also carries its `elements`: (script path, script text) of each element,
     written (0700) before the one submit command runs; the array's wrapper creates each
-    element's logs (0600) when the element starts.
+    element's logs (0600) when the element starts. With a `bundle` path, the element texts
+    are written there instead, one after the other as one file (0600), and the wrapper
+    writes each element's script from it when the element starts (`arrays.wrapper_body`).
     """
 
     tag: str
@@ -282,6 +284,7 @@ class Submission:
     dirs: tuple[str, ...]
     logs: tuple[str, str] = ("", "")
     elements: tuple[tuple[str, str], ...] = ()
+    bundle: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,14 +327,22 @@ __hut_submit() {
         printf '%s job %s error\ncannot write the job script %s\n' "$__hut_m" "$i" "$file"
         return 0
     fi
-    for ((k = 0; k < ${#__hut_el[@]}; k += 2)); do
-        if ! printf '%s' "${__hut_el[k + 1]}" 2>/dev/null > "${__hut_el[k]}"; then
-            printf '%s job %s error\ncannot write the job script %s\n' "$__hut_m" "$i" \
-                "${__hut_el[k]}"
+    if [ -n "$__hut_bundle" ]; then
+        if ! printf '%s' "${__hut_el[@]}" 2>/dev/null > "$__hut_bundle"; then
+            printf '%s job %s error\ncannot write the job scripts %s\n' "$__hut_m" "$i" \
+                "$__hut_bundle"
             return 0
         fi
-        scripts+=("${__hut_el[k]}")
-    done
+    else
+        for ((k = 0; k < ${#__hut_el[@]}; k += 2)); do
+            if ! printf '%s' "${__hut_el[k + 1]}" 2>/dev/null > "${__hut_el[k]}"; then
+                printf '%s job %s error\ncannot write the job script %s\n' "$__hut_m" "$i" \
+                    "${__hut_el[k]}"
+                return 0
+            fi
+            scripts+=("${__hut_el[k]}")
+        done
+    fi
     if [ "${#scripts[@]}" -gt 0 ] && ! chmod 700 -- "${scripts[@]}" 2>/dev/null; then
         printf '%s job %s error\ncannot make the element scripts executable\n' "$__hut_m" "$i"
         return 0
@@ -394,13 +405,17 @@ def submit_script(
     lines = [
         script_start(marker),
         f"__hut_idx={shell_path(index_dir)}\n",
-        "__hut_umask=$(umask)\numask 077\n__hut_el=()\n",
+        "__hut_umask=$(umask)\numask 077\n__hut_el=()\n__hut_bundle=\n",
         f"mkdir -p -- {' '.join(map(shell_path, dirs))} 2>/dev/null\n",
         function,
     ]
     shared_at = len(lines)
     for index, item in enumerate(items):
-        if item.elements:
+        if item.bundle:
+            parts = [pieces.word(text) for _path, text in item.elements]
+            lines.append(f"__hut_bundle={shell_path(item.bundle)}\n")
+            lines.append(f"__hut_el=({' '.join(parts)})\n")
+        elif item.elements:
             parts = [f"{shell_path(path)} {pieces.word(text)}" for path, text in item.elements]
             lines.append(f"__hut_el=({' '.join(parts)})\n")
         words = [str(index), shlex.quote(item.tag), shell_path(item.script_path)]
@@ -408,8 +423,8 @@ def submit_script(
         words.extend(shell_path(log) if log else "''" for log in item.logs)
         words.extend(shell_path(d) for d in item.dirs)
         lines.append(f"__hut_submit {' '.join(words)}\n")
-        if item.elements:
-            lines.append("__hut_el=()\n")
+        if item.elements or item.bundle:
+            lines.append("__hut_el=()\n__hut_bundle=\n")
     lines.insert(shared_at, pieces.assignment())
     lines.append(script_end())
     return "".join(lines)
