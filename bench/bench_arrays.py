@@ -91,9 +91,7 @@ PURGE_LIMIT = 1_000  # job records other ways may leave behind (wait_purged)
 def default_tasks() -> int:
     """10,000 when nine tenths of MaxJobCount hold them (what the backend keeps to), else
     the most that fits, in thousands."""
-    config = subprocess.run(
-        ["scontrol", "show", "config"], capture_output=True, text=True, check=True
-    ).stdout
+    config = controller_output(["scontrol", "show", "config"])
     found = re.search(r"^MaxJobCount\s*=\s*(\d+)", config, re.MULTILINE)
     room = int(found.group(1)) * 9 // 10 if found else ISSUE_TASKS
     return max(1_000, min(ISSUE_TASKS, room // 1_000 * 1_000))
@@ -185,17 +183,24 @@ def cancel_run(rig: dict[str, str], run: str) -> None:
     cancel(rig, ids)
 
 
+def controller_output(argv: list[str], timeout: float = 120) -> str:
+    """A Slurm command's output, asked again while the controller does not answer (the rig
+    is shared: other suites stop and restart slurmctld)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode == 0 or time.monotonic() > deadline:
+            done.check_returncode()
+            return done.stdout
+        time.sleep(2)
+
+
 def wait_purged(limit: int = PURGE_LIMIT, timeout: float = 240) -> None:
     """Until the controller holds fewer than `limit` job records (ended ones go after
     MinJobAge), so one way's jobs do not push the next past MaxJobCount."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run(
-            ["squeue", "--noheader", "--array", "--states=all", "--format=%i"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        out = controller_output(["squeue", "--noheader", "--array", "--states=all", "--format=%i"])
         if out.count("\n") < limit:
             return
         time.sleep(3)
