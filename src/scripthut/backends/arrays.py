@@ -137,9 +137,10 @@ _UNBUNDLE = r"""__hut_s=${__hut_scripts[__hut_i]}
 __hut_from=0
 if [ "$__hut_i" -gt 0 ]; then __hut_from=${__hut_ends[__hut_i - 1]}; fi
 __hut_len=$((${__hut_ends[__hut_i]} - __hut_from))
-tail -c +"$((__hut_from + 1))" -- "$__hut_bundle" 2>/dev/null | head -c "$__hut_len" > "$__hut_s"
-chmod 700 -- "$__hut_s" 2>/dev/null
-__hut_got=$(wc -c < "$__hut_s" 2>/dev/null)
+command -p tail -c +"$((__hut_from + 1))" -- "$__hut_bundle" 2>/dev/null |
+    command -p head -c "$__hut_len" > "$__hut_s"
+command -p chmod 700 -- "$__hut_s" 2>/dev/null
+__hut_got=$(command -p wc -c < "$__hut_s" 2>/dev/null)
 if [ "$((__hut_got + 0))" -ne "$__hut_len" ] || [ ! -x "$__hut_s" ]; then
     echo "scripthut: cannot write this element's script $__hut_s from $__hut_bundle" >&2
     exit 2
