@@ -552,16 +552,6 @@ def test_a_failed_squeue_is_unknown_not_failed(tmp_path: Path, on_path: object) 
     assert calls(tmp_path, "sacct") == []
 
 
-def test_a_user_with_no_jobs_at_all_is_an_answer_not_a_failure(
-    tmp_path: Path, on_path: object
-) -> None:
-    on_path({"squeue": "exit 0", "sacct": "exit 0"})  # type: ignore[operator]
-    result = asyncio.run(backend(tmp_path).poll([ref(tmp_path, "21")]))
-    assert result.ok, result.error
-    assert result.jobs["21"].state is JobState.UNKNOWN  # missing, within its grace
-    assert len(calls(tmp_path, "sacct")) == 1  # asked once for the job squeue no longer has
-
-
 def spec(tmp_path: Path, slurm: SlurmBackend, index: int, **fields: object) -> JobSpec:
     paths = slurm.job_paths("run1", f"t{index}", 1)
     job = JobSpec(

@@ -396,8 +396,6 @@ class SlurmBackend(Backend):
                 'if [ "$__hut_rc" -eq 0 ]; then\n',
                 "declare -A __hut_live=()\n",
                 "while IFS=$'\\x1f' read -r __hut_id __hut_st __hut_rest; do\n",
-                # No jobs at all is one empty line: an empty key would end the whole script.
-                '    if [ -z "$__hut_id" ]; then continue; fi\n',
                 f"    case $__hut_st in {ended}) ;; *) __hut_live[$__hut_id]=1 ;; esac\n",
                 'done <<< "$__hut_out"\n',
                 exit_files_script(
