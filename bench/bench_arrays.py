@@ -8,15 +8,16 @@ backend with every array element tracked: transport round trips and squeue/sacct
 
 Every job is held (`--hold`), so the shared rig never runs them, and cancelled at the end
 (whatever happened) by the run's tag in `--comment`: only this bench's jobs. Slurm's
-`MaxJobCount` (10,000 on the rig) counts every array element, pending or ended less than
-`MinJobAge` ago, and past it sbatch blocks: so the sweep is 9,000 tasks by default (the
-backend keeps to nine tenths of MaxJobCount), each way waits until the controller has purged
-the one before, and the plain ways run `--plain-tasks` (default 2,000) scaled to the sweep
-(one sbatch per task: linear).
+`MaxJobCount` counts every array element, pending or ended less than `MinJobAge` ago, and
+past it sbatch blocks: so the sweep is 10,000 tasks when nine tenths of the rig's
+MaxJobCount hold them (the backend keeps to that; the rig's slurm.conf sets 25,000), else
+the most that fits (9,000 under Slurm's default 10,000); each way waits until the
+controller has purged the one before, and the plain ways run `--plain-tasks` (default
+2,000) scaled to the sweep (one sbatch per task: linear).
 
 Run as root with the rig up (`bash tests/rig/slurm.sh up`):
 
-    .venv/bin/python bench/bench_arrays.py [--tasks 9000] [--plain-tasks 2000]
+    .venv/bin/python bench/bench_arrays.py [--tasks 10000] [--plain-tasks 2000]
 """
 
 from __future__ import annotations
@@ -83,6 +84,17 @@ def sdiag() -> tuple[int, int]:
 
 
 RIG_USER = ""
+ISSUE_TASKS = 10_000  # the sweep the target is stated for
+PURGE_LIMIT = 1_000  # job records other ways may leave behind (wait_purged)
+
+
+def default_tasks() -> int:
+    """10,000 when nine tenths of MaxJobCount hold them (what the backend keeps to), else
+    the most that fits, in thousands."""
+    config = controller_output(["scontrol", "show", "config"])
+    found = re.search(r"^MaxJobCount\s*=\s*(\d+)", config, re.MULTILINE)
+    room = int(found.group(1)) * 9 // 10 if found else ISSUE_TASKS
+    return max(1_000, min(ISSUE_TASKS, room // 1_000 * 1_000))
 
 
 def entry(rig: dict[str, str], log_dir: str, tasks: int, arrays: bool) -> dict[str, Any]:
@@ -171,17 +183,24 @@ def cancel_run(rig: dict[str, str], run: str) -> None:
     cancel(rig, ids)
 
 
-def wait_purged(limit: int = 1000, timeout: float = 240) -> None:
+def controller_output(argv: list[str], timeout: float = 120) -> str:
+    """A Slurm command's output, asked again while the controller does not answer (the rig
+    is shared: other suites stop and restart slurmctld)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode == 0 or time.monotonic() > deadline:
+            done.check_returncode()
+            return done.stdout
+        time.sleep(2)
+
+
+def wait_purged(limit: int = PURGE_LIMIT, timeout: float = 240) -> None:
     """Until the controller holds fewer than `limit` job records (ended ones go after
     MinJobAge), so one way's jobs do not push the next past MaxJobCount."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run(
-            ["squeue", "--noheader", "--array", "--states=all", "--format=%i"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        out = controller_output(["squeue", "--noheader", "--array", "--states=all", "--format=%i"])
         if out.count("\n") < limit:
             return
         time.sleep(3)
@@ -227,9 +246,11 @@ def sbatch_loop(rig: dict[str, str], work: str, jobs: int) -> dict[str, float]:
 def main() -> None:
     global RIG_USER
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=9_000)
+    parser.add_argument("--tasks", type=int, default=None, help="default: 10,000 if it fits")
     parser.add_argument("--plain-tasks", type=int, default=2_000)
     args = parser.parse_args()
+    if args.tasks is None:
+        args.tasks = default_tasks()
     rig = rig_env()
     RIG_USER = rig["SSH_USER"]
     name = f"hut-bench/arrays-{uuid.uuid4().hex[:8]}"

@@ -27,6 +27,7 @@ from scripthut.engine.engine import Engine
 from scripthut.states import RunState
 from scripthut.store import Store
 from scripthut.workflow.parse import parse_document
+from scripthut.workflow.script import shell_quote
 from tests.helpers import local_config
 
 HOSTILE = 'it\'s "odd" $(touch PWNED) `id` ; x | y\n&& z é'
@@ -135,6 +136,49 @@ def test_the_wrapper_runs_its_own_element_with_its_own_logs(tmp_path: Path) -> N
     assert tags_of_wrapper(first) == [j.tag for j in jobs]
 
 
+def test_a_bundled_element_writes_its_own_script_from_the_one_file_then_runs_it(
+    tmp_path: Path,
+) -> None:
+    texts = [
+        f"#!/bin/bash\necho out {i} é {shell_quote(HOSTILE)}; exit {i + 4}\n" for i in range(3)
+    ]
+    texts[1] = "#!/bin/bash\n" + "# é long\n" * 3000 + "echo out 1; exit 5\n"
+    jobs = [replace(spec(i, base=tmp_path), script=texts[i]) for i in range(3)]
+    (tmp_path / HOSTILE).mkdir()
+    bundle = tmp_path / "arrays" / "a.elements"
+    item = Submission(
+        "hut.r1.arr.b",
+        "#!/bin/bash\n" + wrapper_body(jobs, index_expr="${I-}", bundle=str(bundle)),
+        str(tmp_path / "arrays" / "a.sh"),
+        (str(tmp_path / "arrays"),),
+        elements=tuple((j.paths.script, j.script) for j in jobs),
+        bundle=str(bundle),
+    )
+    marker = "@@hut-test"
+    text = submit_script(
+        [item], command=("cat",), index_dir=str(tmp_path / "idx"), marker=marker, transient=()
+    )
+    subprocess.run(["bash", "-c", text], capture_output=True, check=True)
+    assert bundle.read_bytes() == "".join(texts).encode()
+    assert stat.S_IMODE(os.stat(bundle).st_mode) == 0o600
+    assert not any(Path(j.paths.script).exists() for j in jobs), "written when each starts"
+    wrapper = tmp_path / "arrays" / "a.sh"
+    for index in (2, 1, 0):
+        env = {**os.environ, "I": str(index)}
+        done = subprocess.run(["bash", str(wrapper)], env=env, check=False)
+        assert done.returncode == index + 4
+        assert Path(jobs[index].paths.script).read_bytes() == texts[index].encode()
+        assert stat.S_IMODE(os.stat(jobs[index].paths.script).st_mode) == 0o700
+    assert Path(jobs[0].paths.stdout).read_text() == f"out 0 é {HOSTILE}\n"
+    assert Path(jobs[1].paths.stdout).read_text() == "out 1\n"
+    assert not (tmp_path / "PWNED").exists()
+    bundle.write_bytes(bundle.read_bytes()[:-3])  # cut short: the last element cannot run
+    Path(jobs[2].paths.script).unlink()
+    done = subprocess.run(["bash", str(wrapper)], env={**os.environ, "I": "2"}, check=False)
+    assert done.returncode == 2
+    assert "cannot write this element's script" in Path(jobs[2].paths.stderr).read_text()
+
+
 def test_the_submission_writes_every_element_privately_then_submits_once(tmp_path: Path) -> None:
     jobs = [spec(i, base=tmp_path) for i in range(2)]
     for i, job in enumerate(jobs):
@@ -166,6 +210,41 @@ def test_the_submission_writes_every_element_privately_then_submits_once(tmp_pat
         assert Path(job.paths.script).read_text() == f"#!/bin/bash\necho {i}\n"
         assert stat.S_IMODE(os.stat(job.paths.script).st_mode) == 0o700
     assert (tmp_path / "idx" / "hut.r1.arr.x").read_text() == "77\n"
+
+
+def test_element_scripts_share_their_common_text_and_are_written_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    common = "".join(f"# a line every element has, long enough to share {n}\n" for n in range(30))
+    odd = [
+        "",
+        "no newline at the end",
+        f"{HOSTILE}\n",
+        "'\n'\"\n$(touch PWNED)\r\n\\\n",
+        "\x1c\x0b\x0c\u2028 lines that splitlines cuts\n",
+        f"{common}'\"${{__hut_p[0]}}\"'\n{common}",
+    ]
+    texts = [f"#!/bin/bash\n{common}echo {i} {odd[i % len(odd)]}\n{common}" for i in range(30)]
+    texts += odd
+    jobs = [replace(spec(i, base=tmp_path), script=text) for i, text in enumerate(texts)]
+    item = Submission(
+        "hut.r1.arr.y",
+        "#!/bin/bash\n" + wrapper_body(jobs, index_expr="$I"),
+        str(tmp_path / "arrays" / "w.sh"),
+        (str(tmp_path / HOSTILE), str(tmp_path / "arrays")),
+        elements=tuple((j.paths.script, j.script) for j in jobs),
+    )
+    marker = "@@hut-test"
+    text = submit_script(
+        [item], command=("cat",), index_dir=str(tmp_path / "idx"), marker=marker, transient=()
+    )
+    line = "long enough to share 7"
+    assert sum(t.count(line) for t in texts) >= 60
+    assert text.count(line) <= 10, "the shared lines are sent once, not once per element"
+    subprocess.run(["bash", "-c", text], cwd=tmp_path, capture_output=True, check=True)
+    for job in jobs:
+        assert Path(job.paths.script).read_bytes() == job.script.encode()
+    assert not (tmp_path / "PWNED").exists()
 
 
 def test_site_limits_are_read_from_the_config_and_associations() -> None:

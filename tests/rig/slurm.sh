@@ -23,6 +23,7 @@ readonly PARTITION=debug                    # Default=YES
 readonly PARTITIONS="debug normal"          # "normal" is the task JSON default partition
 readonly CPUS=${SCRIPTHUT_RIG_CPUS:-8}      # advertised CPUs (config_overrides), > real cores
 readonly MIN_JOB_AGE=30                     # finished jobs leave squeue after 30..~90 s
+readonly MAX_JOB_COUNT=25000                # job records (array elements count one each)
 readonly DBD_PORT=6819
 readonly PKGS=(slurm-wlm munge slurmdbd mariadb-server openssh-server)
 
@@ -368,6 +369,8 @@ DependencyParameters=kill_invalid_depend
 ReturnToService=2
 # finished jobs stay visible to squeue/scontrol for >= $MIN_JOB_AGE s (purge runs periodically)
 MinJobAge=$MIN_JOB_AGE
+# room for a 10,000-element held sweep (bench/bench_arrays.py) beside other jobs
+MaxJobCount=$MAX_JOB_COUNT
 StateSaveLocation=$SLURM_DIR/ctld
 SlurmdSpoolDir=$SLURM_DIR/d
 SlurmctldPidFile=$SLURMCTLD_PID

@@ -15,7 +15,9 @@ only a way to hand the scheduler many scripts in one submission.
   index to that element's script and log paths through bash arrays of quoted literals,
   opens its logs (created 0600) and `exec`s the script: no user text is ever evaluated by
   the wrapper, and the element runs exactly as a plain job would (its shebang, its env, its
-  exit-code file).
+  exit-code file). With a bundle (Slurm), the element scripts were written at submission as
+  one file, and each element first copies its own bytes of it to its script file: one file
+  created per array at submission instead of one per element.
   Its first line lists the element tags: after a crash `find` reads it to learn which
   element of which array an attempt is (`members_script` / `read_members`).
 """
@@ -90,11 +92,15 @@ def element_id(array_job_id: str, index: int) -> str:
     return f"{array_job_id}_{index}"
 
 
-def wrapper_body(jobs: Sequence[JobSpec], *, index_expr: str, first: int = 0) -> str:
+def wrapper_body(
+    jobs: Sequence[JobSpec], *, index_expr: str, first: int = 0, bundle: str | None = None
+) -> str:
     """Bash after the header: run element `index_expr - first`'s own script with its logs.
 
     `index_expr` is trusted text naming the scheduler's index variable (`$SLURM_ARRAY_TASK_ID`,
-    `$SGE_TASK_ID`, ...); everything of the tasks is a quoted literal.
+    `$SGE_TASK_ID`, ...); everything of the tasks is a quoted literal. With `bundle`, the
+    element scripts were submitted as that one file (`bundle_text`): the element writes its
+    own script (0700) from its bytes there when it starts, then runs it.
     """
 
     def literal(paths: Iterable[str]) -> str:
@@ -106,6 +112,7 @@ def wrapper_body(jobs: Sequence[JobSpec], *, index_expr: str, first: int = 0) ->
             f"__hut_scripts=({literal(spec.paths.script for spec in jobs)})\n",
             f"__hut_outs=({literal(spec.paths.stdout for spec in jobs)})\n",
             f"__hut_errs=({literal(spec.paths.stderr for spec in jobs)})\n",
+            *(_bundle_arrays(jobs, bundle) if bundle is not None else ()),
             f"__hut_i={index_expr}\n",
             "case $__hut_i in ''|*[!0-9]*) __hut_i=-1 ;; "
             f"*) __hut_i=$((__hut_i - {int(first)})) ;; esac\n",
@@ -118,10 +125,38 @@ def wrapper_body(jobs: Sequence[JobSpec], *, index_expr: str, first: int = 0) ->
             "__hut_umask=$(umask)\n",
             "umask 077\n",
             'exec >> "${__hut_outs[__hut_i]}" 2>> "${__hut_errs[__hut_i]}"\n',
+            _UNBUNDLE if bundle is not None else "",
             'umask "$__hut_umask"\n',
             'exec "${__hut_scripts[__hut_i]}"\n',
         ]
     )
+
+
+# The element's bytes of the bundle become its script file; a short or failed copy (the
+# bundle gone, a full disk) stops the element before anything runs.
+_UNBUNDLE = r"""__hut_s=${__hut_scripts[__hut_i]}
+__hut_from=0
+if [ "$__hut_i" -gt 0 ]; then __hut_from=${__hut_ends[__hut_i - 1]}; fi
+__hut_len=$((${__hut_ends[__hut_i]} - __hut_from))
+command -p tail -c +"$((__hut_from + 1))" -- "$__hut_bundle" 2>/dev/null |
+    command -p head -c "$__hut_len" > "$__hut_s"
+command -p chmod 700 -- "$__hut_s" 2>/dev/null
+__hut_got=$(command -p wc -c < "$__hut_s" 2>/dev/null)
+if [ "$((__hut_got + 0))" -ne "$__hut_len" ] || [ ! -x "$__hut_s" ]; then
+    echo "scripthut: cannot write this element's script $__hut_s from $__hut_bundle" >&2
+    exit 2
+fi
+"""
+
+
+def _bundle_arrays(jobs: Sequence[JobSpec], bundle: str) -> list[str]:
+    """The bundle's path and where each element's script ends in it (bytes)."""
+    ends: list[str] = []
+    end = 0
+    for spec in jobs:
+        end += len(spec.script.encode())
+        ends.append(str(end))
+    return [f"__hut_bundle={shell_path(bundle)}\n", f"__hut_ends=({' '.join(ends)})\n"]
 
 
 def tags_of_wrapper(line: str) -> list[str]:

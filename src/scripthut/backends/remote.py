@@ -25,6 +25,7 @@ import re
 import secrets
 import shlex
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -272,7 +273,9 @@ class Submission:
 
     An array job also carries its `elements`: (script path, script text) of each element,
     written (0700) before the one submit command runs; the array's wrapper creates each
-    element's logs (0600) when the element starts.
+    element's logs (0600) when the element starts. With a `bundle` path, the element texts
+    are written there instead, one after the other as one file (0600), and the wrapper
+    writes each element's script from it when the element starts (`arrays.wrapper_body`).
     """
 
     tag: str
@@ -281,6 +284,7 @@ class Submission:
     dirs: tuple[str, ...]
     logs: tuple[str, str] = ("", "")
     elements: tuple[tuple[str, str], ...] = ()
+    bundle: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,8 +306,7 @@ __hut_tmp=$(mktemp "${TMPDIR:-/tmp}/scripthut-submit.XXXXXX" 2>/dev/null) ||
 trap 'rm -f -- "$__hut_tmp"' EXIT
 __hut_submit() {
     local i=$1 tag=$2 file=$3 text=$4 lo=$5 le=$6 out rc d k
-    local -a lines made=() scripts=() els=("${__hut_el[@]}")
-    __hut_el=()
+    local -a lines made=() scripts=()
     shift 6
     if [ -n "$__hut_stop" ]; then
         printf '%s job %s skipped\n' "$__hut_m" "$i"
@@ -324,13 +327,22 @@ __hut_submit() {
         printf '%s job %s error\ncannot write the job script %s\n' "$__hut_m" "$i" "$file"
         return 0
     fi
-    for ((k = 0; k < ${#els[@]}; k += 2)); do
-        if ! printf '%s' "${els[k + 1]}" 2>/dev/null > "${els[k]}"; then
-            printf '%s job %s error\ncannot write the job script %s\n' "$__hut_m" "$i" "${els[k]}"
+    if [ -n "$__hut_bundle" ]; then
+        if ! printf '%s' "${__hut_el[@]}" 2>/dev/null > "$__hut_bundle"; then
+            printf '%s job %s error\ncannot write the job scripts %s\n' "$__hut_m" "$i" \
+                "$__hut_bundle"
             return 0
         fi
-        scripts+=("${els[k]}")
-    done
+    else
+        for ((k = 0; k < ${#__hut_el[@]}; k += 2)); do
+            if ! printf '%s' "${__hut_el[k + 1]}" 2>/dev/null > "${__hut_el[k]}"; then
+                printf '%s job %s error\ncannot write the job script %s\n' "$__hut_m" "$i" \
+                    "${__hut_el[k]}"
+                return 0
+            fi
+            scripts+=("${__hut_el[k]}")
+        done
+    fi
     if [ "${#scripts[@]}" -gt 0 ] && ! chmod 700 -- "${scripts[@]}" 2>/dev/null; then
         printf '%s job %s error\ncannot make the element scripts executable\n' "$__hut_m" "$i"
         return 0
@@ -389,28 +401,85 @@ def submit_script(
     function = _SUBMIT_FUNCTION.replace('__SUBMIT__ < "$file"', submit)
     function = function.replace("__TRANSIENT__", patterns)
     dirs = sorted({d for item in items for d in item.dirs} | {index_dir})
+    pieces = SharedPieces([text for item in items for _path, text in item.elements])
     lines = [
         script_start(marker),
         f"__hut_idx={shell_path(index_dir)}\n",
-        "__hut_umask=$(umask)\numask 077\n__hut_el=()\n",
+        "__hut_umask=$(umask)\numask 077\n__hut_el=()\n__hut_bundle=\n",
         f"mkdir -p -- {' '.join(map(shell_path, dirs))} 2>/dev/null\n",
         function,
     ]
+    shared_at = len(lines)
     for index, item in enumerate(items):
-        if item.elements:
-            parts = [
-                shlex.quote(part) if n == 1 else shell_path(part)
-                for element in item.elements
-                for n, part in enumerate(element)
-            ]
+        if item.bundle:
+            parts = [pieces.word(text) for _path, text in item.elements]
+            lines.append(f"__hut_bundle={shell_path(item.bundle)}\n")
+            lines.append(f"__hut_el=({' '.join(parts)})\n")
+        elif item.elements:
+            parts = [f"{shell_path(path)} {pieces.word(text)}" for path, text in item.elements]
             lines.append(f"__hut_el=({' '.join(parts)})\n")
         words = [str(index), shlex.quote(item.tag), shell_path(item.script_path)]
         words.append(shlex.quote(item.text))
         words.extend(shell_path(log) if log else "''" for log in item.logs)
         words.extend(shell_path(d) for d in item.dirs)
         lines.append(f"__hut_submit {' '.join(words)}\n")
+        if item.elements or item.bundle:
+            lines.append("__hut_el=()\n__hut_bundle=\n")
+    lines.insert(shared_at, pieces.assignment())
     lines.append(script_end())
     return "".join(lines)
+
+
+class SharedPieces:
+    """The element scripts of one submission as bash words that share their common text.
+
+    The scripts of an array's elements differ in a few lines (tag, task id, paths, command)
+    and repeat the rest. Runs of lines found in more than one script are sent once, in the
+    bash array `__hut_p`, and each script is one word concatenating `"${__hut_p[n]}"` with
+    quoted literals for its own lines: bash then parses a fraction of the text and the
+    scripts written are byte for byte the same.
+    """
+
+    MIN_SHARED = 24  # a shorter run of lines is cheaper inline than as a reference
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        counts = Counter(line for text in texts for line in set(text.splitlines(True)))
+        self._shared = {line for line, n in counts.items() if n > 1}
+        self._index: dict[str, int] = {}
+
+    def word(self, text: str) -> str:
+        """`text` as one bash word (references to `__hut_p` and quoted literals)."""
+        parts: list[str] = []
+        own: list[str] = []
+        run: list[str] = []
+        for line in text.splitlines(True):
+            if line in self._shared:
+                run.append(line)
+            else:
+                self._flush(run, own, parts)
+                own.append(line)
+        self._flush(run, own, parts)
+        if own:
+            parts.append(shlex.quote("".join(own)))
+        return "".join(parts) or "''"
+
+    def _flush(self, run: list[str], own: list[str], parts: list[str]) -> None:
+        """A run of shared lines becomes a reference, or stays a literal if it is short."""
+        piece = "".join(run)
+        run.clear()
+        if len(piece) < self.MIN_SHARED:
+            if piece:
+                own.append(piece)
+            return
+        if own:
+            parts.append(shlex.quote("".join(own)))
+            own.clear()
+        number = self._index.setdefault(piece, len(self._index))
+        parts.append(f'"${{__hut_p[{number}]}}"')
+
+    def assignment(self) -> str:
+        """Bash assigning `__hut_p` (call after every `word`)."""
+        return f"__hut_p=({' '.join(shlex.quote(piece) for piece in self._index)})\n"
 
 
 def submit_replies(sections: Sequence[Section], count: int) -> list[SubmitReply | None]:

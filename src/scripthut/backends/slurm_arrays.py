@@ -26,6 +26,7 @@ from scripthut.backends.remote import Section, Submission, capture, parent_dir
 from scripthut.workflow.script import SHEBANG
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
+BUNDLE_SUFFIX = ".elements"  # not `.sh`: `members_script` reads only the wrappers
 _CONFIG_LINE = re.compile(r"^\s*(MaxArraySize|MaxJobCount)\s*=\s*([0-9]+)", re.MULTILINE)
 
 
@@ -93,15 +94,18 @@ def array_option(size: int, throttle: int | None) -> str:
     return option
 
 
-def wrapper_script(header: Sequence[str], jobs: Sequence[JobSpec], throttle: int | None) -> str:
-    """The array job: `header` (#SBATCH lines of the shared resources), the array, the body."""
+def wrapper_script(
+    header: Sequence[str], jobs: Sequence[JobSpec], throttle: int | None, bundle: str | None = None
+) -> str:
+    """The array job: `header` (#SBATCH lines of the shared resources), the array, the body
+    (its elements' scripts in `bundle` when given)."""
     lines = [
         SHEBANG,
         *header,
         f"#SBATCH --array={array_option(len(jobs), throttle)}",
         "#SBATCH --open-mode=append",
     ]
-    body = wrapper_body(jobs, index_expr="${SLURM_ARRAY_TASK_ID-}")
+    body = wrapper_body(jobs, index_expr="${SLURM_ARRAY_TASK_ID-}", bundle=bundle)
     return "\n".join(lines) + "\n" + body
 
 
@@ -154,7 +158,8 @@ def array_submission(
     element: Callable[[JobSpec], Submission],
 ) -> Submission:
     """The array job of `group` for `remote.submit_script`: its wrapper kept in `folder` as
-    `<array tag>.sh` (its own log beside it), every element's script and logs written first."""
+    `<array tag>.sh` (its own log beside it), the element scripts written first as one file
+    beside it, `<array tag>.elements` (each element writes its own script from it)."""
     jobs = group.jobs
     tag = array_tag(jobs)
     log_path = f"{folder}/{tag}.log"
@@ -164,11 +169,13 @@ def array_submission(
     items = [element(spec) for spec in jobs]
     dirs = {d for item in items for d in item.dirs}
     dirs.update(d for d in [parent_dir(paths.script)] if d is not None)
+    bundle = f"{folder}/{tag}{BUNDLE_SUFFIX}"
     return Submission(
         tag,
-        wrapper_script(header, jobs, group.throttle),
+        wrapper_script(header, jobs, group.throttle, bundle),
         paths.script,
         tuple(sorted(dirs)),
         (log_path, ""),
         elements=tuple((spec.paths.script, spec.script) for spec in jobs),
+        bundle=bundle,
     )

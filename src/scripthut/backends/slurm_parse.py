@@ -529,7 +529,7 @@ def sbatch_value(value: str) -> str:
     sbatch splits directive lines itself (no shell): inside double quotes spaces and `#`
     are literal and a backslash escapes the next character.
     """
-    if any(char in value for char in "\n\r\0"):
+    if "\n" in value or "\r" in value or "\0" in value:
         raise ValueError(f"an #SBATCH value cannot span lines: {value!r}")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from scripthut.store.records import RunRecord
 from scripthut.workflow.clone import TaskClone, clone_lines
 from scripthut.workflow.env import ResolvedEnv, build_seed, resolve_env
 from scripthut.workflow.model import TaskSpec
-from scripthut.workflow.script import render_task_script
+from scripthut.workflow.script import env_lines, render_task_script
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,7 @@ class RunContext:
     seed: Mapping[str, str]
     clone: TaskClone | None = None  # the commit each task clones at its start (Batch, EC2)
     _envs: dict[tuple[int, ...], tuple[ResolvedEnv, dict[str, Any]]] = field(default_factory=dict)
+    _env_lines: dict[tuple[int, ...], list[str]] = field(default_factory=dict)
 
     @classmethod
     def for_run(cls, config: Config, backend: Backend, run: RunRecord) -> RunContext:
@@ -75,6 +76,15 @@ class RunContext:
             cached = self._envs[key] = (env, env.to_json())
         return cached
 
+    def script_env(self, task: TaskSpec) -> tuple[ResolvedEnv, dict[str, Any], list[str]]:
+        """`resolved(task)` and its script lines, rendered once per distinct set of rules."""
+        env, env_json = self.resolved(task)
+        key = tuple(map(id, task.env))
+        lines = self._env_lines.get(key)
+        if lines is None:
+            lines = self._env_lines[key] = env_lines(env)
+        return env, env_json, lines
+
     def resolve(self, task: TaskSpec) -> ResolvedEnv:
         layers: list[tuple[str, Sequence[EnvRule]]] = [
             (f"backend:{self.entry.name}", self.entry.env),
@@ -106,7 +116,7 @@ class RunContext:
 
     def build(self, task: TaskSpec, seq: int, attempt: int) -> BuiltJob:
         tag = attempt_tag(self.run.id, seq, attempt)
-        env, env_json = self.resolved(task)
+        env, env_json, lines = self.script_env(task)
         working_dir = self.working_dir(task)
         defaults = self.backend.job_paths(self.run.id, task.id, attempt)
         paths = JobPaths(
@@ -116,33 +126,39 @@ class RunContext:
             script=defaults.script,
         )
         body = render_task_script(
-            _with_working_dir(task, working_dir),
+            task,
             env,
             exit_path=paths.exit_code,
             login_shell=bool(getattr(self.entry, "login_shell", False)),
             tag=tag,
             before_cd=clone_lines(self.clone) if self.clone else (),
             outputs=output_paths(paths.exit_code),
-        )
-        spec = JobSpec(
-            tag=tag,
-            run_id=self.run.id,
-            task_id=task.id,
-            attempt=attempt,
-            name=task.name,
-            script="",
-            paths=paths,
             working_dir=working_dir,
-            cpus=task.cpus,
-            memory_mb=task.memory_mb,
-            time_limit_s=task.time_limit_s,
-            partition=task.partition,
-            gres=task.gres,
-            image=task.image,
-            env=env.as_dict(),
+            prepared_env=lines,
         )
-        script = self.backend.render_script(spec, body)
-        return BuiltJob(spec=replace(spec, script=script), env=env_json)
+        values = env.as_dict()
+
+        def spec(script: str) -> JobSpec:
+            return JobSpec(
+                tag=tag,
+                run_id=self.run.id,
+                task_id=task.id,
+                attempt=attempt,
+                name=task.name,
+                script=script,
+                paths=paths,
+                working_dir=working_dir,
+                cpus=task.cpus,
+                memory_mb=task.memory_mb,
+                time_limit_s=task.time_limit_s,
+                partition=task.partition,
+                gres=task.gres,
+                image=task.image,
+                env=values,
+            )
+
+        # Built twice rather than through dataclasses.replace, which costs several times more.
+        return BuiltJob(spec=spec(self.backend.render_script(spec(""), body)), env=env_json)
 
 
 def source_dir(root: str, working_dir: str) -> str:
@@ -166,9 +182,3 @@ def join_path(working_dir: str, path: str) -> str:
 
 def _is_rooted(path: str) -> bool:
     return path.startswith(("/", "~"))
-
-
-def _with_working_dir(task: TaskSpec, working_dir: str) -> TaskSpec:
-    if working_dir == task.working_dir:
-        return task
-    return replace(task, working_dir=working_dir)

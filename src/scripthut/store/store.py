@@ -9,6 +9,7 @@ directory at a time: it holds the lease row and renews it.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import socket
 import sqlite3
@@ -112,6 +113,17 @@ def _encode(column: str, value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)
     return value
+
+
+_ATTEMPT_VALUES = operator.attrgetter(*_ATTEMPT_COLUMNS)
+_EFFICIENCY = _ATTEMPT_COLUMNS.index("efficiency")
+
+
+def _attempt_row(attempt: AttemptRecord) -> list[Any]:
+    """An attempt's column values (efficiency is its only JSON column, none is a bool)."""
+    row = list(_ATTEMPT_VALUES(attempt))
+    row[_EFFICIENCY] = _encode("efficiency", row[_EFFICIENCY])
+    return row
 
 
 def _set_clause(fields: Iterable[str], allowed: frozenset[str]) -> str:
@@ -317,17 +329,25 @@ class Store(ResultsStore):
 
     def insert_attempts(self, attempts: Sequence[AttemptRecord]) -> None:
         placeholders = ", ".join("?" * len(_ATTEMPT_COLUMNS))
+        # Tasks of a run that share their env rules share one env object: encoded once.
+        envs: dict[int, str] = {}
+
+        def env_text(env: Any) -> str:
+            if isinstance(env, str):
+                return env
+            text = envs.get(id(env))
+            if text is None:
+                text = envs[id(env)] = _dumps(env)
+            return text
+
         with self.transaction():
             self._conn.executemany(
                 f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES ({placeholders})",
-                ([_encode(c, getattr(a, c)) for c in _ATTEMPT_COLUMNS] for a in attempts),
+                map(_attempt_row, attempts),
             )
             self._conn.executemany(
                 "INSERT INTO attempt_scripts (tag, script, env) VALUES (?, ?, ?)",
-                (
-                    (a.tag, a.script, a.env if isinstance(a.env, str) else _dumps(a.env))
-                    for a in attempts
-                ),
+                ((a.tag, a.script, env_text(a.env)) for a in attempts),
             )
 
     def update_attempts(self, changes: Sequence[tuple[AttemptKey, Mapping[str, Any]]]) -> None:

@@ -90,6 +90,8 @@ def render_task_script(
     tag: str = "",
     before_cd: Sequence[str] = (),
     outputs: tuple[str, str] | None = None,
+    working_dir: str | None = None,
+    prepared_env: Sequence[str] | None = None,
 ) -> str:
     """The whole script for one attempt of `task`, ending with a newline.
 
@@ -97,16 +99,17 @@ def render_task_script(
     working directory (a task's clone of its commit: `workflow.clone`); a non-zero exit
     there ends the script with that status, recorded like the command's. `outputs` (output
     folder, summary file) become `$SCRIPTHUT_OUTPUT_DIR` (created before the command starts)
-    and `$SCRIPTHUT_RUN_SUMMARY`."""
+    and `$SCRIPTHUT_RUN_SUMMARY`. `working_dir` replaces the task's own; `prepared_env` is
+    `env_lines(env)` when the caller keeps it for every task sharing `env`."""
     lines = [LOGIN_SHEBANG if login_shell else SHEBANG, *_header(header)]
     lines.append(_comment(task.id, tag))
     lines.extend(_exit_recording(exit_path))
-    lines.extend(f"eval {shell_quote(text)}" for text in env.init_lines())
-    lines.extend(_exports(env, task.id, tag))
+    lines.extend(env_lines(env) if prepared_env is None else prepared_env)
+    lines.extend(_task_exports(task.id, tag))
     if outputs is not None:
         lines.extend(_output_exports(*outputs))
     lines.extend(before_cd)
-    lines.append(_change_dir(task.working_dir))
+    lines.append(_change_dir(task.working_dir if working_dir is None else working_dir))
     if task.notebook is not None:
         lines.append(f"__hut_nb_runner={shell_quote(runner_source())}")
     lines.append(f"__hut_cmd={shell_quote(_command(task))}")
@@ -136,6 +139,8 @@ def _header(lines: Sequence[str]) -> list[str]:
 
 def _comment(task_id: str, tag: str) -> str:
     text = f"scripthut task {task_id}" + (f", run tag {tag}" if tag else "")
+    if text.isprintable():
+        return "# " + text
     return "# " + "".join(char if char.isprintable() else "?" for char in text)
 
 
@@ -152,9 +157,18 @@ def _exit_recording(exit_path: str) -> list[str]:
     return lines
 
 
-def _exports(env: ResolvedEnv, task_id: str, tag: str) -> list[str]:
-    lines = [_export(name, value.value, value.from_runtime) for name, value in env.values.items()]
-    lines.append(_export("SCRIPTHUT_TASK_ID", task_id, False))
+def env_lines(env: ResolvedEnv) -> list[str]:
+    """The script lines of a resolved env (init lines, then exports), the same in every
+    script that shares it."""
+    lines = [f"eval {shell_quote(text)}" for text in env.init_lines()]
+    lines.extend(
+        _export(name, value.value, value.from_runtime) for name, value in env.values.items()
+    )
+    return lines
+
+
+def _task_exports(task_id: str, tag: str) -> list[str]:
+    lines = [_export("SCRIPTHUT_TASK_ID", task_id, False)]
     if tag:
         lines.append(_export("SCRIPTHUT_TAG", tag, False))
     return lines
