@@ -1,5 +1,7 @@
 """Job arrays without a scheduler: grouping, chunking, the wrapper (run by a real bash),
-the submission script writing element files, site limits and finding elements again."""
+the submission script writing the elements' bundle, site limits and finding elements again.
+
+`bundle_texts`, `write_submission` and `run_element` serve the Grid Engine and PBS tests too."""
 
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ from typing import Any
 
 from scripthut.backends import slurm_arrays as sa
 from scripthut.backends.arrays import (
+    BUNDLE_SUFFIX,
+    ArrayFiles,
     array_tag,
+    bundled_submission,
     group_jobs,
     split_group,
     tags_of_wrapper,
@@ -31,6 +36,41 @@ from scripthut.workflow.script import shell_quote
 from tests.helpers import local_config
 
 HOSTILE = 'it\'s "odd" $(touch PWNED) `id` ; x | y\n&& z é'
+MARKER = "@@hut-test"
+
+
+def bundle_texts(count: int) -> list[str]:
+    """Element scripts with hostile and non-ASCII text; element 1 is long (3,000 lines);
+    element `i` prints `out <i> ...` and exits `i + 4`."""
+    texts = [
+        f"#!/bin/bash\necho out {i} é {shell_quote(HOSTILE)}; exit {i + 4}\n" for i in range(count)
+    ]
+    texts[1] = "#!/bin/bash\n" + "# é long\n" * 3000 + "echo out 1; exit 5\n"
+    return texts
+
+
+def write_submission(item: Submission, tmp_path: Path) -> None:
+    """Run the generated submission script for `item`, `cat` standing for the submit command:
+    the folders, the wrapper and the bundle are written as for the real one."""
+    text = submit_script(
+        [item], command=("cat",), index_dir=str(tmp_path / "idx"), marker=MARKER, transient=()
+    )
+    subprocess.run(["bash", "-c", text], cwd=tmp_path, capture_output=True, check=True)
+
+
+def run_element(wrapper: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The wrapper run by bash as one element, with only the array variables of `env`."""
+    clean = {k: v for k, v in os.environ.items() if "ARRAY" not in k and "TASK_ID" not in k}
+    return subprocess.run(
+        ["bash", wrapper], env={**clean, **env}, cwd=cwd, capture_output=True, text=True
+    )
+
+
+def write_bundle(jobs: Sequence[JobSpec], path: Path) -> str:
+    """The elements' scripts as the one file a submission writes; its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes("".join(job.script for job in jobs).encode())
+    return str(path)
 
 
 def spec(
@@ -106,16 +146,20 @@ def test_the_throttle_option() -> None:
 
 
 def test_the_wrapper_runs_its_own_element_with_its_own_logs(tmp_path: Path) -> None:
-    jobs = [spec(i, base=tmp_path) for i in range(3)]
+    jobs = [
+        replace(
+            spec(i, base=tmp_path),
+            script=f"#!/bin/bash\necho out {i} $X; echo err {i} >&2; exit {i + 4}\n",
+        )
+        for i in range(3)
+    ]
     folder = tmp_path / HOSTILE
     folder.mkdir()
-    for i, job in enumerate(jobs):
-        Path(job.paths.script).write_text(
-            f"#!/bin/bash\necho out {i} $X; echo err {i} >&2; exit {i + 4}\n"
-        )
-        os.chmod(job.paths.script, 0o700)
+    bundle = write_bundle(jobs, tmp_path / f"a{BUNDLE_SUFFIX}")
     wrapper = tmp_path / "wrapper.sh"
-    wrapper.write_text("#!/bin/bash\n" + wrapper_body(jobs, index_expr="${SLURM_ARRAY_TASK_ID-}"))
+    wrapper.write_text(
+        "#!/bin/bash\n" + wrapper_body(jobs, index_expr="${SLURM_ARRAY_TASK_ID-}", bundle=bundle)
+    )
     for index in (2, 0):
         env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(index), "X": "x"}
         done = subprocess.run(
@@ -139,33 +183,20 @@ def test_the_wrapper_runs_its_own_element_with_its_own_logs(tmp_path: Path) -> N
 def test_a_bundled_element_writes_its_own_script_from_the_one_file_then_runs_it(
     tmp_path: Path,
 ) -> None:
-    texts = [
-        f"#!/bin/bash\necho out {i} é {shell_quote(HOSTILE)}; exit {i + 4}\n" for i in range(3)
-    ]
-    texts[1] = "#!/bin/bash\n" + "# é long\n" * 3000 + "echo out 1; exit 5\n"
+    texts = bundle_texts(3)
     jobs = [replace(spec(i, base=tmp_path), script=texts[i]) for i in range(3)]
-    (tmp_path / HOSTILE).mkdir()
-    bundle = tmp_path / "arrays" / "a.elements"
-    item = Submission(
-        "hut.r1.arr.b",
-        "#!/bin/bash\n" + wrapper_body(jobs, index_expr="${I-}", bundle=str(bundle)),
-        str(tmp_path / "arrays" / "a.sh"),
-        (str(tmp_path / "arrays"),),
-        elements=tuple((j.paths.script, j.script) for j in jobs),
-        bundle=str(bundle),
-    )
-    marker = "@@hut-test"
-    text = submit_script(
-        [item], command=("cat",), index_dir=str(tmp_path / "idx"), marker=marker, transient=()
-    )
-    subprocess.run(["bash", "-c", text], capture_output=True, check=True)
+    files = ArrayFiles(array_tag(jobs), str(tmp_path / "arrays"))
+    body = wrapper_body(jobs, index_expr="${I-}", bundle=files.bundle)
+    item = bundled_submission(files, "#!/bin/bash\n" + body, jobs)
+    assert item.dirs == tuple(sorted({files.folder, str(tmp_path / HOSTILE)}))
+    write_submission(item, tmp_path)
+    bundle = Path(files.bundle)
     assert bundle.read_bytes() == "".join(texts).encode()
     assert stat.S_IMODE(os.stat(bundle).st_mode) == 0o600
     assert not any(Path(j.paths.script).exists() for j in jobs), "written when each starts"
-    wrapper = tmp_path / "arrays" / "a.sh"
+    wrapper = Path(files.wrapper)
     for index in (2, 1, 0):
-        env = {**os.environ, "I": str(index)}
-        done = subprocess.run(["bash", str(wrapper)], env=env, check=False)
+        done = run_element(str(wrapper), {"I": str(index)}, tmp_path)
         assert done.returncode == index + 4
         assert Path(jobs[index].paths.script).read_bytes() == texts[index].encode()
         assert stat.S_IMODE(os.stat(jobs[index].paths.script).st_mode) == 0o700
@@ -174,41 +205,35 @@ def test_a_bundled_element_writes_its_own_script_from_the_one_file_then_runs_it(
     assert not (tmp_path / "PWNED").exists()
     bundle.write_bytes(bundle.read_bytes()[:-3])  # cut short: the last element cannot run
     Path(jobs[2].paths.script).unlink()
-    done = subprocess.run(["bash", str(wrapper)], env={**os.environ, "I": "2"}, check=False)
+    before = Path(jobs[2].paths.stdout).read_text()
+    done = run_element(str(wrapper), {"I": "2"}, tmp_path)
     assert done.returncode == 2
     assert "cannot write this element's script" in Path(jobs[2].paths.stderr).read_text()
+    assert Path(jobs[2].paths.stdout).read_text() == before, "nothing of it ran"
 
 
-def test_the_submission_writes_every_element_privately_then_submits_once(tmp_path: Path) -> None:
-    jobs = [spec(i, base=tmp_path) for i in range(2)]
-    for i, job in enumerate(jobs):
-        jobs[i] = replace(job, script=f"#!/bin/bash\necho {i}\n")
-    folder = tmp_path / HOSTILE
-    item = Submission(
-        "hut.r1.arr.x",
-        "#!/bin/bash\n" + wrapper_body(jobs, index_expr="$I"),
-        str(tmp_path / "arrays" / "w.sh"),
-        (str(folder), str(tmp_path / "arrays")),
-        (str(tmp_path / "arrays" / "w.log"), ""),
-        elements=tuple((j.paths.script, j.script) for j in jobs),
-    )
+def test_the_submission_writes_the_bundle_privately_then_submits_once(tmp_path: Path) -> None:
+    jobs = [replace(spec(i, base=tmp_path), script=f"#!/bin/bash\necho {i}\n") for i in range(2)]
+    files = ArrayFiles("hut.r1.arr.x", str(tmp_path / "arrays"))
+    wrapper = "#!/bin/bash\n" + wrapper_body(jobs, index_expr="$I", bundle=files.bundle)
+    item = bundled_submission(files, wrapper, jobs)
     counter = tmp_path / "calls"
     command = ("bash", "-c", f"cat >> {counter}; echo 77")
-    marker = "@@hut-test"
     text = submit_script(
         [item, item],
         command=command,
         index_dir=str(tmp_path / "idx"),
-        marker=marker,
+        marker=MARKER,
         transient=(),
     )
     out = subprocess.run(["bash", "-c", text], capture_output=True, text=True, check=True)
-    replies = submit_replies(parse_sections(out.stdout, marker), 2)
+    replies = submit_replies(parse_sections(out.stdout, MARKER), 2)
     assert [(r.kind, r.text.strip()) for r in replies if r] == [("rc", "77"), ("known", "77")]
     assert counter.read_text().count("__hut_scripts=") == 1, "submitted once"
-    for i, job in enumerate(jobs):
-        assert Path(job.paths.script).read_text() == f"#!/bin/bash\necho {i}\n"
-        assert stat.S_IMODE(os.stat(job.paths.script).st_mode) == 0o700
+    assert Path(files.bundle).read_text() == "#!/bin/bash\necho 0\n#!/bin/bash\necho 1\n"
+    assert stat.S_IMODE(os.stat(files.bundle).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(files.log).st_mode) == 0o600
+    assert not any(Path(j.paths.script).exists() for j in jobs), "written when each starts"
     assert (tmp_path / "idx" / "hut.r1.arr.x").read_text() == "77\n"
 
 
@@ -227,23 +252,17 @@ def test_element_scripts_share_their_common_text_and_are_written_byte_for_byte(
     texts = [f"#!/bin/bash\n{common}echo {i} {odd[i % len(odd)]}\n{common}" for i in range(30)]
     texts += odd
     jobs = [replace(spec(i, base=tmp_path), script=text) for i, text in enumerate(texts)]
-    item = Submission(
-        "hut.r1.arr.y",
-        "#!/bin/bash\n" + wrapper_body(jobs, index_expr="$I"),
-        str(tmp_path / "arrays" / "w.sh"),
-        (str(tmp_path / HOSTILE), str(tmp_path / "arrays")),
-        elements=tuple((j.paths.script, j.script) for j in jobs),
-    )
-    marker = "@@hut-test"
+    files = ArrayFiles("hut.r1.arr.y", str(tmp_path / "arrays"))
+    wrapper = "#!/bin/bash\n" + wrapper_body(jobs, index_expr="$I", bundle=files.bundle)
+    item = bundled_submission(files, wrapper, jobs)
     text = submit_script(
-        [item], command=("cat",), index_dir=str(tmp_path / "idx"), marker=marker, transient=()
+        [item], command=("cat",), index_dir=str(tmp_path / "idx"), marker=MARKER, transient=()
     )
     line = "long enough to share 7"
     assert sum(t.count(line) for t in texts) >= 60
     assert text.count(line) <= 10, "the shared lines are sent once, not once per element"
     subprocess.run(["bash", "-c", text], cwd=tmp_path, capture_output=True, check=True)
-    for job in jobs:
-        assert Path(job.paths.script).read_bytes() == job.script.encode()
+    assert Path(files.bundle).read_bytes() == "".join(texts).encode()
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -271,11 +290,14 @@ def test_elements_are_found_again_through_their_array(tmp_path: Path) -> None:
     arrays.mkdir()
     jobs = [spec(i) for i in range(3)]
     first = array_tag(jobs)
-    (arrays / f"{first}.sh").write_text(
-        "#!/bin/bash\n#SBATCH --x\n" + wrapper_body(jobs, index_expr="$I")
-    )
+    body = wrapper_body(jobs, index_expr="$I", bundle=f"{first}{BUNDLE_SUFFIX}")
+    (arrays / f"{first}.sh").write_text("#!/bin/bash\n#SBATCH --x\n" + body)
     again = array_tag(jobs[1:])  # t1 and t2 were submitted again in another array
-    (arrays / f"{again}.sh").write_text("#!/bin/bash\n" + wrapper_body(jobs[1:], index_expr="$I"))
+    body = wrapper_body(jobs[1:], index_expr="$I", bundle=f"{again}{BUNDLE_SUFFIX}")
+    (arrays / f"{again}.sh").write_text("#!/bin/bash\n" + body)
+    # A bundle holds the tasks' own text, which may look like a tags line: never read.
+    forged = wrapper_body(jobs[:1], index_expr="$I", bundle="x")
+    (arrays / f"hut.r1.arr.forged{BUNDLE_SUFFIX}").write_text(forged)
     marker = "@@m"
     text = (
         f"__hut_m={marker}\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from scripthut.backends.base import ArrayGroup, JobPaths, JobRef, JobSpec
 from scripthut.backends.pbs import PBSBackend
 from scripthut.backends.remote import Section
 from scripthut.states import JobState
+from tests.test_arrays import HOSTILE, bundle_texts, run_element, write_bundle, write_submission
 from tests.test_pbs_scripts import backend, calls, cat
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pbs"
@@ -144,16 +146,51 @@ def run_wrapper(
     jobs = []
     for i in range(3):
         script = tmp_path / f"t{i}.sh"
-        script.write_text(f"#!/bin/bash\ntouch {folder}/ran.{i}\necho element {i}\n")
-        script.chmod(0o700)
+        text = f"#!/bin/bash\ntouch {folder}/ran.{i}\necho element {i}\n"
         paths = JobPaths(str(tmp_path / f"t{i}.out"), str(tmp_path / f"t{i}.err"), "", str(script))
-        jobs.append(JobSpec(f"hut.r.{i}.1", "r", f"t{i}", 1, "n", "", paths, "~"))
-    text = pa.wrapper_script(["#PBS -N x"], "#PBS -t 0-2", str(tmp_path / "wrapper.log"), jobs)
+        jobs.append(JobSpec(f"hut.r.{i}.1", "r", f"t{i}", 1, "n", text, paths, "~"))
+    bundle = write_bundle(jobs, tmp_path / "wrapper.elements")
+    log = str(tmp_path / "wrapper.log")
+    text = pa.wrapper_script(["#PBS -N x"], "#PBS -t 0-2", log, jobs, bundle)
     clean = {k: v for k, v in os.environ.items() if "ARRAY" not in k}
     done = subprocess.run(
         ["bash", "-s"], input=text, env={**clean, **env}, capture_output=True, text=True
     )
     return done, folder
+
+
+@pytest.mark.parametrize("flavor", ["torque", "pbspro"])
+def test_each_element_copies_its_own_script_from_the_bundle_hostile_text_intact(
+    tmp_path: Path, flavor: str
+) -> None:
+    pbs = backend(tmp_path, {}, flavor=flavor)
+    pbs.log_dir = str(tmp_path / "logs é 'x'")
+    texts = bundle_texts(3)
+    texts[2] = f"#!/bin/bash\nprintf '%s\\n' {shlex.quote(HOSTILE)} 'ü'; exit 6\n"
+    jobs = [replace(spec(pbs, tmp_path, i), script=texts[i]) for i in range(3)]
+    item = pbs.array_submission(ArrayGroup(tuple(jobs)))
+    assert item.bundle is not None and item.bundle.path.endswith(".elements")
+    write_submission(item, tmp_path)
+    assert not any(Path(j.paths.script).exists() for j in jobs), "written when each starts"
+    index = "PBS_ARRAYID" if flavor == "torque" else "PBS_ARRAY_INDEX"
+    for i, env in [(2, {index: "2"}), (1, {index: "1"}), (0, {"SLURM_ARRAY_TASK_ID": "0"})]:
+        done = run_element(item.script_path, env, tmp_path)
+        assert done.returncode == i + 4, done
+        assert Path(jobs[i].paths.script).read_bytes() == texts[i].encode()
+        assert os.stat(jobs[i].paths.script).st_mode & 0o777 == 0o700
+    assert Path(jobs[2].paths.stdout).read_text() == f"{HOSTILE}\nü\n"
+    assert Path(jobs[0].paths.stdout).read_text().startswith("out 0 é it's")
+    assert not (tmp_path / "PWNED").exists()
+    done = run_element(item.script_path, {}, tmp_path)  # no index at all: loud, nothing run
+    assert done.returncode == 2
+    assert "this array has no element -1" in Path(item.logs[0]).read_text()
+    bundle = Path(item.bundle.path)
+    bundle.write_bytes(bundle.read_bytes()[:-1])  # a short bundle: the last element stops
+    Path(jobs[2].paths.script).unlink()
+    done = run_element(item.script_path, {index: "2"}, tmp_path)
+    assert done.returncode == 2
+    assert "cannot write this element's script" in Path(jobs[2].paths.stderr).read_text()
+    assert Path(jobs[2].paths.stdout).read_text() == f"{HOSTILE}\nü\n", "it did not run"
 
 
 # --- submitting through the generated script ----------------------------------------------
@@ -177,8 +214,9 @@ def test_torque_array_submission_is_one_qsub_with_t_and_element_ids(tmp_path: Pa
     assert f"#PBS -N {tag}\n" in wrapper and "#PBS -t 0-2%2\n" in wrapper
     assert "#PBS -l nodes=1:ppn=1\n" in wrapper and "PBS_ARRAYID" in wrapper
     assert f"# scripthut array tags: {' '.join(j.tag for j in jobs)}" in wrapper
-    for job in jobs:  # every element's own script written before the qsub
-        assert Path(job.paths.script).read_text() == job.script
+    bundle = Path(argv.rsplit(" ", 1)[-1]).with_suffix(".elements")
+    assert bundle.read_text() == "".join(job.script for job in jobs), "one file before qsub"
+    assert not any(Path(job.paths.script).exists() for job in jobs)
     asyncio.run(pbs.submit_arrays([ArrayGroup(jobs[:2])]))
     assert calls(tmp_path, "qmgr") == ["-c p s"], "the limit is asked once"
 

@@ -1,16 +1,26 @@
 """Grid Engine arrays without a cluster: ranges, limits, element ids, the poll's live scan
-(real bash on qstat's XML) and pending elements read out of an array's `<tasks>` range."""
+(real bash on qstat's XML), pending elements read out of an array's `<tasks>` range, and the
+array job's wrapper run by bash as each element (its script copied out of the bundle)."""
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
+from pathlib import Path
+
+import pytest
 
 from scripthut.backends import sge_arrays as ga
-from scripthut.backends.base import JobPaths, JobRef
-from scripthut.backends.remote import Section
-from scripthut.backends.sge import _pending_elements
+from scripthut.backends.arrays import members_script, read_members
+from scripthut.backends.base import ArrayGroup, JobPaths, JobRef, JobSpec
+from scripthut.backends.remote import Section, parse_sections
+from scripthut.backends.sge import SGEBackend, _pending_elements
 from scripthut.backends.sge_parse import parse_qstat_xml
 from scripthut.backends.sge_scripts import _LIVE_SCAN
+from scripthut.errors import ScriptHutError
+from scripthut.transport import LocalTransport
+from tests.test_arrays import HOSTILE, bundle_texts, run_element, write_submission
 
 QSTAT = """<?xml version='1.0'?>
 <job_info>
@@ -95,3 +105,63 @@ def test_elements_to_cancel_become_runs_of_tasks_per_array() -> None:
     ids = ["862.4", "862.2", "862.3", "862.9", "700", "901.1", "862.3"]
     assert ga.task_ranges(ids) == [("862", "2-4"), ("862", "9-9"), ("901", "1-1")]
     assert ga.task_ranges(["700"]) == []
+
+
+def test_each_element_copies_its_own_script_from_the_bundle_hostile_text_intact(
+    tmp_path: Path,
+) -> None:
+    sge = SGEBackend(
+        "sge",
+        transport=LocalTransport(),
+        max_concurrent=10,
+        log_dir=str(tmp_path / "logs é 'x'"),
+    )
+    sge.host.user, sge.host.home = "alice", str(tmp_path)
+    texts = bundle_texts(3)
+    texts[2] = f"#!/bin/bash\nprintf '%s\\n' {shlex.quote(HOSTILE)} 'ü'; exit 6\n"
+    jobs = []
+    for i, text in enumerate(texts):
+        paths = sge.job_paths("r1", f"t{i}", 1)
+        jobs.append(JobSpec(f"hut.r1.t{i}.1", "r1", f"t{i}", 1, f"t{i}", text, paths, "~"))
+    item = sge.array_submission(ArrayGroup(tuple(jobs), throttle=2))
+    assert "#$ -t 1-3\n" in item.text and "#$ -tc 2\n" in item.text
+    assert item.bundle is not None and item.bundle.path.endswith(".elements")
+    write_submission(item, tmp_path)
+    assert Path(item.bundle.path).read_bytes() == "".join(texts).encode()
+    assert not any(Path(j.paths.script).exists() for j in jobs), "written when each starts"
+    for task in (3, 2, 1):  # Grid Engine's tasks count from 1
+        done = run_element(item.script_path, {"SGE_TASK_ID": str(task)}, tmp_path)
+        assert done.returncode == task + 3, done
+        assert Path(jobs[task - 1].paths.script).read_bytes() == texts[task - 1].encode()
+        assert os.stat(jobs[task - 1].paths.script).st_mode & 0o777 == 0o700
+    assert Path(jobs[2].paths.stdout).read_text() == f"{HOSTILE}\nü\n"
+    assert Path(jobs[1].paths.stdout).read_text() == "out 1\n"
+    assert not (tmp_path / "PWNED").exists()
+    for bad in ({}, {"SGE_TASK_ID": "0"}, {"SGE_TASK_ID": "4"}, {"SGE_TASK_ID": "undefined"}):
+        done = run_element(item.script_path, bad, tmp_path)
+        assert done.returncode == 2
+    # The wrapper's own output goes to its log (this folder's name is too odd for `-o`).
+    assert Path(item.logs[0]).read_text().count("scripthut: this array has no element") == 4
+    bundle = Path(item.bundle.path)
+    bundle.write_bytes(bundle.read_bytes()[:-1])  # a short bundle: the last element stops
+    Path(jobs[2].paths.script).unlink()
+    done = run_element(item.script_path, {"SGE_TASK_ID": "3"}, tmp_path)
+    assert done.returncode == 2
+    assert "cannot write this element's script" in Path(jobs[2].paths.stderr).read_text()
+    assert Path(jobs[2].paths.stdout).read_text() == f"{HOSTILE}\nü\n", "it did not run"
+    # After a restart the wrapper's tags line places each element; the bundle is not read.
+    text = "__hut_m=@@m\n" + members_script([j.tag for j in jobs], sge.log_dir)
+    out = subprocess.run(["bash", "-c", text], capture_output=True, text=True, check=True)
+    members = read_members(parse_sections(out.stdout, "@@m"))
+    assert members == {j.tag: [(item.tag, i)] for i, j in enumerate(jobs)}
+
+
+def test_a_value_grid_engine_cannot_take_names_the_task() -> None:
+    sge = SGEBackend("sge", transport=LocalTransport(), max_concurrent=10, log_dir="/logs")
+    sge.host.user, sge.host.home = "alice", "/home/alice"
+    paths = JobPaths("/l/o", "/l/e", "/l/x", "/l/s")
+    jobs = [
+        JobSpec(f"hut.r1.t{i}.1", "r1", f"t{i}", 1, "t", "", paths, "~", cpus=2) for i in (0, 1)
+    ]
+    with pytest.raises(ScriptHutError, match=r"task 't0'.*parallel_env"):
+        sge.array_submission(ArrayGroup(tuple(jobs)))

@@ -15,11 +15,13 @@ only a way to hand the scheduler many scripts in one submission.
   index to that element's script and log paths through bash arrays of quoted literals,
   opens its logs (created 0600) and `exec`s the script: no user text is ever evaluated by
   the wrapper, and the element runs exactly as a plain job would (its shebang, its env, its
-  exit-code file). With a bundle (Slurm), the element scripts were written at submission as
-  one file, and each element first copies its own bytes of it to its script file: one file
-  created per array at submission instead of one per element.
+  exit-code file). The element scripts were written at submission as one file, the bundle,
+  and each element first copies its own bytes of it to its script file: one file created
+  per array at submission instead of one per element.
   Its first line lists the element tags: after a crash `find` reads it to learn which
   element of which array an attempt is (`members_script` / `read_members`).
+- `ArrayFiles` / `bundled_submission`: where an array's own files go (wrapper, log, bundle)
+  and the array job as one `remote.Submission`, the same for every scheduler.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ from __future__ import annotations
 import hashlib
 import shlex
 from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, replace
 
-from scripthut.backends.base import ArrayGroup, JobSpec
-from scripthut.backends.remote import Section
+from scripthut.backends.base import ArrayGroup, JobPaths, JobSpec
+from scripthut.backends.remote import Bundle, Section, Submission, job_dirs
 from scripthut.workflow.script import shell_path
 
 ARRAYS_DIR = ".arrays"
 TAGS_LINE = "# scripthut array tags:"
+BUNDLE_SUFFIX = ".elements"  # not `.sh`: `members_script` reads only the wrappers
 
 
 def array_key(spec: JobSpec) -> Hashable:
@@ -92,15 +96,61 @@ def element_id(array_job_id: str, index: int) -> str:
     return f"{array_job_id}_{index}"
 
 
-def wrapper_body(
-    jobs: Sequence[JobSpec], *, index_expr: str, first: int = 0, bundle: str | None = None
-) -> str:
+@dataclass(frozen=True, slots=True)
+class ArrayFiles:
+    """An array job's own files in `folder`: `<tag>.sh` (the wrapper, whose tags line `find`
+    reads), `<tag>.log` (the wrapper's own output) and `<tag>.elements` (the bundle)."""
+
+    tag: str
+    folder: str
+
+    @property
+    def wrapper(self) -> str:
+        return f"{self.folder}/{self.tag}.sh"
+
+    @property
+    def log(self) -> str:
+        return f"{self.folder}/{self.tag}.log"
+
+    @property
+    def bundle(self) -> str:
+        return f"{self.folder}/{self.tag}{BUNDLE_SUFFIX}"
+
+    def head(self, jobs: Sequence[JobSpec]) -> JobSpec:
+        """The array job as one job for the scheduler's header: the first element's
+        resources, the array's tag, `<first name> (+<n-1>)`, the wrapper and its log."""
+        paths = JobPaths(self.log, self.log, "", self.wrapper)
+        name = f"{jobs[0].name} (+{len(jobs) - 1})"
+        return replace(jobs[0], tag=self.tag, name=name, paths=paths)
+
+
+def array_files(jobs: Sequence[JobSpec], folder: str) -> ArrayFiles:
+    """The files of the array of `jobs`, kept in `folder` (`<log_dir>/.arrays`)."""
+    return ArrayFiles(array_tag(jobs), folder.rstrip("/") or "/")
+
+
+def bundled_submission(files: ArrayFiles, wrapper: str, jobs: Sequence[JobSpec]) -> Submission:
+    """The array job for `remote.submit_script`: the wrapper `files.wrapper` (its log beside
+    it), the element scripts written first as the one file `files.bundle`."""
+    dirs = {files.folder} | {d for spec in jobs for d in job_dirs(spec.paths)}
+    return Submission(
+        files.tag,
+        wrapper,
+        files.wrapper,
+        tuple(sorted(dirs)),
+        (files.log, ""),
+        Bundle(files.bundle, tuple(spec.script for spec in jobs)),
+    )
+
+
+def wrapper_body(jobs: Sequence[JobSpec], *, index_expr: str, bundle: str, first: int = 0) -> str:
     """Bash after the header: run element `index_expr - first`'s own script with its logs.
 
     `index_expr` is trusted text naming the scheduler's index variable (`$SLURM_ARRAY_TASK_ID`,
-    `$SGE_TASK_ID`, ...); everything of the tasks is a quoted literal. With `bundle`, the
-    element scripts were submitted as that one file (`bundle_text`): the element writes its
-    own script (0700) from its bytes there when it starts, then runs it.
+    `$SGE_TASK_ID`, ...); everything of the tasks is a quoted literal. The element scripts
+    were submitted as the one file `bundle` (`bundled_submission`): the element writes its
+    own script (0700) from its bytes there when it starts, then runs it; a short or failed
+    copy stops it (exit 2, the reason in its .err).
     """
 
     def literal(paths: Iterable[str]) -> str:
@@ -112,7 +162,7 @@ def wrapper_body(
             f"__hut_scripts=({literal(spec.paths.script for spec in jobs)})\n",
             f"__hut_outs=({literal(spec.paths.stdout for spec in jobs)})\n",
             f"__hut_errs=({literal(spec.paths.stderr for spec in jobs)})\n",
-            *(_bundle_arrays(jobs, bundle) if bundle is not None else ()),
+            *_bundle_arrays(jobs, bundle),
             f"__hut_i={index_expr}\n",
             "case $__hut_i in ''|*[!0-9]*) __hut_i=-1 ;; "
             f"*) __hut_i=$((__hut_i - {int(first)})) ;; esac\n",
@@ -125,7 +175,7 @@ def wrapper_body(
             "__hut_umask=$(umask)\n",
             "umask 077\n",
             'exec >> "${__hut_outs[__hut_i]}" 2>> "${__hut_errs[__hut_i]}"\n',
-            _UNBUNDLE if bundle is not None else "",
+            _UNBUNDLE,
             'umask "$__hut_umask"\n',
             'exec "${__hut_scripts[__hut_i]}"\n',
         ]

@@ -9,7 +9,8 @@ element ids, the array's record standing for its elements, and submitting.
   to its log beside it, then `arrays.wrapper_body` indexed by `$PBS_ARRAYID` (Torque),
   `$PBS_ARRAY_INDEX` (PBS Pro) or, on Slurm's Torque compatibility commands, which set only
   Slurm's variables, `$SLURM_ARRAY_TASK_ID`. With none of them the element fails (exit 2,
-  the message in the wrapper's log): it never runs element 0 by mistake.
+  the message in the wrapper's log): it never runs element 0 by mistake. Each element's
+  script is copied from the array's bundle when it starts.
 - `element_id` / `split_id`: element `i` of the array qsub called `123[]` (`123[].server`, or
   a bare `123` on the wrappers) is `123[i]` (`123[i].server`).
 - `expanded_listing`: `qstat -t` (elements one record each), learning once that a server
@@ -28,16 +29,9 @@ from dataclasses import dataclass, replace
 
 from scripthut.backends import pbs_parse as pp
 from scripthut.backends import pbs_script as ps
-from scripthut.backends.arrays import (
-    ARRAYS_DIR,
-    array_tag,
-    members_script,
-    split_group,
-    wrapper_body,
-)
+from scripthut.backends.arrays import ArrayFiles, members_script, split_group, wrapper_body
 from scripthut.backends.base import (
     ArrayGroup,
-    JobPaths,
     JobSpec,
     JobStatus,
     SubmitOutcome,
@@ -51,7 +45,6 @@ from scripthut.backends.remote import (
     script_start,
 )
 from scripthut.backends.scheduler import SchedulerBackend
-from scripthut.errors import ScriptHutError
 from scripthut.states import JobState
 from scripthut.workflow.script import SHEBANG
 
@@ -114,10 +107,13 @@ def array_line(flavor: str, size: int, throttle: int | None) -> str:
     return line
 
 
-def wrapper_script(header: Sequence[str], line: str, log: str, jobs: Sequence[JobSpec]) -> str:
-    """The array job: the shared header, the array line, its own log, the body."""
+def wrapper_script(
+    header: Sequence[str], line: str, log: str, jobs: Sequence[JobSpec], bundle: str
+) -> str:
+    """The array job: the shared header, the array line, its own log, the body (its
+    elements' scripts in the file `bundle`)."""
     redirect = ps.log_redirect(log, log)
-    body = wrapper_body(jobs, index_expr=INDEX_EXPR)
+    body = wrapper_body(jobs, index_expr=INDEX_EXPR, bundle=bundle)
     return "\n".join([SHEBANG, *header, line, redirect]) + "\n" + body
 
 
@@ -336,26 +332,12 @@ class PBSArrays(SchedulerBackend):
         return element_id(job_id, index)
 
     def array_submission(self, group: ArrayGroup) -> Submission:
-        """The wrapper `<log_dir>/.arrays/<array tag>.sh` (its log beside it), every
-        element's script written before the one qsub; a group of one, a plain job."""
-        jobs = group.jobs
-        if len(jobs) == 1:
-            return self.submission(jobs[0])
-        tag = array_tag(jobs)
-        folder = self.host.absolute(f"{self.log_dir}/{ARRAYS_DIR}")
-        paths = JobPaths(f"{folder}/{tag}.log", f"{folder}/{tag}.log", "", f"{folder}/{tag}.sh")
-        try:
-            header = self.job_header(replace(jobs[0], tag=tag, paths=paths))
-            line = array_line(self.dialect, len(jobs), group.throttle)
-        except ValueError as exc:
-            raise ScriptHutError(f"task '{jobs[0].task_id}': {exc}") from None
-        items = [self.submission(spec) for spec in jobs]
-        dirs = {d for item in items for d in item.dirs} | {folder}
-        return Submission(
-            tag,
-            wrapper_script(header, line, paths.stdout, jobs),
-            paths.script,
-            tuple(sorted(dirs)),
-            (paths.stdout, ""),
-            elements=tuple((spec.paths.script, spec.script) for spec in jobs),
-        )
+        """A group of one, a plain job; else the array job (`SchedulerBackend`)."""
+        if len(group.jobs) == 1:
+            return self.submission(group.jobs[0])
+        return super().array_submission(group)
+
+    def array_wrapper(self, group: ArrayGroup, files: ArrayFiles) -> str:
+        header = self.job_header(files.head(group.jobs))
+        line = array_line(self.dialect, len(group.jobs), group.throttle)
+        return wrapper_script(header, line, files.log, group.jobs, files.bundle)

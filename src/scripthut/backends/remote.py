@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from scripthut.backends.base import LogChunk
+from scripthut.backends.base import JobPaths, LogChunk
 from scripthut.config import PBSBackendConfig, SGEBackendConfig, SlurmBackendConfig
 from scripthut.errors import ScriptHutError
 from scripthut.outputs import LIST_SCRIPT, OutputListing, list_argv, parse_listing
@@ -61,6 +61,12 @@ def parent_dir(path: str) -> str | None:
     """The directory a file path names, unless it is home or the current directory."""
     head = path.rsplit("/", 1)[0] if "/" in path else ""
     return head if head not in ("", "~") else None
+
+
+def job_dirs(paths: JobPaths) -> set[str]:
+    """The folders a job's files (logs, exit code, script) go in."""
+    files = (paths.stdout, paths.stderr, paths.exit_code, paths.script)
+    return {d for d in map(parent_dir, files) if d is not None}
 
 
 def make_transport(entry: SlurmBackendConfig | PBSBackendConfig | SGEBackendConfig) -> Transport:
@@ -267,15 +273,22 @@ class RemoteHost:
 
 
 @dataclass(frozen=True, slots=True)
+class Bundle:
+    """An array's element scripts, written one after the other as the one file `path` (0600)
+    before its submit command runs; each element writes its own script from its bytes there
+    when it starts (`arrays.wrapper_body`)."""
+
+    path: str
+    scripts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Submission:
     """One job for `submit_script`: tag, script text, where the script is kept, dirs it needs,
     and its logs (created 0600 before the submission, so the scheduler appends to them).
 
-    An array job also carries its `elements`: (script path, script text) of each element,
-    written (0700) before the one submit command runs; the array's wrapper creates each
-    element's logs (0600) when the element starts. With a `bundle` path, the element texts
-    are written there instead, one after the other as one file (0600), and the wrapper
-    writes each element's script from it when the element starts (`arrays.wrapper_body`).
+    An array job also carries its elements' `bundle`; the array's wrapper creates each
+    element's logs (0600) when the element starts.
     """
 
     tag: str
@@ -283,8 +296,7 @@ class Submission:
     script_path: str
     dirs: tuple[str, ...]
     logs: tuple[str, str] = ("", "")
-    elements: tuple[tuple[str, str], ...] = ()
-    bundle: str = ""
+    bundle: Bundle | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,8 +317,8 @@ __hut_tmp=$(mktemp "${TMPDIR:-/tmp}/scripthut-submit.XXXXXX" 2>/dev/null) ||
     __hut_tmp=$__hut_idx/.submit.$$
 trap 'rm -f -- "$__hut_tmp"' EXIT
 __hut_submit() {
-    local i=$1 tag=$2 file=$3 text=$4 lo=$5 le=$6 out rc d k
-    local -a lines made=() scripts=()
+    local i=$1 tag=$2 file=$3 text=$4 lo=$5 le=$6 out rc d
+    local -a lines made=()
     shift 6
     if [ -n "$__hut_stop" ]; then
         printf '%s job %s skipped\n' "$__hut_m" "$i"
@@ -327,24 +339,10 @@ __hut_submit() {
         printf '%s job %s error\ncannot write the job script %s\n' "$__hut_m" "$i" "$file"
         return 0
     fi
-    if [ -n "$__hut_bundle" ]; then
-        if ! printf '%s' "${__hut_el[@]}" 2>/dev/null > "$__hut_bundle"; then
-            printf '%s job %s error\ncannot write the job scripts %s\n' "$__hut_m" "$i" \
-                "$__hut_bundle"
-            return 0
-        fi
-    else
-        for ((k = 0; k < ${#__hut_el[@]}; k += 2)); do
-            if ! printf '%s' "${__hut_el[k + 1]}" 2>/dev/null > "${__hut_el[k]}"; then
-                printf '%s job %s error\ncannot write the job script %s\n' "$__hut_m" "$i" \
-                    "${__hut_el[k]}"
-                return 0
-            fi
-            scripts+=("${__hut_el[k]}")
-        done
-    fi
-    if [ "${#scripts[@]}" -gt 0 ] && ! chmod 700 -- "${scripts[@]}" 2>/dev/null; then
-        printf '%s job %s error\ncannot make the element scripts executable\n' "$__hut_m" "$i"
+    if [ -n "$__hut_bundle" ] && ! printf '%s' "${__hut_el[@]}" 2>/dev/null > "$__hut_bundle"
+    then
+        printf '%s job %s error\ncannot write the job scripts %s\n' "$__hut_m" "$i" \
+            "$__hut_bundle"
         return 0
     fi
     for d in "$lo" "$le"; do
@@ -401,7 +399,8 @@ def submit_script(
     function = _SUBMIT_FUNCTION.replace('__SUBMIT__ < "$file"', submit)
     function = function.replace("__TRANSIENT__", patterns)
     dirs = sorted({d for item in items for d in item.dirs} | {index_dir})
-    pieces = SharedPieces([text for item in items for _path, text in item.elements])
+    bundles = [item.bundle for item in items if item.bundle is not None]
+    pieces = SharedPieces([text for bundle in bundles for text in bundle.scripts])
     lines = [
         script_start(marker),
         f"__hut_idx={shell_path(index_dir)}\n",
@@ -411,19 +410,16 @@ def submit_script(
     ]
     shared_at = len(lines)
     for index, item in enumerate(items):
-        if item.bundle:
-            parts = [pieces.word(text) for _path, text in item.elements]
-            lines.append(f"__hut_bundle={shell_path(item.bundle)}\n")
-            lines.append(f"__hut_el=({' '.join(parts)})\n")
-        elif item.elements:
-            parts = [f"{shell_path(path)} {pieces.word(text)}" for path, text in item.elements]
+        if item.bundle is not None:
+            parts = [pieces.word(text) for text in item.bundle.scripts]
+            lines.append(f"__hut_bundle={shell_path(item.bundle.path)}\n")
             lines.append(f"__hut_el=({' '.join(parts)})\n")
         words = [str(index), shlex.quote(item.tag), shell_path(item.script_path)]
         words.append(shlex.quote(item.text))
         words.extend(shell_path(log) if log else "''" for log in item.logs)
         words.extend(shell_path(d) for d in item.dirs)
         lines.append(f"__hut_submit {' '.join(words)}\n")
-        if item.elements or item.bundle:
+        if item.bundle is not None:
             lines.append("__hut_el=()\n__hut_bundle=\n")
     lines.insert(shared_at, pieces.assignment())
     lines.append(script_end())

@@ -9,7 +9,8 @@ outputs read through the host.
 
 A dialect gives its commands and parsing through a few hooks: `submit_command`,
 `submitted_job_id`, `poll_script`/`read_poll`, `find_script`/`read_find`,
-`info_script`/`read_info`, and for arrays `array_submission`/`element_id`.
+`info_script`/`read_info`, and for arrays `array_wrapper`/`element_id` (the array job's
+files, its element scripts as one bundle, are built here: `array_submission`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Required, TypedDict
 
+from scripthut.backends.arrays import ARRAYS_DIR, ArrayFiles, array_files, bundled_submission
 from scripthut.backends.base import (
     ArrayGroup,
     Backend,
@@ -40,8 +42,8 @@ from scripthut.backends.remote import (
     check_name,
     in_chunks,
     is_safe_name,
+    job_dirs,
     new_marker,
-    parent_dir,
     submit_replies,
     submit_script,
 )
@@ -249,14 +251,8 @@ class SchedulerBackend(Backend):
     def submission(spec: JobSpec) -> Submission:
         """One job for `submit_script`: its script, the folders of its files, its logs."""
         paths = spec.paths
-        dirs = {parent_dir(p) for p in (paths.stdout, paths.stderr, paths.exit_code, paths.script)}
-        return Submission(
-            spec.tag,
-            spec.script,
-            paths.script,
-            tuple(sorted(d for d in dirs if d is not None)),
-            (paths.stdout, paths.stderr),
-        )
+        dirs = tuple(sorted(job_dirs(paths)))
+        return Submission(spec.tag, spec.script, paths.script, dirs, (paths.stdout, paths.stderr))
 
     def outcome(self, reply: SubmitReply | None) -> SubmitOutcome | None:
         """The outcome of one reply; None when it is unknown."""
@@ -285,7 +281,21 @@ class SchedulerBackend(Backend):
         return self.arrays
 
     def array_submission(self, group: ArrayGroup) -> Submission:
-        """The one array job of `group` (within the site's limits) for `submit_script`."""
+        """The one array job of `group` (within the site's limits) for `submit_script`: the
+        wrapper `<log_dir>/.arrays/<array tag>.sh` (its log beside it), the element scripts
+        written before the one submit command as one file beside it (`arrays.ArrayFiles`)."""
+        jobs = group.jobs
+        files = array_files(jobs, self.host.absolute(f"{self.log_dir}/{ARRAYS_DIR}"))
+        try:
+            wrapper = self.array_wrapper(group, files)
+        except ValueError as exc:
+            raise ScriptHutError(f"task '{jobs[0].task_id}': {exc}") from None
+        return bundled_submission(files, wrapper, jobs)
+
+    def array_wrapper(self, group: ArrayGroup, files: ArrayFiles) -> str:
+        """The array job's script: the scheduler's header for `files.head(group.jobs)`, its
+        array lines, then `arrays.wrapper_body` indexed by the scheduler's variable with
+        `bundle=files.bundle`. ValueError when a value has no spelling in the header."""
         raise NotImplementedError(f"backend '{self.name}' submits no arrays")
 
     def element_id(self, job_id: str, index: int) -> str:

@@ -34,11 +34,10 @@ from scripthut.backends import sge_arrays as ga
 from scripthut.backends import sge_parse as gp
 from scripthut.backends import sge_scripts as scripts
 from scripthut.backends import slurm_arrays as sa
-from scripthut.backends.arrays import ARRAYS_DIR, array_tag, split_group
+from scripthut.backends.arrays import ArrayFiles, split_group
 from scripthut.backends.base import (
     ArrayGroup,
     BackendInfo,
-    JobPaths,
     JobRef,
     JobSpec,
     JobStatus,
@@ -48,7 +47,6 @@ from scripthut.backends.base import (
 from scripthut.backends.remote import (
     MissingClock,
     Section,
-    Submission,
     exit_codes,
     indexed,
     is_safe_name,
@@ -254,32 +252,10 @@ class SGEBackend(SchedulerBackend):
     def element_id(self, job_id: str, index: int) -> str:
         return ga.element_id(job_id, index)
 
-    def array_submission(self, group: ArrayGroup) -> Submission:
-        """The wrapper `<log_dir>/.arrays/<array tag>.sh` (its log beside it), with every
-        element's script written before the one qsub."""
-        jobs = group.jobs
-        tag = array_tag(jobs)
-        folder = self.host.absolute(f"{self.log_dir}/{ARRAYS_DIR}")
-        log_path = f"{folder}/{tag}.log"
-        paths = JobPaths(log_path, log_path, "", f"{folder}/{tag}.sh")
-        try:
-            header, prologue = self._directives(
-                replace(jobs[0], tag=tag, name=f"{jobs[0].name} (+{len(jobs) - 1})", paths=paths),
-                "/bin/bash",
-            )
-        except ValueError as exc:
-            raise ScriptHutError(f"task '{jobs[0].task_id}': {exc}") from None
-        options = gp.directives(ga.array_options(len(jobs), group.throttle))
-        items = [self.submission(spec) for spec in jobs]
-        dirs = {d for item in items for d in item.dirs} | {folder}
-        return Submission(
-            tag,
-            ga.wrapper_script(header, [*options, *prologue], jobs),
-            paths.script,
-            tuple(sorted(dirs)),
-            (log_path, ""),
-            elements=tuple((spec.paths.script, spec.script) for spec in jobs),
-        )
+    def array_wrapper(self, group: ArrayGroup, files: ArrayFiles) -> str:
+        header, prologue = self._directives(files.head(group.jobs), "/bin/bash")
+        options = gp.directives(ga.array_options(len(group.jobs), group.throttle))
+        return ga.wrapper_script(header, [*options, *prologue], group.jobs, files.bundle)
 
     # -- polling --------------------------------------------------------------------------
 

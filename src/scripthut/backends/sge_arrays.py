@@ -3,7 +3,8 @@
 - `SiteLimits` / `limits_script` / `read_limits`: `max_aj_tasks` (most tasks in one array)
   and `max_aj_instances` (most tasks of one array running at once) from `qconf -sconf`.
 - `wrapper_script`: the shared `#$` header, `#$ -t 1-<n>`, `#$ -tc <throttle>`, then
-  `arrays.wrapper_body` indexed by `$SGE_TASK_ID` (which starts at 1).
+  `arrays.wrapper_body` indexed by `$SGE_TASK_ID` (which starts at 1), each element's
+  script copied from the array's bundle when it starts.
 - `element_id` / `split_id`: an element is `<job>.<task>` (`123.4`), as `qstat -xml` and
   `qacct` name array tasks; element `i` of the wrapper is task `i + 1`.
 - `task_numbers`: the tasks a pending array's `<tasks>` range (`2-10:1`, `1,3-5:2`) holds;
@@ -65,9 +66,12 @@ def array_options(size: int, throttle: int | None) -> list[tuple[str, str | None
     return [("t", f"1-{size}"), ("tc", str(throttle) if limited else None)]
 
 
-def wrapper_script(header: Sequence[str], options: Sequence[str], jobs: Sequence[JobSpec]) -> str:
-    """The array job: the shared `#$` header, the array options, the body."""
-    body = wrapper_body(jobs, index_expr="${SGE_TASK_ID-}", first=1)
+def wrapper_script(
+    header: Sequence[str], options: Sequence[str], jobs: Sequence[JobSpec], bundle: str
+) -> str:
+    """The array job: the shared `#$` header, the array options, the body (its elements'
+    scripts in the file `bundle`)."""
+    body = wrapper_body(jobs, index_expr="${SGE_TASK_ID-}", bundle=bundle, first=1)
     return "\n".join([SHEBANG, *header, *options]) + "\n" + body
 
 

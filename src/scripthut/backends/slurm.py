@@ -29,7 +29,7 @@ from typing import Unpack
 
 from scripthut.backends import slurm_arrays as sa
 from scripthut.backends import slurm_parse as sp
-from scripthut.backends.arrays import ARRAYS_DIR, element_id, split_group
+from scripthut.backends.arrays import ArrayFiles, element_id, split_group
 from scripthut.backends.base import (
     ArrayGroup,
     BackendInfo,
@@ -41,7 +41,6 @@ from scripthut.backends.base import (
 )
 from scripthut.backends.remote import (
     Section,
-    Submission,
     capture,
     exit_codes,
     exit_files_script,
@@ -185,13 +184,9 @@ class SlurmBackend(SchedulerBackend):
         chunks = [chunk for group in groups for chunk in split_group(group, largest)]
         return await self.submit_array_chunks(chunks, groups)
 
-    def array_submission(self, group: ArrayGroup) -> Submission:
-        folder = self.host.absolute(f"{self.log_dir}/{ARRAYS_DIR}")
-        first = group.jobs[0]
-        try:
-            return sa.array_submission(group, folder, self._directives, self.submission)
-        except ValueError as exc:
-            raise ScriptHutError(f"task '{first.task_id}': {exc}") from None
+    def array_wrapper(self, group: ArrayGroup, files: ArrayFiles) -> str:
+        header = self._directives(files.head(group.jobs))
+        return sa.wrapper_script(header, group.jobs, group.throttle, files.bundle)
 
     def element_id(self, job_id: str, index: int) -> str:
         return element_id(job_id, index)

@@ -5,7 +5,7 @@
   (when accounting answers), in one round trip; the backend asks once and keeps the answer.
 - `wrapper_script`: `#SBATCH --array=0-<n-1>[%throttle]`, the shared resources of the
   elements, the array's tag in `--comment`, then `arrays.wrapper_body` indexed by
-  `$SLURM_ARRAY_TASK_ID`.
+  `$SLURM_ARRAY_TASK_ID` (the array job's files and bundle: `arrays.ArrayFiles`).
 - `members_script` / `read_members` (in `arrays`, shared by every scheduler): after a crash,
   which element of which array an attempt tag is, from the wrappers' tags lines.
 """
@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from scripthut.backends import slurm_parse as sp
-from scripthut.backends.arrays import array_tag, element_id, wrapper_body
+from scripthut.backends.arrays import element_id, wrapper_body
 from scripthut.backends.arrays import members_script as members_script
 from scripthut.backends.arrays import read_members as read_members
-from scripthut.backends.base import ArrayGroup, JobPaths, JobSpec
-from scripthut.backends.remote import Section, Submission, capture, parent_dir
+from scripthut.backends.base import ArrayGroup, JobSpec
+from scripthut.backends.remote import Section, capture
 from scripthut.workflow.script import SHEBANG
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
-BUNDLE_SUFFIX = ".elements"  # not `.sh`: `members_script` reads only the wrappers
 _CONFIG_LINE = re.compile(r"^\s*(MaxArraySize|MaxJobCount)\s*=\s*([0-9]+)", re.MULTILINE)
 
 
@@ -95,10 +94,10 @@ def array_option(size: int, throttle: int | None) -> str:
 
 
 def wrapper_script(
-    header: Sequence[str], jobs: Sequence[JobSpec], throttle: int | None, bundle: str | None = None
+    header: Sequence[str], jobs: Sequence[JobSpec], throttle: int | None, bundle: str
 ) -> str:
     """The array job: `header` (#SBATCH lines of the shared resources), the array, the body
-    (its elements' scripts in `bundle` when given)."""
+    (its elements' scripts in the file `bundle`)."""
     lines = [
         SHEBANG,
         *header,
@@ -149,33 +148,3 @@ def packed(groups: Sequence[ArrayGroup], elements: int) -> list[list[ArrayGroup]
         trips[-1].append(group)
         size += len(group)
     return trips
-
-
-def array_submission(
-    group: ArrayGroup,
-    folder: str,
-    directives: Callable[[JobSpec], list[str]],
-    element: Callable[[JobSpec], Submission],
-) -> Submission:
-    """The array job of `group` for `remote.submit_script`: its wrapper kept in `folder` as
-    `<array tag>.sh` (its own log beside it), the element scripts written first as one file
-    beside it, `<array tag>.elements` (each element writes its own script from it)."""
-    jobs = group.jobs
-    tag = array_tag(jobs)
-    log_path = f"{folder}/{tag}.log"
-    paths = JobPaths(log_path, log_path, "", f"{folder}/{tag}.sh")
-    name = f"{jobs[0].name} (+{len(jobs) - 1})"
-    header = directives(replace(jobs[0], tag=tag, name=name, paths=paths))
-    items = [element(spec) for spec in jobs]
-    dirs = {d for item in items for d in item.dirs}
-    dirs.update(d for d in [parent_dir(paths.script)] if d is not None)
-    bundle = f"{folder}/{tag}{BUNDLE_SUFFIX}"
-    return Submission(
-        tag,
-        wrapper_script(header, jobs, group.throttle, bundle),
-        paths.script,
-        tuple(sorted(dirs)),
-        (log_path, ""),
-        elements=tuple((spec.paths.script, spec.script) for spec in jobs),
-        bundle=bundle,
-    )
