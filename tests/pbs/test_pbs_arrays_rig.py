@@ -22,6 +22,7 @@ from typing import Any
 from scripthut.engine.engine import Engine
 from scripthut.states import RunState, TaskState
 from scripthut.workflow.parse import parse_document
+from tests.helpers import SweepTask, assert_sweep, run_sweep, sweep_document
 from tests.pbs.test_pbs_rig import MEM, drive, pbs_config
 from tests.pbs.test_pbs_rig import place as place  # the fixture
 from tests.slurm.conftest import SlurmRig
@@ -81,38 +82,14 @@ def test_a_sweep_runs_as_arrays_with_every_task_its_own(
 ) -> None:
     config = pbs_config(pbs_rig, place, tmp_path / "data")
     failing = {3, 11}
-    doc = [
-        {
-            "id": f"p{i}",
-            "command": f"echo out {i}; echo err {i} >&2; exit {4 if i in failing else 0}",
-            "memory": MEM,
-        }
-        for i in range(24)
-    ]
 
-    async def body(engine: Engine) -> dict[str, Any]:
-        record = engine.submit(parse_document(doc), name="sweep")
-        final = await engine.wait(record.id, timeout=300)
-        backend = engine.registry.get("rig")
-        got: dict[str, Any] = {"state": final.state, "tasks": {}}
-        for task in engine.store.tasks(record.id):
-            attempt = engine.store.attempt(record.id, task.task_id)
-            assert attempt is not None
-            out = (await backend.read_log(attempt.stdout_path)).data
-            err = (await backend.read_log(attempt.stderr_path)).data
-            got["tasks"][task.task_id] = (task.state, task.exit_code, out, err, attempt.job_id)
-        return got
+    async def body(engine: Engine) -> tuple[RunState, dict[str, SweepTask]]:
+        return await run_sweep(engine, sweep_document(24, failing, 4, MEM), "rig", 300)
 
-    got = drive(config, body)
-    assert got["state"] == RunState.FAILED
-    tasks = got["tasks"]
-    assert len(tasks) == 24
-    for i in range(24):
-        state, code, out, err, _job = tasks[f"p{i}"]
-        assert out == f"out {i}\n".encode() and err == f"err {i}\n".encode(), i
-        expected = (TaskState.FAILED, 4) if i in failing else (TaskState.COMPLETED, 0)
-        assert (state, code) == expected, (i, tasks[f"p{i}"])
-    placed = elements([t[4] for t in tasks.values()])
+    state, tasks = drive(config, body)
+    assert state == RunState.FAILED
+    assert_sweep(tasks, 24, failing, 4)
+    placed = elements([str(t.job_id) for t in tasks.values()])
     assert len(set(placed)) == 24, "one element per task"
     assert len({array for array, _ in placed}) <= 2, "the sweep went as one or two arrays"
 

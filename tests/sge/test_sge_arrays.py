@@ -12,7 +12,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -20,9 +19,9 @@ import yaml
 from scripthut.backends.base import ArrayGroup, JobStatus
 from scripthut.backends.sge import SGEBackend
 from scripthut.engine.engine import Engine
-from scripthut.states import JobState, RunState, TaskState
+from scripthut.states import JobState, RunState
 from scripthut.store import Store
-from scripthut.workflow.parse import parse_document
+from tests.helpers import SweepTask, assert_sweep, run_sweep, sweep_document
 from tests.sge.conftest import SGERig
 from tests.sge.test_sge_backend import (
     all_final,
@@ -36,7 +35,7 @@ from tests.sge.test_sge_backend import (
     with_backend,
 )
 from tests.sge.test_sge_backend import log_dir as log_dir  # the fixture
-from tests.sge.test_sge_workflows import drive, sge_of
+from tests.sge.test_sge_workflows import drive
 from tests.slurm.test_slurm_faults import scripthut
 
 
@@ -98,37 +97,14 @@ def test_an_engine_sweep_goes_as_arrays_and_every_task_keeps_its_own(
 ) -> None:
     config = rig_config(sge_rig, log_dir, tmp_path / "data", max_concurrent=30)
     size, failing = 30, {4, 17}
-    doc = [
-        {
-            "id": f"p{i}",
-            "command": f"echo out {i}; echo err {i} >&2; exit {3 if i in failing else 0}",
-            "memory": "100M",
-        }
-        for i in range(size)
-    ]
 
-    async def body(engine: Engine) -> tuple[RunState, dict[str, Any]]:
-        record = engine.submit(parse_document(doc), name="sweep")
-        final = await engine.wait(record.id, timeout=300)
-        sge = sge_of(engine)
-        tasks: dict[str, Any] = {}
-        for task in engine.store.tasks(record.id):
-            attempt = engine.store.attempt(record.id, task.task_id)
-            assert attempt is not None
-            out = (await sge.read_log(attempt.stdout_path)).data
-            err = (await sge.read_log(attempt.stderr_path)).data
-            tasks[task.task_id] = (task.state, task.exit_code, out, err, attempt.job_id)
-        return final.state, tasks
+    async def body(engine: Engine) -> tuple[RunState, dict[str, SweepTask]]:
+        return await run_sweep(engine, sweep_document(size, failing, 3, "100M"), "rig", 300)
 
     state, tasks = drive(config, body)
     assert state == RunState.FAILED
-    assert len(tasks) == size
-    for i in range(size):
-        got_state, code, out, err, _job = tasks[f"p{i}"]
-        assert out == f"out {i}\n".encode() and err == f"err {i}\n".encode(), i
-        expected = (TaskState.FAILED, 3) if i in failing else (TaskState.COMPLETED, 0)
-        assert (got_state, code) == expected, i
-    placed = [str(t[4]).split(".") for t in tasks.values()]
+    assert_sweep(tasks, size, failing, 3)
+    placed = [str(t.job_id).split(".") for t in tasks.values()]
     assert all(len(p) == 2 for p in placed), "every task is an array element"
     assert len({tuple(p) for p in placed}) == size, "one element per task"
     assert len({p[0] for p in placed}) <= 2, "the sweep went as one or two arrays"

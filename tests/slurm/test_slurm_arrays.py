@@ -28,6 +28,7 @@ from scripthut.engine.engine import Engine
 from scripthut.states import RunState, TaskState
 from scripthut.store import Store
 from scripthut.workflow.parse import parse_document
+from tests.helpers import SweepTask, assert_sweep, run_sweep, sweep_document
 from tests.slurm.conftest import SlurmRig
 from tests.slurm.test_slurm_backend import (
     Place,
@@ -80,40 +81,14 @@ def test_a_sweep_of_200_runs_as_arrays_with_every_task_its_own(
 ) -> None:
     config = rig_config(slurm_rig, "ssh", place.log_dir, tmp_path / "data", max_concurrent=200)
     failing = {i for i in range(200) if i % 40 == 7}
-    doc = [
-        {
-            "id": f"p{i}",
-            "command": f"echo out {i}; echo err {i} >&2; exit {3 if i in failing else 0}",
-            "memory": MEM,
-        }
-        for i in range(200)
-    ]
 
-    async def body(engine: Engine) -> dict[str, Any]:
-        record = engine.submit(parse_document(doc), name="sweep")
-        final = await engine.wait(record.id, timeout=400)
-        slurm = slurm_of(engine)
-        got: dict[str, Any] = {"state": final.state, "tasks": {}}
-        for task in engine.store.tasks(record.id):
-            attempt = engine.store.attempt(record.id, task.task_id)
-            assert attempt is not None
-            out = (await slurm.read_log(attempt.stdout_path)).data
-            err = (await slurm.read_log(attempt.stderr_path)).data
-            got["tasks"][task.task_id] = (task.state, task.exit_code, out, err, attempt.job_id)
-        return got
+    async def body(engine: Engine) -> tuple[RunState, dict[str, SweepTask]]:
+        return await run_sweep(engine, sweep_document(200, failing, 3, MEM), "rig", 400)
 
-    got = drive(config, body)
-    assert got["state"] == RunState.FAILED
-    tasks = got["tasks"]
-    assert len(tasks) == 200
-    for i in range(200):
-        state, code, out, err, _job = tasks[f"p{i}"]
-        assert out == f"out {i}\n".encode() and err == f"err {i}\n".encode(), i
-        if i in failing:
-            assert (state, code) == (TaskState.FAILED, 3), i
-        else:
-            assert (state, code) == (TaskState.COMPLETED, 0), i
-    placed = elements([t[4] for t in tasks.values()])
+    state, tasks = drive(config, body)
+    assert state == RunState.FAILED
+    assert_sweep(tasks, 200, failing, 3)
+    placed = elements([str(t.job_id) for t in tasks.values()])
     assert len(set(placed)) == 200, "one element per task"
     assert len({array for array, _ in placed}) <= 3, "the sweep went as a few arrays"
 

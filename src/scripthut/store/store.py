@@ -116,13 +116,16 @@ def _encode(column: str, value: Any) -> Any:
 
 
 _ATTEMPT_VALUES = operator.attrgetter(*_ATTEMPT_COLUMNS)
-_EFFICIENCY = _ATTEMPT_COLUMNS.index("efficiency")
+_ATTEMPT_JSON = tuple(
+    (i, column) for i, column in enumerate(_ATTEMPT_COLUMNS) if column in _JSON_COLUMNS
+)
 
 
 def _attempt_row(attempt: AttemptRecord) -> list[Any]:
-    """An attempt's column values (efficiency is its only JSON column, none is a bool)."""
+    """An attempt's column values, its JSON columns encoded (none of them is a bool)."""
     row = list(_ATTEMPT_VALUES(attempt))
-    row[_EFFICIENCY] = _encode("efficiency", row[_EFFICIENCY])
+    for i, column in _ATTEMPT_JSON:
+        row[i] = _encode(column, row[i])
     return row
 
 
