@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from scripthut.config import Config, parse_config
 from scripthut.engine.engine import Engine
 from scripthut.states import RunState, TaskState
+from scripthut.store import TaskRecord
 from scripthut.workflow.parse import parse_document
 
 
@@ -100,3 +103,14 @@ def assert_sweep(tasks: dict[str, SweepTask], size: int, failing: set[int], code
         assert (task.stdout, task.stderr) == (f"out {i}\n".encode(), f"err {i}\n".encode()), i
         expected = (TaskState.FAILED, code) if i in failing else (TaskState.COMPLETED, 0)
         assert (task.state, task.exit_code) == expected, (i, task)
+
+
+async def wait_all_running(engine: Engine, run_id: str, timeout: float) -> dict[str, TaskRecord]:
+    """The run's tasks once every one of them runs; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = {t.task_id: t for t in engine.store.tasks(run_id)}
+        if all(t.state == TaskState.RUNNING for t in tasks.values()):
+            return tasks
+        assert time.monotonic() < deadline, {k: t.state for k, t in tasks.items()}
+        await asyncio.sleep(0.5)

@@ -11,10 +11,8 @@ and cancel on real Torque and PBS Pro are proven on fixtures (tests/test_pbs_arr
 
 from __future__ import annotations
 
-import asyncio
 import re
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,13 @@ from typing import Any
 from scripthut.engine.engine import Engine
 from scripthut.states import RunState, TaskState
 from scripthut.workflow.parse import parse_document
-from tests.helpers import SweepTask, assert_sweep, run_sweep, sweep_document
+from tests.helpers import (
+    SweepTask,
+    assert_sweep,
+    run_sweep,
+    sweep_document,
+    wait_all_running,
+)
 from tests.pbs.test_pbs_rig import MEM, drive, pbs_config
 from tests.pbs.test_pbs_rig import place as place  # the fixture
 from tests.slurm.conftest import SlurmRig
@@ -102,13 +106,7 @@ def test_cancelling_one_task_cancels_its_array_here_and_says_so(
 
     async def body(engine: Engine) -> dict[str, Any]:
         record = engine.submit(parse_document(doc), name="cancel-one")
-        deadline = time.monotonic() + 120
-        while True:
-            tasks = {t.task_id: t for t in engine.store.tasks(record.id)}
-            if all(t.state == TaskState.RUNNING for t in tasks.values()):
-                break
-            assert time.monotonic() < deadline, {k: t.state for k, t in tasks.items()}
-            await asyncio.sleep(0.5)
+        tasks = await wait_all_running(engine, record.id, 120)
         victim = tasks["s1"].job_id
         assert victim is not None
         await engine.cancel_job("rig", victim)

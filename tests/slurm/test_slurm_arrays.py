@@ -28,7 +28,13 @@ from scripthut.engine.engine import Engine
 from scripthut.states import RunState, TaskState
 from scripthut.store import Store
 from scripthut.workflow.parse import parse_document
-from tests.helpers import SweepTask, assert_sweep, run_sweep, sweep_document
+from tests.helpers import (
+    SweepTask,
+    assert_sweep,
+    run_sweep,
+    sweep_document,
+    wait_all_running,
+)
 from tests.slurm.conftest import SlurmRig
 from tests.slurm.test_slurm_backend import (
     Place,
@@ -103,12 +109,7 @@ def test_cancelling_one_task_cancels_only_its_element(
     async def body(engine: Engine) -> dict[str, Any]:
         record = engine.submit(parse_document(doc), name="cancel-one")
         deadline = time.monotonic() + 120
-        while True:
-            tasks = {t.task_id: t for t in engine.store.tasks(record.id)}
-            if all(t.state == TaskState.RUNNING for t in tasks.values()):
-                break
-            assert time.monotonic() < deadline, {k: t.state for k, t in tasks.items()}
-            await asyncio.sleep(0.5)
+        tasks = await wait_all_running(engine, record.id, 120)
         victim = tasks["s1"].job_id
         assert victim is not None
         await engine.cancel_job("rig", victim)
