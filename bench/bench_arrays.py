@@ -44,7 +44,7 @@ from scripthut.store import Store
 from scripthut.workflow.parse import parse_document
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_slurm_submit import _COMMAND, cancel, rig_env, run_as_user
+from bench_slurm_submit import _COMMAND, cancel, rig_env, run_as_user, ssh_entry
 
 DEADLINE = 600.0
 _RPC = re.compile(r"^\s*(\S+)\s+\(\s*\d+\)\s+count:(\d+)", re.MULTILINE)
@@ -105,13 +105,7 @@ def entry(rig: dict[str, str], log_dir: str, tasks: int, arrays: bool) -> dict[s
         "log_dir": log_dir,
         "max_concurrent": tasks,
         "arrays": arrays,
-        "ssh": {
-            "host": rig["SSH_HOST"],
-            "port": int(rig["SSH_PORT"]),
-            "user": rig["SSH_USER"],
-            "key_path": rig["SSH_KEY"],
-            "known_hosts": rig["KNOWN_HOSTS"],
-        },
+        "ssh": ssh_entry(rig),
     }
 
 

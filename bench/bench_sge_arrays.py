@@ -20,6 +20,7 @@ import asyncio
 import re
 import shlex
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -34,6 +35,9 @@ from scripthut.config import SGEBackendConfig, parse_config
 from scripthut.engine.engine import Engine
 from scripthut.store import Store
 from scripthut.workflow.parse import parse_document
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_slurm_submit import rig_env, ssh_argv, ssh_entry
 
 RIG_SCRIPT = Path(__file__).resolve().parent.parent / "tests" / "rig" / "sge.sh"
 DEADLINE = 600.0
@@ -64,38 +68,9 @@ class HeldSGE(SGEBackend):
             self.busy += time.perf_counter() - started
 
 
-def rig_env() -> dict[str, str]:
-    out = subprocess.run(["bash", str(RIG_SCRIPT), "env"], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"the Grid Engine rig is not up: {out.stderr.strip()}")
-    env: dict[str, str] = {}
-    for line in out.stdout.splitlines():
-        words = shlex.split(line)
-        if len(words) == 2 and words[0] == "export":
-            name, _, value = words[1].partition("=")
-            env[name.removeprefix("SCRIPTHUT_RIG_")] = value
-    return env
-
-
 def on_rig(rig: dict[str, str], script: str) -> str:
     """Run `script` (trusted bench text) as the rig user over SSH; its stdout."""
-    argv = [
-        "ssh",
-        "-F",
-        "/dev/null",
-        "-p",
-        rig["SSH_PORT"],
-        "-i",
-        rig["SSH_KEY"],
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        f"UserKnownHostsFile={rig['KNOWN_HOSTS']}",
-        "-o",
-        "BatchMode=yes",
-        f"{rig['SSH_USER']}@{rig['SSH_HOST']}",
-        script,
-    ]
+    argv = ssh_argv(rig, script)
     return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=900).stdout
 
 
@@ -114,13 +89,7 @@ def entry(rig: dict[str, str], log_dir: str, tasks: int, arrays: bool) -> dict[s
         "max_concurrent": tasks,
         "arrays": arrays,
         "parallel_env": rig["SGE_PE"],
-        "ssh": {
-            "host": rig["SSH_HOST"],
-            "port": int(rig["SSH_PORT"]),
-            "user": rig["SSH_USER"],
-            "key_path": rig["SSH_KEY"],
-            "known_hosts": rig["KNOWN_HOSTS"],
-        },
+        "ssh": ssh_entry(rig),
     }
 
 
@@ -211,7 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=1_000)
     args = parser.parse_args()
-    rig = rig_env()
+    rig = rig_env(RIG_SCRIPT)
     name = f"hut-bench/sge-arrays-{uuid.uuid4().hex[:8]}"
     print(f"tasks={args.tasks}; files in ~/{name}")
     try:

@@ -44,10 +44,11 @@ RIG_SCRIPT = Path(__file__).resolve().parent.parent / "tests" / "rig" / "slurm.s
 _COMMAND = re.compile(r"\b(squeue|sacct) --")
 
 
-def rig_env() -> dict[str, str]:
-    out = subprocess.run(["bash", str(RIG_SCRIPT), "env"], capture_output=True, text=True)
+def rig_env(script: Path = RIG_SCRIPT) -> dict[str, str]:
+    """The connection details a rig script prints (`<rig>.sh env`), without their prefix."""
+    out = subprocess.run(["bash", str(script), "env"], capture_output=True, text=True)
     if out.returncode != 0:
-        raise SystemExit(f"the rig is not up: {out.stderr.strip()}")
+        raise SystemExit(f"the rig ({script.name}) is not up: {out.stderr.strip()}")
     env: dict[str, str] = {}
     for line in out.stdout.splitlines():
         words = shlex.split(line)
@@ -55,6 +56,17 @@ def rig_env() -> dict[str, str]:
             name, _, value = words[1].partition("=")
             env[name.removeprefix("SCRIPTHUT_RIG_")] = value
     return env
+
+
+def ssh_entry(rig: dict[str, str]) -> dict[str, object]:
+    """The `ssh` block of a backend entry reaching the rig's user."""
+    return {
+        "host": rig["SSH_HOST"],
+        "port": int(rig["SSH_PORT"]),
+        "user": rig["SSH_USER"],
+        "key_path": rig["SSH_KEY"],
+        "known_hosts": rig["KNOWN_HOSTS"],
+    }
 
 
 def ssh_argv(rig: dict[str, str], *remote: str) -> list[str]:
